@@ -1,0 +1,151 @@
+"""``framechain`` command line: run, stage, validate, bench.
+
+The only place that prints to the terminal and turns errors into exit codes: 0 done,
+1 failed, 2 invalid config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ConfigError, FramechainError
+
+log = logging.getLogger("framechain")
+
+
+def _load(path: str) -> Any:
+    from pipeline.config import load_config
+
+    return load_config(path)
+
+
+def _runtime_dir(loaded: Any, explicit: str | None) -> tuple[Path, bool]:
+    """The folder for ipc:// sockets, created private (0700); True if temporary."""
+    chosen = explicit or loaded.config.runtime_dir
+    if chosen:
+        path = Path(chosen)
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return path, False
+    return Path(tempfile.mkdtemp(prefix="framechain-")), True
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from stages.plan import stage_names
+
+    loaded = _load(args.config)
+    cfg = loaded.config
+    print(
+        f"{args.config}: OK: {len(cfg.cameras)} camera(s), {len(stage_names(loaded))} "
+        f"stages, model {loaded.model_path} ({len(loaded.class_names)} classes)"
+    )
+    return 0
+
+
+def cmd_stage(args: argparse.Namespace) -> int:
+    from pipeline.runtime import bootstrap, run_stage
+    from stages.plan import build_plan
+
+    loaded = _load(args.config)
+    runtime_dir, _ = _runtime_dir(loaded, args.runtime_dir)
+    try:
+        plan = build_plan(loaded, args.name, runtime_dir)
+    except KeyError as e:
+        raise ConfigError(str(e.args[0])) from None
+    bootstrap(args.name, loaded.config.log_level)
+    return run_stage(plan, args.control)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pipeline.log import setup_logging
+    from pipeline.supervisor import Supervisor, remove_stale_rings, stage_command
+    from pipeline.summary import Progress, print_summary
+    from stages.plan import ring_prefix, stage_names
+
+    loaded = _load(args.config)
+    setup_logging("supervisor", loaded.config.log_level)
+    runtime_dir, temporary = _runtime_dir(loaded, args.runtime_dir)
+    supervisor = Supervisor(
+        stage_names(loaded), stage_command(loaded.path, runtime_dir), runtime_dir,
+        loaded.config.supervisor,
+    )
+    signal.signal(signal.SIGTERM, supervisor.request_stop)
+    signal.signal(signal.SIGINT, supervisor.request_stop)
+    progress = Progress(enabled=not args.no_progress)
+    try:
+        code = supervisor.run(on_tick=progress.update)
+    finally:
+        progress.close()
+        remove_stale_rings(ring_prefix(runtime_dir))
+        if temporary:
+            shutil.rmtree(runtime_dir, ignore_errors=True)
+    print_summary(loaded, supervisor, file=sys.stdout)
+    return code
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pipeline.bench import run_bench
+
+    return run_bench(args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="framechain", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the whole chain under the supervisor")
+    run.add_argument("config")
+    run.add_argument("--runtime-dir", help="folder for ipc:// sockets")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.set_defaults(func=cmd_run)
+
+    stage = sub.add_parser("stage", help="run one stage process (systemd, other hosts)")
+    stage.add_argument("name", help="e.g. capture.cam1, decode.cam1, detect, track.cam1")
+    stage.add_argument("--config", required=True)
+    stage.add_argument("--runtime-dir", help="folder for ipc:// sockets")
+    stage.add_argument("--control", help="supervisor control URI (heartbeats)")
+    stage.set_defaults(func=cmd_stage)
+
+    validate = sub.add_parser("validate", help="check a config; exit 2 if invalid")
+    validate.add_argument("config")
+    validate.set_defaults(func=cmd_validate)
+
+    from pipeline.bench import add_arguments
+
+    bench = sub.add_parser("bench", help="runtime limit vs Ultralytics vs framechain")
+    add_arguments(bench)
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as e:
+        for line in e.lines:
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    except FramechainError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:
+        if args.debug or os.environ.get("FRAMECHAIN_DEBUG"):
+            raise
+        print(f"error: unexpected {type(e).__name__}: {e} (run with --debug for the "
+              "traceback, and please report it)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""The one config tree: pydantic models mirroring the YAML file, loaded and validated
+in one place, with every error reported as ``path (line N): message``.
+
+Stage-specific models live next to their stages; this module joins them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from pipeline.configtypes import ConfigPath, StrictModel, environ_snapshot
+from pipeline.errors import ConfigError, FramechainError
+from pipeline.log import redact
+from pipeline.models import model_directories, resolve_model
+from stages.capture import FileSourceConfig
+from stages.decode import DecodeConfig
+from stages.detect import CameraDetectConfig, DetectorConfig
+from stages.rules import RuleConfig
+from stages.sink_jsonl import JsonlSinkConfig
+from stages.sink_sqlite import SqliteSinkConfig
+from stages.track import TrackerConfig
+
+CameraName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,48}$")]
+SinkConfig = Annotated[SqliteSinkConfig | JsonlSinkConfig, Field(discriminator="kind")]
+
+
+class CameraConfig(StrictModel):
+    source: FileSourceConfig = Field(description="Where frames come from.")
+    decode: DecodeConfig = Field(default_factory=DecodeConfig, description="Decoding.")
+    detect: CameraDetectConfig = Field(
+        default_factory=CameraDetectConfig, description="Per-camera detection filters."
+    )
+    rules: list[RuleConfig] = Field(default_factory=list, description="Analytics rules.")
+
+    @model_validator(mode="after")
+    def _unique_rule_names(self) -> CameraConfig:
+        names = [rule.name for rule in self.rules]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"rule names must be unique per camera: {duplicates}")
+        return self
+
+
+class SupervisorConfig(StrictModel):
+    stop_timeout_s: float = Field(default=10.0, gt=0, le=300,
+                                  description="SIGTERM to SIGKILL escalation (R5).")
+    restart_backoff_s: float = Field(default=0.5, gt=0, description="First restart delay.")
+    restart_backoff_max_s: float = Field(default=10.0, gt=0, description="Restart delay cap.")
+    max_restarts: int = Field(default=5, ge=0, description="Restarts allowed per window (R23).")
+    restart_window_s: float = Field(default=60.0, gt=0, description="Window for max_restarts.")
+    heartbeat_timeout_s: float = Field(
+        default=10.0, gt=0, description="A running stage silent this long is restarted."
+    )
+    startup_timeout_s: float = Field(
+        default=120.0, gt=0, description="A starting stage silent this long is restarted."
+    )
+
+
+class LinksConfig(StrictModel):
+    frame_hwm: int = Field(default=16, ge=1, description="Queue bound on frame links.")
+    event_hwm: int = Field(default=10000, ge=1, description="Queue bound on event links.")
+    event_linger_ms: int = Field(default=1000, ge=0, le=10000,
+                                 description="How long queued events may finish on exit.")
+    endpoints: dict[str, str] = Field(
+        default_factory=dict,
+        description="Override a link's URI by endpoint name, e.g. detect.in: tcp://...",
+    )
+
+
+class FramechainConfig(StrictModel):
+    models_dir: ConfigPath | None = Field(default=None, description="Model directory.")
+    runtime_dir: ConfigPath | None = Field(
+        default=None, description="Folder for ipc:// sockets (default: a private temp dir)."
+    )
+    log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$",
+                           description="Log level of every stage.")
+    cameras: dict[CameraName, CameraConfig] = Field(min_length=1, description="Cameras.")
+    detector: DetectorConfig = Field(default_factory=DetectorConfig, description="Model.")
+    tracker: TrackerConfig = Field(default_factory=TrackerConfig, description="Tracker.")
+    sinks: list[SinkConfig] = Field(min_length=1, description="Where events go.")
+    supervisor: SupervisorConfig = Field(default_factory=SupervisorConfig,
+                                         description="Process supervision.")
+    links: LinksConfig = Field(default_factory=LinksConfig, description="Transport.")
+
+    @model_validator(mode="after")
+    def _unique_sink_names(self) -> FramechainConfig:
+        names = [sink.name for sink in self.sinks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"sink names must be unique, got {names}; set name: on each")
+        return self
+
+
+class LoadedConfig:
+    """A validated config plus what loading resolved: its file, the model path and
+    the model's class names."""
+
+    def __init__(self, path: Path, config: FramechainConfig, model_path: Path,
+                 class_names: tuple[str, ...]) -> None:
+        self.path = path
+        self.config = config
+        self.model_path = model_path
+        self.class_names = class_names
+
+
+# -- YAML positions --------------------------------------------------------------------
+def _line_index(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:
+    out[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            child = (*path, key.value)
+            _line_index(value, child, out)
+            out[child] = key.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, value in enumerate(node.value):
+            _line_index(value, (*path, i), out)
+
+
+def _display(loc: tuple[Any, ...], lines: Mapping[tuple[Any, ...], int]) -> tuple[str, int | None]:
+    """Turn a pydantic error location into ``a.b[0].c`` and its YAML line, skipping
+    the union-tag steps pydantic inserts that have no YAML counterpart."""
+    path: tuple[Any, ...] = ()
+    for step in loc:
+        if (*path, step) in lines or isinstance(step, int):
+            path = (*path, step)
+        elif not isinstance(step, str) or "[" in step or step in ("function-after",):
+            continue
+        else:
+            path = (*path, step)
+    text = ""
+    for step in path:
+        text += f"[{step}]" if isinstance(step, int) else (f".{step}" if text else str(step))
+    line = None
+    probe = path
+    while probe and line is None:
+        line = lines.get(probe)
+        probe = probe[:-1]
+    return text or "(top level)", line
+
+
+def _format(path: str, line: int | None, message: str) -> str:
+    where = f" (line {line})" if line is not None else ""
+    return f"{path}{where}: {message}"
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    kind, message = error["type"], error["msg"]
+    if kind == "extra_forbidden":
+        return "unknown key; remove it or check its spelling"
+    if kind == "missing":
+        return "required key is missing"
+    message = message.removeprefix("Value error, ")
+    value = error.get("input")
+    if isinstance(value, str | int | float | bool) and kind not in ("value_error",):
+        message += f" (got {redact(repr(value))[:80]})"
+    return message
+
+
+def _read_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], int]]:
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config file ({e.strerror})") from e
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"{path}{where}: invalid YAML: {problem}") from e
+    lines: dict[tuple[Any, ...], int] = {}
+    if node is not None:
+        _line_index(node, (), lines)
+    return data, lines
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> LoadedConfig:
+    """Read, interpolate and validate a config file, and resolve its model.
+
+    Touches no camera and no accelerator: only files and the model's metadata.
+
+    Raises:
+        ConfigError: with one ``path (line N): message`` line per problem.
+    """
+    path = Path(path)
+    environ = dict(environ) if environ is not None else environ_snapshot()
+    data, lines = _read_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the config must be a YAML mapping of settings")
+    base_dir = path.resolve().parent
+    try:
+        config = FramechainConfig.model_validate(
+            data, context={"environ": environ, "base_dir": base_dir}
+        )
+    except ValidationError as e:
+        problems = [_format(*_display(err["loc"], lines), _message(err)) for err in e.errors()]
+        raise ConfigError(problems[0], problems) from None
+    return _resolve(path, config, environ, base_dir, lines)
+
+
+def _resolve(path: Path, config: FramechainConfig, environ: Mapping[str, str],
+             base_dir: Path, lines: Mapping[tuple[Any, ...], int]) -> LoadedConfig:
+    """Checks that need more than the YAML itself: the model and its class names."""
+    from stages.yolo import read_class_names
+
+    model_line = lines.get(("detector", "model"))
+    directories = model_directories(config.models_dir, environ, base_dir)
+    try:
+        model_path = resolve_model(config.detector.model, directories)
+        names = read_class_names(model_path) if model_path.suffix == ".onnx" else ()
+    except FramechainError as e:
+        problem = _format("detector.model", model_line, str(e))
+        raise ConfigError(problem) from None
+    problems = []
+    known = set(names)
+    for camera, cam in config.cameras.items():
+        wanted: list[tuple[tuple[Any, ...], list[str]]] = []
+        if cam.detect.classes:
+            wanted.append((("cameras", camera, "detect", "classes"), cam.detect.classes))
+        if isinstance(cam.detect.confidence, dict):
+            wanted.append((("cameras", camera, "detect", "confidence"),
+                           list(cam.detect.confidence)))
+        for i, rule in enumerate(cam.rules):
+            if rule.classes:
+                wanted.append((("cameras", camera, "rules", i, "classes"), rule.classes))
+        for loc, classes in wanted:
+            unknown = [c for c in classes if c not in known]
+            if unknown and known:
+                text, line = _display(loc, lines)
+                problems.append(_format(text, line, f"unknown class {unknown[0]!r}; "
+                                        f"the model knows {', '.join(names[:8])}, ..."))
+    if problems:
+        raise ConfigError(problems[0], problems)
+    return LoadedConfig(path.resolve(), config, model_path, names)

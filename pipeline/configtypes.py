@@ -1,0 +1,77 @@
+"""Building blocks for the config models that live next to each stage.
+
+Every model is strict (unknown keys are errors) and frozen. ``${ENV}`` interpolation is
+a validator type used only on fields that may hold secrets or deployment-specific
+locations; it reads the environment handed in through the validation context at load
+time, never at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationInfo
+
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class StrictModel(BaseModel):
+    """Base of every config model: one-to-one with the YAML, no unknown keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+def _context(info: ValidationInfo) -> dict[str, Any]:
+    return info.context if isinstance(info.context, dict) else {}
+
+
+def _expand_env(value: Any, info: ValidationInfo) -> Any:
+    """Replace ``${NAME}`` / ``${NAME:-default}`` with values from the environment
+    (and from files in ``$CREDENTIALS_DIRECTORY``, systemd's LoadCredential)."""
+    if not isinstance(value, str):
+        return value
+    environ: dict[str, str] = _context(info).get("environ", {})
+    credentials = environ.get("CREDENTIALS_DIRECTORY")
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in environ:
+            return environ[name]
+        if credentials and (Path(credentials) / name).is_file():
+            return (Path(credentials) / name).read_text().strip()
+        if default is not None:
+            return default
+        raise ValueError(
+            f"environment variable {name} is not set; export it or put it in "
+            "$CREDENTIALS_DIRECTORY"
+        )
+
+    return _ENV_REFERENCE.sub(substitute, value)
+
+
+def _resolve_path(value: str, info: ValidationInfo) -> str:
+    """Relative paths are relative to the config file's folder, so a config works
+    whatever the current directory is."""
+    path = Path(value).expanduser()
+    base = _context(info).get("base_dir")
+    if not path.is_absolute() and base is not None:
+        path = Path(base) / path
+    return str(path)
+
+
+EnvStr = Annotated[str, BeforeValidator(_expand_env)]
+"""A string that may contain ``${ENV}`` references."""
+
+ConfigPath = Annotated[str, AfterValidator(_resolve_path)]
+"""A file path, relative to the config file's folder unless absolute."""
+
+EnvPath = Annotated[str, BeforeValidator(_expand_env), AfterValidator(_resolve_path)]
+"""A file path that may contain ``${ENV}`` references (sources, secrets)."""
+
+
+def environ_snapshot() -> dict[str, str]:
+    """The environment as handed to config validation (read once, at load time)."""
+    return dict(os.environ)

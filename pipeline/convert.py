@@ -1,0 +1,64 @@
+"""Converters between our ``Detections`` and other libraries' types. Kept apart from
+the type so that neither supervision nor ultralytics is imported on the hot path."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pipeline.detections import Detections
+
+if TYPE_CHECKING:
+    import supervision as sv
+
+
+def to_supervision(detections: Detections) -> sv.Detections:
+    import supervision as sv
+
+    return sv.Detections(
+        xyxy=detections.xyxy.astype(np.float32, copy=False),
+        confidence=detections.confidence,
+        class_id=detections.class_id,
+        tracker_id=detections.tracker_id,
+        mask=detections.mask,
+        data=dict(detections.data),
+    )
+
+
+def from_supervision(detections: sv.Detections) -> Detections:
+    n = len(detections)
+    confidence = detections.confidence
+    return Detections(
+        xyxy=np.asarray(detections.xyxy, np.float32).reshape(n, 4),
+        confidence=(
+            np.ones(n, np.float32)
+            if confidence is None
+            else np.asarray(confidence, np.float32)
+        ),
+        class_id=(
+            np.zeros(n, np.int32)
+            if detections.class_id is None
+            else np.asarray(detections.class_id, np.int32)
+        ),
+        tracker_id=(
+            None
+            if detections.tracker_id is None
+            else np.asarray(detections.tracker_id, np.int64)
+        ),
+        mask=detections.mask,
+    )
+
+
+def from_ultralytics(result: Any) -> Detections:
+    """From one ``ultralytics.engine.results.Results`` (detection task)."""
+    boxes = result.boxes
+    tracker_id = None
+    if boxes.id is not None:
+        tracker_id = boxes.id.cpu().numpy().astype(np.int64)
+    return Detections(
+        xyxy=boxes.xyxy.cpu().numpy().astype(np.float32),
+        confidence=boxes.conf.cpu().numpy().astype(np.float32),
+        class_id=boxes.cls.cpu().numpy().astype(np.int32),
+        tracker_id=tracker_id,
+    )

@@ -1,0 +1,159 @@
+"""Every message the stages exchange, in one place.
+
+A message travels as ZeroMQ multipart: frame 0 is the msgpack-encoded header (one of the
+structs below, tagged by type), frames 1.. are binary parts (packet bytes, pixels,
+detection columns) sent without copying. Headers are small and validated on receipt;
+nothing is ever pickled (R11, R15).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from pipeline.errors import MessageError
+
+
+class Timing(msgspec.Struct, frozen=True, array_like=True):
+    """Wall-clock seconds (``time.time()``) at which ``stage`` started and finished
+    with a message; used for per-stage latency and frame age."""
+
+    stage: str
+    start: float
+    end: float
+
+
+class FrameRef(msgspec.Struct, frozen=True, array_like=True):
+    """Where a frame's pixels sit in the producer's shared-memory ring. ``generation``
+    is the slot's sequence-lock value when written; a reader seeing another value knows
+    the slot was reused and must not use the pixels."""
+
+    segment: str
+    slot: int
+    generation: int
+
+
+class Packet(msgspec.Struct, frozen=True, array_like=True, tag="packet"):
+    """One compressed packet from capture to decode; part 0 holds the packet bytes.
+
+    ``extradata`` (codec parameters, e.g. H.264 SPS/PPS) rides on keyframes so that a
+    restarted decoder can start at any keyframe.
+    """
+
+    stream_id: str
+    seq: int
+    capture_ts: float
+    pts: float | None
+    keyframe: bool
+    codec: str
+    width: int
+    height: int
+    fps: float
+    total_frames: int
+    extradata: bytes | None = None
+
+
+class Frame(msgspec.Struct, frozen=True, array_like=True, tag="frame"):
+    """One decoded BGR frame (uint8, height × width × 3).
+
+    Pixels are in shared memory when ``shm`` is set, else inline in part 0 (tcp links).
+    ``seq`` numbers the frames of one stream without gaps; downstream stages check it.
+    """
+
+    stream_id: str
+    seq: int
+    capture_ts: float
+    pts: float
+    width: int
+    height: int
+    fps: float
+    shm: FrameRef | None
+    timings: tuple[Timing, ...] = ()
+
+
+class Detected(msgspec.Struct, frozen=True, array_like=True, tag="detected"):
+    """A frame with its detections. When ``count`` > 0, parts 0..2 hold the columns
+    ``xyxy`` (count×4 float32, source pixels), ``confidence`` (float32) and
+    ``class_id`` (int32)."""
+
+    frame: Frame
+    count: int
+    names: tuple[str, ...] = ()
+    timings: tuple[Timing, ...] = ()
+
+
+class EndOfStream(msgspec.Struct, frozen=True, array_like=True, tag="eos"):
+    """No more frames for ``stream_id``. ``seq`` is the sequence slot it occupies, so
+    that it is acknowledged and re-sent like a frame."""
+
+    stream_id: str
+    seq: int
+    reason: str
+    frames: int
+
+
+class Ack(msgspec.Struct, frozen=True, array_like=True, tag="ack"):
+    """Cumulative acknowledgement: every frame of ``stream_id`` up to ``seq`` is done
+    (tracked, rules applied, events handed to the sinks)."""
+
+    stream_id: str
+    seq: int
+
+
+class Event(msgspec.Struct, frozen=True, array_like=True, tag="event"):
+    """An analytics event. ``event_id`` is stable (camera, rule, kind, track, frame
+    seq), so a redelivered event is stored once."""
+
+    event_id: str
+    stream_id: str
+    rule: str
+    kind: str
+    seq: int
+    pts: float
+    capture_ts: float
+    track_id: int = -1
+    class_id: int = -1
+    class_name: str = ""
+    direction: str = ""
+    value: float = 0.0
+    data: dict[str, Any] = {}
+
+
+class Heartbeat(msgspec.Struct, frozen=True, array_like=True, tag="heartbeat"):
+    """Sent by every stage to the supervisor's control socket; any message counts as
+    a sign of life. ``stats`` are the stage's counters (frames, drops, counts...)."""
+
+    stage: str
+    pid: int
+    ts: float
+    state: str
+    stats: dict[str, Any] = {}
+
+
+Message = Packet | Frame | Detected | EndOfStream | Ack | Event | Heartbeat
+
+_ENCODER = msgspec.msgpack.Encoder()
+_DECODER = msgspec.msgpack.Decoder(Message)
+
+
+def encode(message: Message) -> bytes:
+    """Serialise a header to msgpack bytes."""
+    return _ENCODER.encode(message)
+
+
+def decode(data: bytes | memoryview) -> Message:
+    """Parse and validate a header.
+
+    Raises:
+        MessageError: the bytes are not a valid framechain header.
+    """
+    try:
+        return _DECODER.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        raise MessageError(f"invalid message header: {e}") from e
+
+
+def event_id(stream_id: str, rule: str, kind: str, track_id: int, seq: int) -> str:
+    """The stable id of an event: the same frame and rule always give the same id."""
+    return f"{stream_id}:{rule}:{kind}:{track_id}:{seq}"

@@ -1,0 +1,256 @@
+"""Drives one stage in its own process: sockets, batching, backpressure, heartbeats,
+signals and the exit status. The same entry point serves the supervisor and
+``framechain stage NAME``."""
+
+from __future__ import annotations
+
+import faulthandler
+import logging
+import os
+import signal
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+import zmq
+
+from pipeline.errors import ConfigError, FramechainError, MessageError
+from pipeline.log import setup_logging
+from pipeline.messages import Heartbeat
+from pipeline.stage import Emit, Received, Stage
+from pipeline.transport import Endpoint, LinkOptions, make_socket, receive, send
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL_S = 0.5
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """Everything needed to run one stage process: its name, its links and a factory
+    for the stage object (called inside the process)."""
+
+    name: str
+    kind: str
+    endpoints: tuple[Endpoint, ...]
+    build: Callable[[], Stage]
+    lossy_ports: frozenset[str] = frozenset()
+    drain_timeout_s: float = 8.0
+    # Only the chain's last stages exit by themselves once finished. Every other stage
+    # stays up, idle, until it is stopped, so that nothing it queued for a slower
+    # neighbour is cut off by its exit, and it can still answer a re-send.
+    exit_when_finished: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+class _Stopping(Exception):
+    """Raised inside a blocked send when the drain deadline has passed."""
+
+
+class StageRuntime:
+    """Runs ``plan`` until its stage finishes, fails, or is stopped."""
+
+    def __init__(self, plan: StagePlan, control_uri: str | None) -> None:
+        self.plan = plan
+        self.control_uri = control_uri
+        self.context: zmq.Context[Any] = zmq.Context()
+        self.inputs: dict[str, zmq.Socket[Any]] = {}
+        self.outputs: dict[str, list[zmq.Socket[Any]]] = defaultdict(list)
+        self.control: zmq.Socket[Any] | None = None
+        self.stop_requested = False
+        self.drain_deadline = float("inf")
+        self.next_heartbeat = 0.0
+        self.counters: dict[str, int] = defaultdict(int)
+        self.state = "starting"
+        self.stage: Stage | None = None
+
+    # -- lifecycle -----------------------------------------------------------------
+    def request_stop(self, signum: int, _frame: FrameType | None) -> None:
+        if not self.stop_requested:
+            log.info("received %s: draining", signal.Signals(signum).name)
+        self.stop_requested = True
+
+    def run(self) -> int:
+        try:
+            self._open_sockets()
+            self._heartbeat(force=True)
+            self.stage = self.plan.build()
+            self.stage.setup()
+            self.state = "running"
+            self._heartbeat(force=True)
+            self._loop(self.stage)
+            return EXIT_OK
+        except _Stopping:
+            log.warning("drain deadline passed; exiting with work in flight")
+            return EXIT_OK
+        except ConfigError as e:
+            log.error("%s", e)
+            return EXIT_CONFIG
+        except (FramechainError, OSError) as e:
+            log.error("%s", e)
+            return EXIT_FAILED
+        finally:
+            self.state = "stopped"
+            self._close()
+
+    def _open_sockets(self) -> None:
+        for endpoint in self.plan.endpoints:
+            sock = make_socket(self.context, endpoint)
+            if endpoint.socket_type == zmq.PULL:
+                self.inputs[endpoint.port] = sock
+            else:
+                self.outputs[endpoint.port].append(sock)
+        if self.control_uri:
+            self.control = make_socket(
+                self.context,
+                Endpoint("control", zmq.PUSH, self.control_uri, bind=False,
+                         options=LinkOptions(hwm=8, linger_ms=200)),
+            )
+
+    def _close(self) -> None:
+        if self.stage is not None:
+            try:
+                self.stage.close()
+            except Exception:
+                log.exception("error while closing stage")
+        self._heartbeat(force=True)
+        self.context.destroy()  # each socket's own LINGER applies
+
+    # -- main loop -----------------------------------------------------------------
+    def _loop(self, stage: Stage) -> None:
+        stopped = False
+        next_tick = 0.0
+        while True:
+            now = time.monotonic()
+            if self.stop_requested and not stopped:
+                stopped = True
+                self.state = "stopping"
+                self.drain_deadline = now + self.plan.drain_timeout_s
+                self._emit(stage.stop())
+            if stage.finished() and (self.plan.exit_when_finished or stopped):
+                return
+            if now > self.drain_deadline:
+                raise _Stopping
+            produced = self._emit(stage.produce())
+            if now >= next_tick:
+                self._emit(stage.tick(time.time()))
+                next_tick = now + stage.tick_interval
+            wait = 0.05
+            awake = stage.next_awake()
+            if produced:
+                wait = 0.0
+            elif awake is not None:
+                wait = min(wait, awake)
+            batch = self._collect(stage, timeout_s=wait)
+            if batch:
+                self.counters["received"] += len(batch)
+                self._emit(stage.process(batch))
+            self._heartbeat()
+
+    def _collect(self, stage: Stage, timeout_s: float) -> list[Received]:
+        """Receive up to ``max_batch`` messages, waiting at most ``timeout_s`` for the
+        first and ``max_wait_s`` more for the rest of a batch."""
+        batch: list[Received] = []
+        deadline = None
+        while len(batch) < stage.max_batch:
+            ports = [p for p in self.inputs if stage.accepts(p)]
+            if not ports:
+                if not batch and timeout_s > 0:
+                    time.sleep(timeout_s)  # nothing to read: wait out the stage's timer
+                break
+            poller = zmq.Poller()
+            for port in ports:
+                poller.register(self.inputs[port], zmq.POLLIN)
+            if deadline is None:
+                wait = timeout_s
+            else:
+                wait = max(0.0, deadline - time.monotonic())
+            ready = dict(poller.poll(int(wait * 1000)))
+            if not ready:
+                break
+            for port in ports:
+                sock = self.inputs[port]
+                while sock in ready and len(batch) < stage.max_batch:
+                    try:
+                        message, parts = receive(sock, zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    except MessageError as e:
+                        self.counters["invalid_messages"] += 1
+                        log.warning("dropped a message on %s: %s", port, e)
+                        continue
+                    batch.append(Received(port, message, parts))
+                    if not stage.accepts(port):
+                        break
+            if deadline is None:
+                deadline = time.monotonic() + stage.max_wait_s
+            if stage.max_wait_s <= 0 or time.monotonic() >= deadline:
+                break
+        return batch
+
+    def _emit(self, emits: Iterable[Emit]) -> bool:
+        sent = False
+        for emit in emits:
+            sockets = self.outputs.get(emit.port)
+            if not sockets:
+                raise RuntimeError(f"stage emitted on unknown port {emit.port!r}")
+            for sock in sockets:
+                self._send(emit, sock)
+            sent = True
+        return sent
+
+    def _send(self, emit: Emit, sock: zmq.Socket[Any]) -> None:
+        lossy = emit.port in self.plan.lossy_ports
+        while True:
+            try:
+                send(sock, emit.message, emit.parts, flags=zmq.NOBLOCK)
+                self.counters["sent"] += 1
+                return
+            except zmq.Again:
+                if lossy:
+                    self.counters[f"dropped.{emit.port}"] += 1
+                    return
+            # Blocked by a full downstream queue: wait, staying visibly alive.
+            sock.poll(100, zmq.POLLOUT)
+            self._heartbeat()
+            if time.monotonic() > self.drain_deadline:
+                raise _Stopping
+
+    def _heartbeat(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.control is None or (not force and now < self.next_heartbeat):
+            return
+        self.next_heartbeat = now + HEARTBEAT_INTERVAL_S
+        stats: dict[str, Any] = dict(self.counters)
+        if self.stage is not None:
+            stats.update(self.stage.stats())
+        beat = Heartbeat(self.plan.name, os.getpid(), time.time(), self.state, stats)
+        try:
+            send(self.control, beat, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            self.counters["heartbeats_dropped"] += 1
+
+
+def bootstrap(name: str, log_level: str = "INFO") -> None:
+    """What every stage process does first: a recognisable process title, tracebacks
+    on fatal signals, logging set up once."""
+    try:
+        from setproctitle import setproctitle
+
+        setproctitle(f"framechain {name}")
+    except ImportError:  # optional nicety
+        pass
+    faulthandler.enable()
+    setup_logging(name, log_level)
+
+
+def run_stage(plan: StagePlan, control_uri: str | None) -> int:
+    """Run one stage in this process until it finishes; returns the exit status."""
+    runtime = StageRuntime(plan, control_uri)
+    signal.signal(signal.SIGTERM, runtime.request_stop)
+    signal.signal(signal.SIGINT, runtime.request_stop)
+    return runtime.run()

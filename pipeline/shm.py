@@ -1,0 +1,160 @@
+"""Shared-memory frame rings with a generation check (seqlock).
+
+A producer owns a ring of fixed-size slots in one memory-mapped file under /dev/shm.
+Each slot starts with a 16-byte header: the generation (odd while being written) and
+the payload size. A message carries ``FrameRef(segment, slot, generation)``; a reader
+checks the generation before handing out a view and again after it finished, so a slot
+overwritten in between is detected and counted, never misread. The owner alone creates
+and unlinks the file; readers only map it.
+"""
+
+from __future__ import annotations
+
+import logging
+import mmap
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import SlotOverwrittenError
+from pipeline.messages import FrameRef
+
+log = logging.getLogger(__name__)
+
+_HEADER = struct.Struct("<QQ")  # generation, payload bytes
+_ALIGN = 64
+
+
+def shm_directory() -> Path:
+    """Where ring files live: /dev/shm when the OS has it (Linux), else the temp dir."""
+    path = Path("/dev/shm")
+    return path if path.is_dir() else Path(os.environ.get("TMPDIR", "/tmp"))
+
+
+def _slot_stride(payload_bytes: int) -> int:
+    size = _HEADER.size + payload_bytes
+    return (size + _ALIGN - 1) // _ALIGN * _ALIGN
+
+
+class FrameRing:
+    """A ring of ``slots`` slots of ``payload_bytes`` each, owned by one producer.
+
+    The producer must not reuse a slot whose frame is still in flight; framechain's
+    decode stage guarantees that with its acknowledgement window, and the generation
+    check catches any case where that guarantee breaks.
+    """
+
+    def __init__(self, name: str, payload_bytes: int, slots: int) -> None:
+        if slots < 1 or payload_bytes < 1:
+            raise ValueError("a ring needs at least one slot of at least one byte")
+        self.name = name
+        self.payload_bytes = payload_bytes
+        self.slots = slots
+        self._stride = _slot_stride(payload_bytes)
+        self._path = shm_directory() / name
+        fd = os.open(self._path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        try:
+            os.ftruncate(fd, self._stride * slots)
+            self._map = mmap.mmap(fd, self._stride * slots)
+        finally:
+            os.close(fd)
+        self._next_slot = 0
+        self._generation = 0
+
+    def write(self, pixels: np.ndarray) -> FrameRef:
+        """Copy ``pixels`` into the next slot and return its reference."""
+        data = np.ascontiguousarray(pixels)
+        nbytes = data.nbytes
+        if nbytes > self.payload_bytes:
+            raise ValueError(f"frame of {nbytes} bytes exceeds slot of {self.payload_bytes}")
+        slot = self._next_slot
+        self._next_slot = (slot + 1) % self.slots
+        self._generation += 2
+        offset = slot * self._stride
+        _HEADER.pack_into(self._map, offset, self._generation - 1, nbytes)  # odd: writing
+        start = offset + _HEADER.size
+        np.frombuffer(self._map, np.uint8, nbytes, start)[:] = data.reshape(-1).view(
+            np.uint8
+        )
+        _HEADER.pack_into(self._map, offset, self._generation, nbytes)
+        return FrameRef(segment=self.name, slot=slot, generation=self._generation)
+
+    def close(self) -> None:
+        """Unmap and unlink the ring; readers still mapping it keep their mapping."""
+        self._map.close()
+        self._path.unlink(missing_ok=True)
+
+
+class RingReader:
+    """Maps producers' rings on demand and validates references against them."""
+
+    def __init__(self) -> None:
+        self._maps: dict[str, mmap.mmap] = {}
+        self.misses = 0
+
+    def _segment(self, name: str) -> mmap.mmap:
+        segment = self._maps.get(name)
+        if segment is None:
+            if "/" in name or name.startswith("."):
+                raise SlotOverwrittenError(f"invalid segment name {name!r}")
+            try:
+                fd = os.open(shm_directory() / name, os.O_RDONLY)
+            except FileNotFoundError as e:
+                self.misses += 1
+                raise SlotOverwrittenError(f"segment {name} no longer exists") from e
+            try:
+                segment = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+            finally:
+                os.close(fd)
+            self._maps[name] = segment
+        return segment
+
+    def view(self, ref: FrameRef, shape: tuple[int, ...]) -> np.ndarray:
+        """A read-only uint8 view of the slot's pixels, valid until ``verify`` fails.
+
+        Raises:
+            SlotOverwrittenError: the slot no longer holds the referenced frame.
+        """
+        segment = self._segment(ref.segment)
+        nbytes = int(np.prod(shape))
+        stride = _slot_stride(nbytes)
+        offset = ref.slot * stride
+        if ref.slot < 0 or offset + stride > len(segment):
+            # The ring may use a larger stride than this frame needs; fall back to
+            # reading the header at the slot computed from the ring's own size.
+            raise SlotOverwrittenError(f"slot {ref.slot} outside segment {ref.segment}")
+        generation, size = _HEADER.unpack_from(segment, offset)
+        if generation != ref.generation or size != nbytes:
+            self.misses += 1
+            raise SlotOverwrittenError(
+                f"slot {ref.slot} of {ref.segment} was reused "
+                f"(generation {generation}, expected {ref.generation})"
+            )
+        return np.frombuffer(segment, np.uint8, nbytes, offset + _HEADER.size).reshape(
+            shape
+        )
+
+    def verify(self, ref: FrameRef, shape: tuple[int, ...]) -> None:
+        """Confirm that the slot still holds the frame after it was used.
+
+        Raises:
+            SlotOverwrittenError: the slot was rewritten while it was being read.
+        """
+        segment = self._segment(ref.segment)
+        offset = ref.slot * _slot_stride(int(np.prod(shape)))
+        generation, _ = _HEADER.unpack_from(segment, offset)
+        if generation != ref.generation:
+            self.misses += 1
+            raise SlotOverwrittenError(
+                f"slot {ref.slot} of {ref.segment} was rewritten while being read"
+            )
+
+    def close(self) -> None:
+        for segment in self._maps.values():
+            try:
+                segment.close()
+            except BufferError:
+                log.debug("segment still has exported views; left to the GC")
+        self._maps.clear()

@@ -1,0 +1,102 @@
+"""The contract between a stage and the runtime that drives it.
+
+A stage is a plain object: it never opens sockets, sleeps or installs signal handlers,
+so it can be tested by calling its methods. The runtime (``runtime.py``) owns sockets,
+heartbeats, signals and timing, and calls the hooks below.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+from pipeline.messages import Message
+from pipeline.transport import Buffer
+
+
+class Clock(Protocol):
+    """Injected time source; tests pass a fake."""
+
+    def now(self) -> float: ...
+
+
+class WallClock:
+    def now(self) -> float:
+        return time.time()
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A message as it arrived on input ``port``. ``parts`` are valid only during the
+    ``process`` call that receives them."""
+
+    port: str
+    message: Message
+    parts: Sequence[Buffer] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Emit:
+    """A message for output ``port`` (the runtime maps ports to sockets)."""
+
+    port: str
+    message: Message
+    parts: Sequence[Buffer] = ()
+
+
+class Stage(ABC):
+    """One step of the chain. Hooks, in the order the runtime calls them:
+
+    - ``setup()``: once, before any message; heavy imports and model loads go here.
+    - ``produce()``: sources only, whenever the stage's outputs can take more; returns
+      nothing when there is nothing to send yet.
+    - ``process(batch)``: with 1..``max_batch`` messages that arrived on ports for which
+      ``accepts(port)`` was true.
+    - ``tick(now)``: at least every ``tick_interval`` seconds, for timers.
+    - ``stop()``: once, when the process is asked to stop; sources end their streams.
+    - ``close()``: once, last, even after an error.
+
+    ``finished()`` true makes the runtime exit the process with status 0.
+    """
+
+    kind: ClassVar[str]
+    max_batch: int = 1
+    max_wait_s: float = 0.0
+    tick_interval: float = 0.5
+
+    def setup(self) -> None:
+        """Acquire resources. Called once in the stage's own process."""
+
+    def accepts(self, port: str) -> bool:
+        """Whether the runtime may read ``port`` now; false applies backpressure."""
+        return True
+
+    def produce(self) -> Iterable[Emit]:
+        return ()
+
+    @abstractmethod
+    def process(self, batch: Sequence[Received]) -> Iterable[Emit]:
+        """Handle received messages and return what to send on."""
+
+    def tick(self, now: float) -> Iterable[Emit]:
+        return ()
+
+    def next_awake(self) -> float | None:
+        """Seconds until ``produce`` has something to send (None: no timer)."""
+        return None
+
+    def stop(self) -> Iterable[Emit]:
+        return ()
+
+    def finished(self) -> bool:
+        return False
+
+    def stats(self) -> dict[str, Any]:
+        """Counters reported in heartbeats (plain numbers and strings)."""
+        return {}
+
+    def close(self) -> None:
+        """Release resources. Called once, last, also after an error."""

@@ -1,0 +1,71 @@
+"""What ``framechain run`` shows a person: a progress bar while files play and a
+summary at the end, both built from the stages' heartbeat statistics."""
+
+from __future__ import annotations
+
+import time
+from typing import IO, Any
+
+from pipeline.supervisor import Supervisor
+
+
+class Progress:
+    """A tqdm bar over frames tracked, out of the files' frame counts when known."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._bar: Any = None
+        self.started = time.monotonic()
+
+    def update(self, supervisor: Supervisor) -> None:
+        if not self.enabled:
+            return
+        done = sum(int(c.stats.get("next_seq", 0)) for n, c in supervisor.children.items()
+                   if n.startswith("track."))
+        totals = [int(c.stats.get("total_frames", -1)) for n, c in supervisor.children.items()
+                  if n.startswith("capture.")]
+        total = sum(totals) if totals and min(totals) > 0 else None
+        if self._bar is None:
+            if not done:
+                return
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, unit="frame", dynamic_ncols=True, leave=False,
+                             disable=None)
+        self._bar.n = done
+        self._bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def print_summary(loaded: Any, supervisor: Supervisor, file: IO[str]) -> None:
+    """Per camera: frames, fps, frame age; per rule/class/direction: counts."""
+    lines = ["", "framechain summary"]
+    for camera in loaded.config.cameras:
+        stats = supervisor.children[f"track.{camera}"].stats
+        lines.append(
+            f"  camera {camera}: {stats.get('frames', 0)} frames at "
+            f"{stats.get('fps', 0.0):.1f} fps, frame age p50 "
+            f"{1000 * stats.get('frame_age_p50_s', 0.0):.0f} ms, p99 "
+            f"{1000 * stats.get('frame_age_p99_s', 0.0):.0f} ms"
+        )
+        counts = stats.get("counts", {})
+        for key in sorted(counts):
+            rule, name, direction = key.split("/")
+            lines.append(f"    {rule:<16} {name:<12} {direction:<4} {counts[key]:>6}")
+        if not counts:
+            lines.append("    no line crossings")
+    detect = supervisor.children["detect"].stats
+    if detect:
+        lines.append(
+            f"  detect: mean batch {detect.get('mean_batch', 0):.2f}, "
+            f"{detect.get('infer_ms_per_frame', 0):.1f} ms inference per frame"
+        )
+    for sink in loaded.config.sinks:
+        stats = supervisor.children[f"sink.{sink.name}"].stats
+        lines.append(f"  sink {sink.name}: {stats.get('events', 0)} events -> {sink.path}")
+    if supervisor.restart_count:
+        lines.append(f"  stage restarts: {supervisor.restart_count}")
+    print("\n".join(lines), file=file)

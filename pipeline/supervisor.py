@@ -1,0 +1,224 @@
+"""Starts every stage as its own OS process, watches exits and heartbeats, restarts
+with capped exponential backoff, and drains on SIGTERM (R5, R23, R24).
+
+Following Frigate's watchdog and the zguide's pirate: exit 0 means the stage is done;
+any other exit, or a heartbeat silence longer than the limit, means restart, at most
+``max_restarts`` times per window, after which the whole run fails so that systemd or
+Docker can restart it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import zmq
+
+from pipeline.config import SupervisorConfig
+from pipeline.messages import Heartbeat
+from pipeline.transport import Endpoint, LinkOptions, make_socket, receive
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MonitoredProcess:
+    """One stage process and its restart history."""
+
+    name: str
+    command: list[str]
+    process: subprocess.Popen[bytes] | None = None
+    restarts: deque[float] = field(default_factory=deque)
+    next_start: float = 0.0
+    started: float = 0.0
+    last_beat: float = 0.0
+    state: str = "pending"
+    exit_code: int | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+class Supervisor:
+    def __init__(
+        self,
+        stages: Sequence[str],
+        command: Callable[[str, str], list[str]],
+        runtime_dir: Path,
+        config: SupervisorConfig,
+        terminal_prefix: str = "sink.",
+    ) -> None:
+        """``command(stage, control_uri)`` gives the argv that runs one stage."""
+        self.config = config
+        self.runtime_dir = runtime_dir
+        self.control_uri = f"ipc://{runtime_dir}/control"
+        self.children = {name: MonitoredProcess(name, command(name, self.control_uri))
+                         for name in stages}
+        self.terminal = [n for n in stages if n.startswith(terminal_prefix)]
+        self.stop_requested = False
+        self.failed = False
+        self.restart_count = 0
+
+    def request_stop(self, signum: int, _frame: FrameType | None) -> None:
+        if not self.stop_requested:
+            log.info("received %s: stopping all stages", signal.Signals(signum).name)
+        self.stop_requested = True
+
+    def run(self, on_tick: Callable[[Supervisor], None] | None = None) -> int:
+        """Run the chain to completion (or stop/failure); returns the exit status."""
+        context: zmq.Context[Any] = zmq.Context()
+        control = make_socket(context, Endpoint("control", zmq.PULL, self.control_uri, True,
+                                                LinkOptions(hwm=1000)))
+        try:
+            for child in self.children.values():
+                self._start(child)
+            while not self._all_done():
+                self._receive(control)
+                self._watch()
+                if self.stop_requested or self.failed:
+                    break
+                if self._terminal_done():
+                    log.info("all sinks finished; stopping the remaining stages")
+                    break
+                if on_tick is not None:
+                    on_tick(self)
+            self._stop_all(control)
+            if on_tick is not None:
+                on_tick(self)
+        finally:
+            context.destroy(linger=0)
+        return 1 if self.failed else 0
+
+    # -- children --------------------------------------------------------------------
+    def _start(self, child: MonitoredProcess) -> None:
+        child.process = subprocess.Popen(child.command)
+        child.started = child.last_beat = time.monotonic()
+        child.state, child.exit_code = "starting", None
+        log.debug("started %s (pid %d)", child.name, child.process.pid)
+
+    def _receive(self, control: zmq.Socket[Any]) -> None:
+        if not control.poll(50):
+            return
+        while True:
+            try:
+                message, _ = receive(control, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except Exception as e:  # a malformed heartbeat must not stop supervision
+                log.warning("ignored a bad control message: %s", e)
+                continue
+            child = self.children.get(message.stage) if isinstance(message, Heartbeat) else None
+            if child is None or child.process is None or message.pid != child.process.pid:
+                continue
+            child.last_beat = time.monotonic()
+            child.stats = message.stats
+            if child.state not in ("done", "stopping"):
+                child.state = message.state
+
+    def _watch(self) -> None:
+        now = time.monotonic()
+        cfg = self.config
+        for child in self.children.values():
+            if child.state == "done":
+                continue
+            if child.process is None:
+                if now >= child.next_start and not self.stop_requested:
+                    self._start(child)
+                continue
+            code = child.process.poll()
+            if code == 0:
+                child.state, child.exit_code = "done", 0
+                continue
+            if code is not None:
+                log.error("stage %s exited with status %s", child.name, code)
+                self._schedule_restart(child, code)
+                continue
+            limit = cfg.startup_timeout_s if child.state == "starting" else cfg.heartbeat_timeout_s
+            if now - child.last_beat > limit:
+                log.error("stage %s silent for %.0fs: killing it", child.name,
+                          now - child.last_beat)
+                child.process.kill()
+                child.process.wait()
+                self._schedule_restart(child, -signal.SIGKILL)
+
+    def _schedule_restart(self, child: MonitoredProcess, code: int) -> None:
+        now = time.monotonic()
+        cfg = self.config
+        child.exit_code, child.process, child.state = code, None, "restarting"
+        while child.restarts and now - child.restarts[0] > cfg.restart_window_s:
+            child.restarts.popleft()
+        if len(child.restarts) >= cfg.max_restarts:
+            log.error("stage %s failed %d times within %.0fs: giving up", child.name,
+                      len(child.restarts) + 1, cfg.restart_window_s)
+            child.state = "failed"
+            self.failed = True
+            return
+        delay = min(cfg.restart_backoff_s * 2 ** len(child.restarts), cfg.restart_backoff_max_s)
+        child.restarts.append(now)
+        child.next_start = now + delay
+        self.restart_count += 1
+        log.warning("restarting %s in %.1fs", child.name, delay)
+
+    def _all_done(self) -> bool:
+        return all(c.state == "done" for c in self.children.values())
+
+    def _terminal_done(self) -> bool:
+        return bool(self.terminal) and all(
+            self.children[n].state == "done" for n in self.terminal
+        )
+
+    def _stop_all(self, control: zmq.Socket[Any]) -> None:
+        """SIGTERM every live stage, let them drain, SIGKILL what is left (R5)."""
+        live = [c for c in self.children.values() if c.alive]
+        for child in live:
+            child.state = "stopping"
+            assert child.process is not None
+            child.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.config.stop_timeout_s
+        while any(c.alive for c in live) and time.monotonic() < deadline:
+            self._receive(control)
+        for child in live:
+            assert child.process is not None
+            if child.alive:
+                log.warning("stage %s ignored SIGTERM for %.0fs: killing it", child.name,
+                            self.config.stop_timeout_s)
+                child.process.kill()
+            child.exit_code = child.process.wait()
+            child.state = "done" if child.exit_code == 0 else "stopped"
+        self._receive(control)
+
+
+def stage_command(config_path: Path, runtime_dir: Path) -> Callable[[str, str], list[str]]:
+    """argv for ``framechain stage NAME`` with this interpreter."""
+
+    def command(name: str, control_uri: str) -> list[str]:
+        return [sys.executable, "-m", "pipeline.cli", "stage", name, "--config",
+                str(config_path), "--runtime-dir", str(runtime_dir), "--control", control_uri]
+
+    return command
+
+
+def remove_stale_rings(prefix: str) -> int:
+    """Unlink shared-memory rings a crashed producer left behind; returns how many."""
+    from pipeline.shm import shm_directory
+
+    removed = 0
+    for path in shm_directory().glob(f"{prefix}-*"):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed += 1
+    if removed:
+        log.info("removed %d stale shared-memory rings", removed)
+    return removed

@@ -1,0 +1,156 @@
+"""Capture: owns the connection to a source and sends compressed packets on.
+
+File sources demux with PyAV and apply backpressure (the runtime blocks on a full
+downstream queue), so a file run drops nothing and is deterministic. With
+``realtime: true`` a file is paced at its own frame rate, like a live camera.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, field_validator
+
+from pipeline.configtypes import EnvPath, StrictModel
+from pipeline.errors import SourceError
+from pipeline.log import redact
+from pipeline.messages import EndOfStream, Packet
+from pipeline.stage import Clock, Emit, Received, Stage, WallClock
+
+log = logging.getLogger(__name__)
+
+
+class FileSourceConfig(StrictModel):
+    kind: Literal["file"] = Field(description="A video file read with PyAV.")
+    path: EnvPath = Field(description="Video file path; may use ${ENV}.")
+    realtime: bool = Field(
+        default=False, description="Pace packets at the file's frame rate, like a camera."
+    )
+    loop: bool = Field(default=False, description="Start over at the end (demos, soak).")
+
+    @field_validator("path")
+    @classmethod
+    def _exists(cls, value: str) -> str:
+        if not Path(value).is_file():
+            raise ValueError(f"video file {value} does not exist; check the path")
+        return value
+
+
+class CaptureStage(Stage):
+    """Reads one source and emits ``Packet`` messages, then ``EndOfStream``."""
+
+    kind: ClassVar[str] = "capture"
+
+    def __init__(
+        self, stream_id: str, source: FileSourceConfig, clock: Clock | None = None
+    ) -> None:
+        self.stream_id = stream_id
+        self.source = source
+        self.clock = clock or WallClock()
+        self._packets: Iterator[tuple[Packet, bytes]] | None = None
+        self._pending: tuple[Packet, bytes] | None = None
+        self._done = False
+        self._ended = False
+        self._seq = 0
+        self._start_wall = 0.0
+        self._start_pts: float | None = None
+        self._total_frames = -1
+        self._container: Any = None
+
+    def setup(self) -> None:
+        import av
+
+        try:
+            self._container = av.open(self.source.path, "r")
+        except (av.error.FFmpegError, OSError) as e:
+            raise SourceError(
+                f"cannot open {redact(self.source.path)}: {e}; check that it is a video file"
+            ) from e
+        if not self._container.streams.video:
+            raise SourceError(f"{redact(self.source.path)} has no video stream")
+        stream = self._container.streams.video[0]
+        self._total_frames = int(stream.frames or -1)
+        self._packets = self._read(stream)
+
+    def _read(self, stream: Any) -> Iterator[tuple[Packet, bytes]]:
+        ctx = stream.codec_context
+        fps = float(stream.average_rate or stream.guessed_rate or 25)
+        extradata = bytes(ctx.extradata) if ctx.extradata else None
+        while True:
+            for packet in self._container.demux(stream):
+                if packet.size == 0:  # demuxer flush packet
+                    continue
+                pts = float(packet.pts * packet.time_base) if packet.pts is not None else None
+                message = Packet(
+                    stream_id=self.stream_id,
+                    seq=self._seq,
+                    capture_ts=self.clock.now(),
+                    pts=pts,
+                    keyframe=bool(packet.is_keyframe),
+                    codec=ctx.name,
+                    width=ctx.width,
+                    height=ctx.height,
+                    fps=fps,
+                    total_frames=self._total_frames,
+                    extradata=extradata if packet.is_keyframe else None,
+                )
+                self._seq += 1
+                yield message, bytes(packet)
+            if not self.source.loop:
+                return
+            self._container.seek(0)
+
+    def _wait_s(self, packet: Packet) -> float:
+        """Seconds until a realtime-paced packet is due (0: send now)."""
+        if not self.source.realtime or packet.pts is None:
+            return 0.0
+        if self._start_pts is None:
+            self._start_pts, self._start_wall = packet.pts, time.monotonic()
+        due = self._start_wall + packet.pts - self._start_pts
+        return max(0.0, due - time.monotonic())
+
+    def next_awake(self) -> float | None:
+        return None if self._pending is None else self._wait_s(self._pending[0])
+
+    def produce(self) -> Iterable[Emit]:
+        if self._done or self._packets is None:
+            return ()
+        pending = self._pending
+        if pending is None:
+            try:
+                pending = next(self._packets)
+            except StopIteration:
+                return self._end("eof")
+            except OSError as e:  # PyAV errors are OSErrors
+                log.error("read error on %s: %s", self.stream_id, redact(str(e)))
+                return self._end("error")
+        if self._wait_s(pending[0]) > 0:
+            self._pending = pending
+            return ()
+        self._pending = None
+        packet, payload = pending
+        return (Emit("packets", packet, (payload,)),)
+
+    def _end(self, reason: str) -> Sequence[Emit]:
+        self._done = True
+        return (Emit("packets", EndOfStream(self.stream_id, self._seq, reason, self._seq)),)
+
+    def process(self, batch: Sequence[Received]) -> Iterable[Emit]:
+        return ()
+
+    def stop(self) -> Iterable[Emit]:
+        return () if self._done else self._end("stopped")
+
+    def finished(self) -> bool:
+        return self._done
+
+    def stats(self) -> dict[str, Any]:
+        return {"packets": self._seq, "total_frames": self._total_frames}
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()

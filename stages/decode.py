@@ -1,0 +1,257 @@
+"""Decode: compressed packets to BGR frames, with sampling and resize, handed on
+through shared memory (one host) or inline (tcp).
+
+Decode also owns delivery. It keeps every frame it sent until the track stage
+acknowledges it (``Ack``), never more than ``window`` at a time. That window is the
+backpressure of the whole chain, the bound on its latency, and what guarantees that a
+shared-memory slot is never reused while a frame in it is in flight. If no
+acknowledgement arrives for ``resend_after_s`` (a stage died and was restarted), the
+unacknowledged frames are sent again in order; downstream drops what it already has,
+so a restart loses nothing and duplicates nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Iterator, Sequence
+from fractions import Fraction
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from pipeline.configtypes import StrictModel
+from pipeline.messages import Ack, EndOfStream, Frame, Packet, Timing
+from pipeline.shm import FrameRing
+from pipeline.stage import Clock, Emit, Received, Stage, WallClock
+
+log = logging.getLogger(__name__)
+
+_MICROS = Fraction(1, 1_000_000)
+
+
+class DecodeConfig(StrictModel):
+    every_nth: int = Field(default=1, ge=1, description="Keep every Nth frame.")
+    target_fps: float | None = Field(
+        default=None, gt=0, description="Keep frames at about this rate (after every_nth)."
+    )
+    resize: tuple[int, int] | None = Field(
+        default=None, description="Scale frames to [width, height] before they travel."
+    )
+    threads: int = Field(default=1, ge=0, le=64, description="Decoder threads (0: auto).")
+    window: int = Field(
+        default=8, ge=1, le=256, description="Frames in flight before decode waits."
+    )
+    resend_after_s: float = Field(
+        default=5.0, gt=0, description="Re-send unacknowledged frames after this silence."
+    )
+    shared_memory: bool = Field(
+        default=True, description="Pass pixels in shared memory on ipc:// links."
+    )
+
+
+class DecodeStage(Stage):
+    kind: ClassVar[str] = "decode"
+
+    def __init__(
+        self,
+        stream_id: str,
+        config: DecodeConfig,
+        ring_prefix: str | None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.stream_id = stream_id
+        self.config = config
+        self.ring_prefix = ring_prefix  # None: pixels travel inline
+        self.clock = clock or WallClock()
+        self._codec: Any = None
+        self._codec_key: tuple[str, bytes | None] | None = None
+        self._last_packet_seq = -1
+        self._capture_ts: dict[int, float] = {}
+        self._pending: deque[tuple[Any, float]] = deque()
+        self._outstanding: OrderedDict[int, Emit] = OrderedDict()
+        self._rings: list[FrameRing] = []
+        self._seq = 0
+        self._decoded = 0
+        self._next_keep_pts: float | None = None
+        self._eos: EndOfStream | None = None
+        self._eos_sent = False
+        self._done = False
+        self._fps = 0.0
+        self._last_progress = time.monotonic()
+        self.counters = {"decode_errors": 0, "resent": 0, "skipped_to_keyframe": 0}
+
+    # -- flow control ----------------------------------------------------------------
+    def accepts(self, port: str) -> bool:
+        if port == "packets":
+            return not self._pending and len(self._outstanding) < self.config.window
+        return True
+
+    def process(self, batch: Sequence[Received]) -> Iterable[Emit]:
+        for item in batch:
+            message = item.message
+            if isinstance(message, Ack):
+                self._acknowledge(message.seq)
+            elif isinstance(message, Packet):
+                self._decode(message, item.parts[0] if item.parts else b"")
+            elif isinstance(message, EndOfStream):
+                self._flush(message)
+        return list(self._send_pending())
+
+    def tick(self, now: float) -> Iterable[Emit]:
+        if not self._outstanding:
+            return list(self._send_pending())
+        if time.monotonic() - self._last_progress < self.config.resend_after_s:
+            return ()
+        self._last_progress = time.monotonic()
+        self.counters["resent"] += len(self._outstanding)
+        log.warning(
+            "no acknowledgement for %.1fs: re-sending %d frames of %s from seq %d",
+            self.config.resend_after_s,
+            len(self._outstanding),
+            self.stream_id,
+            next(iter(self._outstanding)),
+        )
+        return list(self._outstanding.values())
+
+    def _acknowledge(self, seq: int) -> None:
+        while self._outstanding and next(iter(self._outstanding)) <= seq:
+            self._outstanding.popitem(last=False)
+            self._last_progress = time.monotonic()
+        if self._eos_sent and not self._outstanding:
+            self._done = True
+
+    # -- decoding --------------------------------------------------------------------
+    def _open_codec(self, packet: Packet) -> None:
+        import av
+
+        key = (packet.codec, packet.extradata)
+        if self._codec is not None and key == self._codec_key:
+            return
+        codec = av.CodecContext.create(packet.codec, "r")
+        if packet.extradata:
+            codec.extradata = packet.extradata
+        codec.thread_count = self.config.threads
+        codec.thread_type = "AUTO" if self.config.threads != 1 else "SLICE"
+        self._codec, self._codec_key = codec, key
+
+    def _decode(self, packet: Packet, payload: bytes | memoryview) -> None:
+        import av
+
+        if packet.seq <= self._last_packet_seq:
+            return  # capture restarted and replays packets we already decoded
+        self._last_packet_seq = packet.seq
+        self._fps = packet.fps
+        if packet.keyframe and packet.extradata is not None:
+            self._open_codec(packet)
+        if self._codec is None:
+            if not packet.keyframe:
+                self.counters["skipped_to_keyframe"] += 1
+                return
+            self._open_codec(packet)
+        av_packet = av.Packet(bytes(payload))
+        pts_us = round((packet.pts if packet.pts is not None else packet.seq / packet.fps) * 1e6)
+        av_packet.pts = av_packet.dts = None if packet.pts is None else pts_us
+        av_packet.time_base = _MICROS
+        self._capture_ts[pts_us] = packet.capture_ts
+        if len(self._capture_ts) > 512:
+            self._capture_ts.pop(next(iter(self._capture_ts)))
+        try:
+            frames = self._codec.decode(av_packet)
+        except av.error.FFmpegError as e:
+            self.counters["decode_errors"] += 1
+            log.warning("decode error in %s packet %d: %s", self.stream_id, packet.seq, e)
+            return
+        self._keep(frames)
+
+    def _flush(self, eos: EndOfStream) -> None:
+        import av
+
+        if self._codec is not None:
+            try:
+                self._keep(self._codec.decode(None))
+            except av.error.FFmpegError as e:
+                self.counters["decode_errors"] += 1
+                log.warning("decode error flushing %s: %s", self.stream_id, e)
+        self._eos = eos
+
+    def _keep(self, frames: Iterable[Any]) -> None:
+        """Apply sampling and queue the frames that travel on."""
+        for frame in frames:
+            index = self._decoded
+            self._decoded += 1
+            if index % self.config.every_nth:
+                continue
+            pts = float(frame.pts * _MICROS) if frame.pts is not None else index / self._fps
+            if self.config.target_fps is not None:
+                if self._next_keep_pts is not None and pts < self._next_keep_pts - 1e-6:
+                    continue
+                step = 1.0 / self.config.target_fps
+                base = pts if self._next_keep_pts is None else self._next_keep_pts
+                self._next_keep_pts = max(base + step, pts)
+            capture_ts = self._capture_ts.pop(frame.pts, self.clock.now())
+            self._pending.append((frame, capture_ts))
+
+    def _effective_fps(self) -> float:
+        fps = self._fps / self.config.every_nth
+        if self.config.target_fps is not None:
+            fps = min(fps, self.config.target_fps)
+        return fps
+
+    # -- sending ---------------------------------------------------------------------
+    def _send_pending(self) -> Iterator[Emit]:
+        while self._pending and len(self._outstanding) < self.config.window:
+            frame, capture_ts = self._pending.popleft()
+            emit = self._frame_message(frame, capture_ts)
+            self._outstanding[self._seq] = emit
+            self._seq += 1
+            yield emit
+        if self._eos is not None and not self._eos_sent and not self._pending:
+            if len(self._outstanding) < self.config.window:
+                eos = EndOfStream(self.stream_id, self._seq, self._eos.reason, self._seq)
+                emit = Emit("frames", eos)
+                self._outstanding[self._seq] = emit
+                self._eos_sent = True
+                yield emit
+
+    def _frame_message(self, frame: Any, capture_ts: float) -> Emit:
+        started = time.time()
+        width, height = self.config.resize or (frame.width, frame.height)
+        pixels = frame.to_ndarray(format="bgr24", width=width, height=height)
+        pts = float(frame.pts * _MICROS) if frame.pts is not None else self._seq / self._fps
+        parts: tuple[Any, ...] = ()
+        ref = None
+        if self.ring_prefix is None:
+            parts = (memoryview(pixels.reshape(-1)),)
+        else:
+            ref = self._ring_for(pixels.nbytes).write(pixels)
+        message = Frame(
+            stream_id=self.stream_id,
+            seq=self._seq,
+            capture_ts=capture_ts,
+            pts=pts,
+            width=width,
+            height=height,
+            fps=self._effective_fps(),
+            shm=ref,
+            timings=(Timing("decode", started, time.time()),),
+        )
+        return Emit("frames", message, parts)
+
+    def _ring_for(self, nbytes: int) -> FrameRing:
+        if not self._rings or self._rings[-1].payload_bytes != nbytes:
+            name = f"{self.ring_prefix}-{self.stream_id}-{len(self._rings)}"
+            self._rings.append(FrameRing(name, nbytes, self.config.window + 1))
+        return self._rings[-1]
+
+    # -- lifecycle -------------------------------------------------------------------
+    def finished(self) -> bool:
+        return self._done
+
+    def stats(self) -> dict[str, Any]:
+        return {"frames": self._seq, "in_flight": len(self._outstanding), **self.counters}
+
+    def close(self) -> None:
+        for ring in self._rings:
+            ring.close()

@@ -1,0 +1,163 @@
+"""Analytics rules: pure functions of (rule state, tracked detections).
+
+Geometry conventions (image pixels, y grows downwards):
+- A line runs from ``start`` to ``end``. Walking along it from start to end, objects
+  on the right-hand side are "inside". Crossing from the left side to the right side
+  is direction ``in``, the reverse is ``out``. For a line drawn left to right across the
+  image, ``in`` means moving down the image.
+- A crossing counts only where the object's path meets the segment between the two
+  end points, and only once the anchor is more than ``band_px`` away from the line on
+  the new side, so jitter on the line does not count twice.
+- A zone holds the objects whose anchor lies inside its polygon (even-odd rule).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import Field, model_validator
+
+from pipeline.configtypes import StrictModel
+
+RuleName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+Anchor = Literal["bottom_center", "center"]
+
+
+class LineRuleConfig(StrictModel):
+    kind: Literal["line"] = Field(description="Directional line crossing count.")
+    name: RuleName = Field(description="Rule name, unique per camera; used in event ids.")
+    start: tuple[float, float] = Field(description="Line start [x, y] in source pixels.")
+    end: tuple[float, float] = Field(description="Line end [x, y] in source pixels.")
+    classes: list[str] | None = Field(
+        default=None, description="Class names counted; all classes when omitted."
+    )
+    anchor: Anchor = Field(default="bottom_center", description="Box point tested.")
+    band_px: float = Field(
+        default=2.0, ge=0, description="Hysteresis band around the line, pixels."
+    )
+
+    @model_validator(mode="after")
+    def _has_length(self) -> LineRuleConfig:
+        if np.hypot(self.end[0] - self.start[0], self.end[1] - self.start[1]) < 1:
+            raise ValueError("line start and end are the same point; give two points")
+        return self
+
+
+class ZoneRuleConfig(StrictModel):
+    kind: Literal["zone"] = Field(description="Polygon zone occupancy.")
+    name: RuleName = Field(description="Rule name, unique per camera; used in event ids.")
+    polygon: list[tuple[float, float]] = Field(
+        min_length=3, description="Polygon vertices [[x, y], ...] in source pixels."
+    )
+    classes: list[str] | None = Field(
+        default=None, description="Class names counted; all classes when omitted."
+    )
+    anchor: Anchor = Field(default="bottom_center", description="Box point tested.")
+
+    @model_validator(mode="after")
+    def _has_area(self) -> ZoneRuleConfig:
+        if polygon_area(np.asarray(self.polygon, np.float64)) < 1:
+            raise ValueError("polygon has no area; give at least 3 non-collinear points")
+        return self
+
+
+RuleConfig = Annotated[LineRuleConfig | ZoneRuleConfig, Field(discriminator="kind")]
+
+
+def polygon_area(points: npt.NDArray[np.float64]) -> float:
+    x, y = points[:, 0], points[:, 1]
+    return float(abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2)
+
+
+def points_in_polygon(
+    points: npt.NDArray[np.float32], polygon: npt.NDArray[np.float64]
+) -> npt.NDArray[np.bool_]:
+    """Even-odd test of (n, 2) points against a (k, 2) polygon, vectorised."""
+    if len(points) == 0:
+        return np.zeros(0, bool)
+    px, py = points[:, 0:1], points[:, 1:2]
+    x1, y1 = polygon[:, 0], polygon[:, 1]
+    x2, y2 = np.roll(x1, -1), np.roll(y1, -1)
+    straddles = (y1 > py) != (y2 > py)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x_cross = x1 + (py - y1) * (x2 - x1) / (y2 - y1)
+    return np.count_nonzero(straddles & (px < x_cross), axis=1) % 2 == 1
+
+
+@dataclass(frozen=True, slots=True)
+class Crossing:
+    track_id: int
+    class_id: int
+    direction: Literal["in", "out"]
+
+
+@dataclass
+class LineCounter:
+    """State of one line rule: each track's last definite side and position."""
+
+    start: npt.NDArray[np.float64]
+    end: npt.NDArray[np.float64]
+    band_px: float
+    # track id -> (side, signed distance, position along the line, last seen time)
+    sides: dict[int, tuple[int, float, float, float]] = field(default_factory=dict)
+
+    def update(
+        self,
+        anchors: npt.NDArray[np.float32],
+        track_ids: npt.NDArray[np.int64],
+        class_ids: npt.NDArray[np.int32],
+        now: float,
+    ) -> list[Crossing]:
+        """Feed one frame's tracked anchors (``now``: frame time, seconds); returns
+        the crossings it completed."""
+        direction = self.end - self.start
+        length = float(np.hypot(*direction))
+        rel = anchors.astype(np.float64) - self.start
+        distance = (direction[0] * rel[:, 1] - direction[1] * rel[:, 0]) / length
+        along = (rel @ direction) / (length * length)
+        crossings: list[Crossing] = []
+        for i, track_id in enumerate(track_ids.tolist()):
+            d = float(distance[i])
+            side = 1 if d > self.band_px else -1 if d < -self.band_px else 0
+            if side == 0:
+                continue
+            previous = self.sides.get(track_id)
+            self.sides[track_id] = (side, d, float(along[i]), now)
+            if previous is None or previous[0] == side:
+                continue
+            _, d0, t0, _seen = previous
+            t_cross = t0 + (float(along[i]) - t0) * d0 / (d0 - d)
+            if 0.0 <= t_cross <= 1.0:
+                crossings.append(
+                    Crossing(track_id, int(class_ids[i]), "in" if side > 0 else "out")
+                )
+        return crossings
+
+    def forget(self, older_than: float) -> None:
+        """Drop the state of tracks last seen before ``older_than`` (frame time);
+        tracker ids are never reused, so this only bounds memory."""
+        for track_id in [t for t, v in self.sides.items() if v[3] < older_than]:
+            del self.sides[track_id]
+
+
+@dataclass
+class ZoneCounter:
+    """State of one zone rule: the last reported occupancy per class."""
+
+    polygon: npt.NDArray[np.float64]
+    last: dict[int, int] | None = None
+
+    def update(
+        self, anchors: npt.NDArray[np.float32], class_ids: npt.NDArray[np.int32]
+    ) -> dict[int, int] | None:
+        """Occupancy per class id for this frame, or None when unchanged."""
+        inside = points_in_polygon(anchors, self.polygon)
+        ids, counts = np.unique(class_ids[inside], return_counts=True)
+        occupancy = dict(zip(ids.tolist(), counts.tolist(), strict=True))
+        if occupancy == self.last:
+            return None
+        self.last = occupancy
+        return occupancy

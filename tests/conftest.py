@@ -1,0 +1,64 @@
+"""Shared fixtures: real assets from ../shared/assets, configs in tmp_path, and
+helpers that run framechain as real processes."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+ASSETS = Path(os.environ.get("FRAMECHAIN_TEST_ASSETS", REPO.parent / "shared" / "assets"))
+
+
+@pytest.fixture(scope="session")
+def assets() -> Path:
+    if not (ASSETS / "yolo11n.onnx").is_file():
+        pytest.fail(f"test assets not found in {ASSETS}; put ../shared beside the repo "
+                    "or set FRAMECHAIN_TEST_ASSETS")
+    return ASSETS
+
+
+def chain_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["FRAMECHAIN_MODELS"] = str(ASSETS)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.pop("FRAMECHAIN_DEBUG", None)
+    return env
+
+
+def framechain(*args: str, timeout: float = 180, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        cwd=REPO, env=chain_env(), capture_output=True, text=True, timeout=timeout, **kwargs,
+    )
+
+
+def camera_config(source: Path, rules: list[dict[str, Any]] | None = None,
+                  **extra: Any) -> dict[str, Any]:
+    return {"source": {"kind": "file", "path": str(source)}, "rules": rules or [], **extra}
+
+
+def write_config(path: Path, cameras: dict[str, Any], **sections: Any) -> Path:
+    config: dict[str, Any] = {
+        "cameras": cameras,
+        "sinks": [{"kind": "sqlite", "path": str(path.parent / "events.db")}],
+        "detector": {"model": "yolo11n.onnx"},
+        **sections,
+    }
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def read_events(db: Path) -> list[dict[str, Any]]:
+    with sqlite3.connect(db) as connection:
+        connection.row_factory = sqlite3.Row
+        rows = connection.execute("SELECT * FROM events ORDER BY stream_id, seq, event_id")
+        return [dict(row) for row in rows]
