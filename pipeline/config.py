@@ -14,7 +14,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from pipeline.configtypes import ConfigPath, StrictModel, environ_snapshot
-from pipeline.errors import ConfigError, FramechainError
+from pipeline.errors import ConfigError, FramechainError, ModelFormatError
 from pipeline.log import redact
 from pipeline.models import model_directories, resolve_model
 from stages.capture import FileSourceConfig
@@ -120,17 +120,22 @@ def _line_index(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...
             _line_index(value, (*path, i), out)
 
 
-def _display(loc: tuple[Any, ...], lines: Mapping[tuple[Any, ...], int]) -> tuple[str, int | None]:
+def _display(loc: tuple[Any, ...], lines: Mapping[tuple[Any, ...], int],
+             data: Any) -> tuple[str, int | None]:
     """Turn a pydantic error location into ``a.b[0].c`` and its YAML line, skipping
-    the union-tag steps pydantic inserts that have no YAML counterpart."""
+    the union-tag steps (``kind`` values) pydantic inserts with no YAML counterpart."""
     path: tuple[Any, ...] = ()
+    node = data
     for step in loc:
-        if (*path, step) in lines or isinstance(step, int):
-            path = (*path, step)
-        elif not isinstance(step, str) or "[" in step or step in ("function-after",):
-            continue
-        else:
-            path = (*path, step)
+        if step == "[key]":
+            continue  # pydantic's marker for an invalid mapping key
+        if isinstance(node, dict) and step not in node and node.get("kind") == step:
+            continue  # a discriminated union's tag
+        path = (*path, step)
+        try:
+            node = node[step]
+        except (KeyError, IndexError, TypeError):
+            node = None
     text = ""
     for step in path:
         text += f"[{step}]" if isinstance(step, int) else (f".{step}" if text else str(step))
@@ -198,7 +203,8 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> L
             data, context={"environ": environ, "base_dir": base_dir}
         )
     except ValidationError as e:
-        problems = [_format(*_display(err["loc"], lines), _message(err)) for err in e.errors()]
+        problems = [_format(*_display(err["loc"], lines, data), _message(err))
+                    for err in e.errors()]
         raise ConfigError(problems[0], problems) from None
     return _resolve(path, config, environ, base_dir, lines)
 
@@ -212,7 +218,12 @@ def _resolve(path: Path, config: FramechainConfig, environ: Mapping[str, str],
     directories = model_directories(config.models_dir, environ, base_dir)
     try:
         model_path = resolve_model(config.detector.model, directories)
-        names = read_class_names(model_path) if model_path.suffix == ".onnx" else ()
+        if model_path.suffix != ".onnx":
+            raise ModelFormatError(
+                f"{model_path.name}: unsupported model format {model_path.suffix!r}; "
+                "framechain runs Ultralytics ONNX exports (.onnx)"
+            )
+        names = read_class_names(model_path)
     except FramechainError as e:
         problem = _format("detector.model", model_line, str(e))
         raise ConfigError(problem) from None
@@ -231,7 +242,7 @@ def _resolve(path: Path, config: FramechainConfig, environ: Mapping[str, str],
         for loc, classes in wanted:
             unknown = [c for c in classes if c not in known]
             if unknown and known:
-                text, line = _display(loc, lines)
+                text, line = _display(loc, lines, None)
                 problems.append(_format(text, line, f"unknown class {unknown[0]!r}; "
                                         f"the model knows {', '.join(names[:8])}, ..."))
     if problems:

@@ -71,7 +71,9 @@ class StageRuntime:
     # -- lifecycle -----------------------------------------------------------------
     def request_stop(self, signum: int, _frame: FrameType | None) -> None:
         if not self.stop_requested:
-            log.info("received %s: draining", signal.Signals(signum).name)
+            log.debug("received %s: draining", signal.Signals(signum).name)
+            # Set here, not in the loop: a send blocked on a dead peer must time out too.
+            self.drain_deadline = time.monotonic() + self.plan.drain_timeout_s
         self.stop_requested = True
 
     def run(self) -> int:
@@ -129,7 +131,6 @@ class StageRuntime:
             if self.stop_requested and not stopped:
                 stopped = True
                 self.state = "stopping"
-                self.drain_deadline = now + self.plan.drain_timeout_s
                 self._emit(stage.stop())
             if stage.finished() and (self.plan.exit_when_finished or stopped):
                 return

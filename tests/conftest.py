@@ -13,6 +13,9 @@ from typing import Any
 import pytest
 import yaml
 
+# Ultralytics must never reach for the network in tests (settings sync, downloads).
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = Path(os.environ.get("FRAMECHAIN_TEST_ASSETS", REPO.parent / "shared" / "assets"))
 
