@@ -1,5 +1,289 @@
-"""placeholder replaced below"""
-def add_arguments(parser):
-    pass
-def run_bench(args):
-    return 1
+"""``framechain bench``: the chain against its limit and its peer, in one run, on the
+same clip, model file, input size and machine; medians over repeats.
+
+(a) limit: ONNX Runtime ``session.run`` on pre-made tensors of the shape the chain
+    feeds (batch 1 and the chain's max batch);
+(b) Ultralytics ``model.track(source, stream=True)`` with the same ONNX file;
+(c) framechain end to end: capture, decode, detect, track (line rule), SQLite.
+
+Throughput is steady state: frames after the first divided by the time from the first
+to the last result, for (b) and (c) alike; wall time including start-up is shown too.
+Each measurement runs in its own process, one at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--clip",
+        default="crowd.mp4",
+        help="video file, or a name in the model directories",
+    )
+    parser.add_argument(
+        "--model", default="yolo11n.onnx", help="ONNX model file or name"
+    )
+    parser.add_argument("--imgsz", type=int, default=640)
+    parser.add_argument("--batch", type=int, default=4, help="the chain's max batch")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--models-dir", default=None, help="default: $FRAMECHAIN_MODELS"
+    )
+    parser.add_argument("--skip-ultralytics", action="store_true")
+    parser.add_argument("--markdown", help="also write the table to this file")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+
+
+def _resolve(name: str, models_dir: str | None) -> Path:
+    from pipeline.models import model_directories, resolve_model
+
+    return resolve_model(name, model_directories(models_dir, os.environ, Path.cwd()))
+
+
+def _input_shape(clip: Path, imgsz: int, stride: int = 32) -> tuple[int, int]:
+    import av
+
+    from stages.yolo import Letterbox
+
+    with av.open(str(clip)) as container:
+        stream = container.streams.video[0]
+        height, width = stream.codec_context.height, stream.codec_context.width
+    box = Letterbox.fit(height, width, (imgsz, imgsz), stride, minimal=True)
+    return box.input_h, box.input_w
+
+
+def _frames(clip: Path) -> int:
+    import av
+
+    with av.open(str(clip)) as container:
+        return int(container.streams.video[0].frames)
+
+
+# -- workers (each runs in its own process) ---------------------------------
+def _worker_limit(model: Path, shape: tuple[int, int], batch: int) -> dict[str, float]:
+    import numpy as np
+
+    from stages.yolo import OnnxYolo
+
+    yolo = OnnxYolo(model, max(shape))
+    tensor = np.random.default_rng(0).random((batch, 3, *shape), dtype=np.float32)
+    for _ in range(3):
+        yolo.infer(tensor)
+    runs = max(8, 48 // batch)
+    started = time.perf_counter()
+    for _ in range(runs):
+        yolo.infer(tensor)
+    elapsed = time.perf_counter() - started
+    return {"fps": runs * batch / elapsed}
+
+
+def _worker_ultralytics(model: Path, clip: Path, imgsz: int) -> dict[str, float]:
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    from ultralytics import YOLO
+
+    yolo = YOLO(str(model), task="detect")
+    started = time.perf_counter()
+    first = last = 0.0
+    frames = 0
+    for _ in yolo.track(
+        source=str(clip),
+        stream=True,
+        imgsz=imgsz,
+        verbose=False,
+        tracker="bytetrack.yaml",
+    ):
+        last = time.perf_counter()
+        if frames == 0:
+            first = last
+        frames += 1
+    return {
+        "fps": (frames - 1) / (last - first),
+        "wall_s": last - started,
+        "frames": frames,
+    }
+
+
+def _worker(args: argparse.Namespace) -> int:
+    spec = json.loads(args.worker)
+    if spec["what"] == "limit":
+        result = _worker_limit(Path(spec["model"]), tuple(spec["shape"]), spec["batch"])
+    else:
+        result = _worker_ultralytics(
+            Path(spec["model"]), Path(spec["clip"]), spec["imgsz"]
+        )
+    print(json.dumps(result))
+    return 0
+
+
+def _spawn(spec: dict[str, Any]) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "bench", "--worker", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"bench worker {spec['what']} failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# -- framechain ---------------------------------------------------------------
+def _chain(
+    model: Path, clip: Path, imgsz: int, batch: int, tmp: Path
+) -> dict[str, float]:
+    from pipeline.config import load_config
+    from pipeline.supervisor import Supervisor, remove_stale_rings, stage_command
+    from stages.plan import ring_prefix, stage_names
+
+    config = {
+        "models_dir": str(model.parent),
+        "log_level": "WARNING",
+        "cameras": {
+            "bench": {
+                "source": {"kind": "file", "path": str(clip)},
+                "rules": [
+                    {
+                        "kind": "line",
+                        "name": "mid",
+                        "start": [0, 200],
+                        "end": [4000, 200],
+                    }
+                ],
+            }
+        },
+        "detector": {"model": model.name, "imgsz": imgsz, "max_batch": batch},
+        "sinks": [{"kind": "sqlite", "path": str(tmp / "events.db")}],
+    }
+    path = tmp / "bench.yaml"
+    path.write_text(yaml.safe_dump(config))
+    loaded = load_config(path)
+    runtime = tmp / "run"
+    runtime.mkdir(mode=0o700, exist_ok=True)
+    supervisor = Supervisor(
+        stage_names(loaded),
+        stage_command(loaded.path, runtime),
+        runtime,
+        loaded.config.supervisor,
+    )
+    started = time.perf_counter()
+    code = supervisor.run()
+    wall = time.perf_counter() - started
+    remove_stale_rings(ring_prefix(runtime))
+    stats = supervisor.children["track.bench"].stats
+    detect = supervisor.children["detect"].stats
+    if code != 0:
+        raise RuntimeError("the framechain chain failed during the benchmark")
+    return {
+        "fps": float(stats["fps"]),
+        "wall_s": wall,
+        "frames": stats["frames"],
+        "mean_batch": float(detect.get("mean_batch", 0)),
+    }
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    if args.worker:
+        return _worker(args)
+    from pipeline.log import setup_logging
+
+    setup_logging("bench", "WARNING")
+    model = _resolve(args.model, args.models_dir)
+    clip = (
+        Path(args.clip)
+        if Path(args.clip).is_file()
+        else _resolve(args.clip, args.models_dir)
+    )
+    shape = _input_shape(clip, args.imgsz)
+    results: dict[str, list[dict[str, float]]] = {}
+    base = {"model": str(model), "shape": shape}
+    for repeat in range(args.repeats):
+        print(f"repeat {repeat + 1}/{args.repeats}", file=sys.stderr, flush=True)
+        results.setdefault("a1", []).append(
+            _spawn({**base, "what": "limit", "batch": 1})
+        )
+        results.setdefault("aB", []).append(
+            _spawn({**base, "what": "limit", "batch": args.batch})
+        )
+        if not args.skip_ultralytics:
+            results.setdefault("b", []).append(
+                _spawn(
+                    {
+                        "what": "ultralytics",
+                        "model": str(model),
+                        "clip": str(clip),
+                        "imgsz": args.imgsz,
+                    }
+                )
+            )
+        with tempfile.TemporaryDirectory(prefix="framechain-bench-") as tmp:
+            results.setdefault("c", []).append(
+                _chain(model, clip, args.imgsz, args.batch, Path(tmp))
+            )
+    table = _table(results, args, model, clip, shape)
+    print(table)
+    if args.markdown:
+        Path(args.markdown).write_text(table + "\n")
+    return 0
+
+
+def _runs(runs: list[dict[str, float]]) -> str:
+    return ", ".join(f"{r['fps']:.1f}" for r in runs)
+
+
+def _median(runs: list[dict[str, float]], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def _table(
+    results: dict[str, list[dict[str, float]]],
+    args: argparse.Namespace,
+    model: Path,
+    clip: Path,
+    shape: tuple[int, int],
+) -> str:
+    a1, ab = _median(results["a1"], "fps"), _median(results["aB"], "fps")
+    limit = max(a1, ab)
+    c = _median(results["c"], "fps")
+    rows = [
+        "| measurement | fps (median) | runs | wall s (median) |",
+        "|---|---:|---|---:|",
+        f"| (a) ONNX Runtime limit, batch 1, 1×3×{shape[0]}×{shape[1]} | {a1:.1f} | "
+        f"{_runs(results['a1'])} | |",
+        f"| (a) ONNX Runtime limit, batch {args.batch} | {ab:.1f} | "
+        f"{_runs(results['aB'])} | |",
+    ]
+    if "b" in results:
+        b = _median(results["b"], "fps")
+        rows.append(
+            f"| (b) Ultralytics track(stream=True), same ONNX | {b:.1f} | "
+            f"{_runs(results['b'])} | "
+            f"{_median(results['b'], 'wall_s'):.1f} |"
+        )
+    rows.append(
+        f"| (c) framechain chain (mean batch "
+        f"{_median(results['c'], 'mean_batch'):.2f}) | {c:.1f} | "
+        f"{_runs(results['c'])} | "
+        f"{_median(results['c'], 'wall_s'):.1f} |"
+    )
+    ratios = [f"c/a = {c / limit:.2f} (against the faster limit, {limit:.1f} fps)"]
+    if "b" in results:
+        ratios.append(f"c/b = {c / _median(results['b'], 'fps'):.2f}")
+    header = (
+        f"clip {clip.name}, model {model.name}, imgsz {args.imgsz} "
+        f"(input {shape[0]}×{shape[1]}), {os.cpu_count()} cores, "
+        f"{args.repeats} repeats"
+    )
+    return "\n".join([header, "", *rows, "", "; ".join(ratios)])

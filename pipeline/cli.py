@@ -65,15 +65,17 @@ def cmd_stage(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.log import setup_logging
-    from pipeline.supervisor import Supervisor, remove_stale_rings, stage_command
     from pipeline.summary import Progress, print_summary
+    from pipeline.supervisor import Supervisor, remove_stale_rings, stage_command
     from stages.plan import ring_prefix, stage_names
 
     loaded = _load(args.config)
     setup_logging("supervisor", loaded.config.log_level)
     runtime_dir, temporary = _runtime_dir(loaded, args.runtime_dir)
     supervisor = Supervisor(
-        stage_names(loaded), stage_command(loaded.path, runtime_dir), runtime_dir,
+        stage_names(loaded),
+        stage_command(loaded.path, runtime_dir),
+        runtime_dir,
         loaded.config.supervisor,
     )
     signal.signal(signal.SIGTERM, supervisor.request_stop)
@@ -108,7 +110,9 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     stage = sub.add_parser("stage", help="run one stage process (systemd, other hosts)")
-    stage.add_argument("name", help="e.g. capture.cam1, decode.cam1, detect, track.cam1")
+    stage.add_argument(
+        "name", help="e.g. capture.cam1, decode.cam1, detect, track.cam1"
+    )
     stage.add_argument("--config", required=True)
     stage.add_argument("--runtime-dir", help="folder for ipc:// sockets")
     stage.add_argument("--control", help="supervisor control URI (heartbeats)")
@@ -142,8 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         if args.debug or os.environ.get("FRAMECHAIN_DEBUG"):
             raise
-        print(f"error: unexpected {type(e).__name__}: {e} (run with --debug for the "
-              "traceback, and please report it)", file=sys.stderr)
+        print(
+            f"error: unexpected {type(e).__name__}: {e} (run with --debug for the "
+            "traceback, and please report it)",
+            file=sys.stderr,
+        )
         return 1
 
 

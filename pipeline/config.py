@@ -35,7 +35,9 @@ class CameraConfig(StrictModel):
     detect: CameraDetectConfig = Field(
         default_factory=CameraDetectConfig, description="Per-camera detection filters."
     )
-    rules: list[RuleConfig] = Field(default_factory=list, description="Analytics rules.")
+    rules: list[RuleConfig] = Field(
+        default_factory=list, description="Analytics rules."
+    )
 
     @model_validator(mode="after")
     def _unique_rule_names(self) -> CameraConfig:
@@ -47,25 +49,42 @@ class CameraConfig(StrictModel):
 
 
 class SupervisorConfig(StrictModel):
-    stop_timeout_s: float = Field(default=10.0, gt=0, le=300,
-                                  description="SIGTERM to SIGKILL escalation (R5).")
-    restart_backoff_s: float = Field(default=0.5, gt=0, description="First restart delay.")
-    restart_backoff_max_s: float = Field(default=10.0, gt=0, description="Restart delay cap.")
-    max_restarts: int = Field(default=5, ge=0, description="Restarts allowed per window (R23).")
-    restart_window_s: float = Field(default=60.0, gt=0, description="Window for max_restarts.")
+    stop_timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="SIGTERM to SIGKILL escalation (R5)."
+    )
+    restart_backoff_s: float = Field(
+        default=0.5, gt=0, description="First restart delay."
+    )
+    restart_backoff_max_s: float = Field(
+        default=10.0, gt=0, description="Restart delay cap."
+    )
+    max_restarts: int = Field(
+        default=5, ge=0, description="Restarts allowed per window (R23)."
+    )
+    restart_window_s: float = Field(
+        default=60.0, gt=0, description="Window for max_restarts."
+    )
     heartbeat_timeout_s: float = Field(
         default=10.0, gt=0, description="A running stage silent this long is restarted."
     )
     startup_timeout_s: float = Field(
-        default=120.0, gt=0, description="A starting stage silent this long is restarted."
+        default=120.0,
+        gt=0,
+        description="A starting stage silent this long is restarted.",
     )
 
 
 class LinksConfig(StrictModel):
     frame_hwm: int = Field(default=16, ge=1, description="Queue bound on frame links.")
-    event_hwm: int = Field(default=10000, ge=1, description="Queue bound on event links.")
-    event_linger_ms: int = Field(default=1000, ge=0, le=10000,
-                                 description="How long queued events may finish on exit.")
+    event_hwm: int = Field(
+        default=10000, ge=1, description="Queue bound on event links."
+    )
+    event_linger_ms: int = Field(
+        default=1000,
+        ge=0,
+        le=10000,
+        description="How long queued events may finish on exit.",
+    )
     endpoints: dict[str, str] = Field(
         default_factory=dict,
         description="Override a link's URI by endpoint name, e.g. detect.in: tcp://...",
@@ -75,23 +94,36 @@ class LinksConfig(StrictModel):
 class FramechainConfig(StrictModel):
     models_dir: ConfigPath | None = Field(default=None, description="Model directory.")
     runtime_dir: ConfigPath | None = Field(
-        default=None, description="Folder for ipc:// sockets (default: a private temp dir)."
+        default=None,
+        description="Folder for ipc:// sockets (default: a private temp dir).",
     )
-    log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$",
-                           description="Log level of every stage.")
-    cameras: dict[CameraName, CameraConfig] = Field(min_length=1, description="Cameras.")
-    detector: DetectorConfig = Field(default_factory=DetectorConfig, description="Model.")
-    tracker: TrackerConfig = Field(default_factory=TrackerConfig, description="Tracker.")
+    log_level: str = Field(
+        default="INFO",
+        pattern=r"^(DEBUG|INFO|WARNING|ERROR)$",
+        description="Log level of every stage.",
+    )
+    cameras: dict[CameraName, CameraConfig] = Field(
+        min_length=1, description="Cameras."
+    )
+    detector: DetectorConfig = Field(
+        default_factory=DetectorConfig, description="Model."
+    )
+    tracker: TrackerConfig = Field(
+        default_factory=TrackerConfig, description="Tracker."
+    )
     sinks: list[SinkConfig] = Field(min_length=1, description="Where events go.")
-    supervisor: SupervisorConfig = Field(default_factory=SupervisorConfig,
-                                         description="Process supervision.")
+    supervisor: SupervisorConfig = Field(
+        default_factory=SupervisorConfig, description="Process supervision."
+    )
     links: LinksConfig = Field(default_factory=LinksConfig, description="Transport.")
 
     @model_validator(mode="after")
     def _unique_sink_names(self) -> FramechainConfig:
         names = [sink.name for sink in self.sinks]
         if len(set(names)) != len(names):
-            raise ValueError(f"sink names must be unique, got {names}; set name: on each")
+            raise ValueError(
+                f"sink names must be unique, got {names}; set name: on each"
+            )
         return self
 
 
@@ -99,8 +131,13 @@ class LoadedConfig:
     """A validated config plus what loading resolved: its file, the model path and
     the model's class names."""
 
-    def __init__(self, path: Path, config: FramechainConfig, model_path: Path,
-                 class_names: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        config: FramechainConfig,
+        model_path: Path,
+        class_names: tuple[str, ...],
+    ) -> None:
         self.path = path
         self.config = config
         self.model_path = model_path
@@ -108,7 +145,9 @@ class LoadedConfig:
 
 
 # -- YAML positions --------------------------------------------------------------------
-def _line_index(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:
+def _line_index(
+    node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]
+) -> None:
     out[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
@@ -120,8 +159,9 @@ def _line_index(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...
             _line_index(value, (*path, i), out)
 
 
-def _display(loc: tuple[Any, ...], lines: Mapping[tuple[Any, ...], int],
-             data: Any) -> tuple[str, int | None]:
+def _display(
+    loc: tuple[Any, ...], lines: Mapping[tuple[Any, ...], int], data: Any
+) -> tuple[str, int | None]:
     """Turn a pydantic error location into ``a.b[0].c`` and its YAML line, skipping
     the union-tag steps (``kind`` values) pydantic inserts with no YAML counterpart."""
     path: tuple[Any, ...] = ()
@@ -138,7 +178,11 @@ def _display(loc: tuple[Any, ...], lines: Mapping[tuple[Any, ...], int],
             node = None
     text = ""
     for step in path:
-        text += f"[{step}]" if isinstance(step, int) else (f".{step}" if text else str(step))
+        text += (
+            f"[{step}]"
+            if isinstance(step, int)
+            else (f".{step}" if text else str(step))
+        )
     line = None
     probe = path
     while probe and line is None:
@@ -184,7 +228,9 @@ def _read_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], int]]:
     return data, lines
 
 
-def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> LoadedConfig:
+def load_config(
+    path: str | Path, environ: Mapping[str, str] | None = None
+) -> LoadedConfig:
     """Read, interpolate and validate a config file, and resolve its model.
 
     Touches no camera and no accelerator: only files and the model's metadata.
@@ -203,14 +249,21 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> L
             data, context={"environ": environ, "base_dir": base_dir}
         )
     except ValidationError as e:
-        problems = [_format(*_display(err["loc"], lines, data), _message(err))
-                    for err in e.errors()]
+        problems = [
+            _format(*_display(err["loc"], lines, data), _message(err))
+            for err in e.errors()
+        ]
         raise ConfigError(problems[0], problems) from None
     return _resolve(path, config, environ, base_dir, lines)
 
 
-def _resolve(path: Path, config: FramechainConfig, environ: Mapping[str, str],
-             base_dir: Path, lines: Mapping[tuple[Any, ...], int]) -> LoadedConfig:
+def _resolve(
+    path: Path,
+    config: FramechainConfig,
+    environ: Mapping[str, str],
+    base_dir: Path,
+    lines: Mapping[tuple[Any, ...], int],
+) -> LoadedConfig:
     """Checks that need more than the YAML itself: the model and its class names."""
     from stages.yolo import read_class_names
 
@@ -232,19 +285,33 @@ def _resolve(path: Path, config: FramechainConfig, environ: Mapping[str, str],
     for camera, cam in config.cameras.items():
         wanted: list[tuple[tuple[Any, ...], list[str]]] = []
         if cam.detect.classes:
-            wanted.append((("cameras", camera, "detect", "classes"), cam.detect.classes))
+            wanted.append(
+                (("cameras", camera, "detect", "classes"), cam.detect.classes)
+            )
         if isinstance(cam.detect.confidence, dict):
-            wanted.append((("cameras", camera, "detect", "confidence"),
-                           list(cam.detect.confidence)))
+            wanted.append(
+                (
+                    ("cameras", camera, "detect", "confidence"),
+                    list(cam.detect.confidence),
+                )
+            )
         for i, rule in enumerate(cam.rules):
             if rule.classes:
-                wanted.append((("cameras", camera, "rules", i, "classes"), rule.classes))
+                wanted.append(
+                    (("cameras", camera, "rules", i, "classes"), rule.classes)
+                )
         for loc, classes in wanted:
             unknown = [c for c in classes if c not in known]
             if unknown and known:
                 text, line = _display(loc, lines, None)
-                problems.append(_format(text, line, f"unknown class {unknown[0]!r}; "
-                                        f"the model knows {', '.join(names[:8])}, ..."))
+                problems.append(
+                    _format(
+                        text,
+                        line,
+                        f"unknown class {unknown[0]!r}; "
+                        f"the model knows {', '.join(names[:8])}, ...",
+                    )
+                )
     if problems:
         raise ConfigError(problems[0], problems)
     return LoadedConfig(path.resolve(), config, model_path, names)

@@ -47,12 +47,16 @@ class Detections:
             raise ValueError(f"mask: expected {n} masks, got {len(self.mask)}")
         for key, column in self.data.items():
             if len(column) != n:
-                raise ValueError(f"data[{key!r}]: expected length {n}, got {len(column)}")
+                raise ValueError(
+                    f"data[{key!r}]: expected length {n}, got {len(column)}"
+                )
 
     def __len__(self) -> int:
         return len(self.xyxy)
 
-    def __getitem__(self, index: int | slice | np.ndarray | Sequence[int]) -> Detections:
+    def __getitem__(
+        self, index: int | slice | np.ndarray | Sequence[int]
+    ) -> Detections:
         """Select rows by int, slice, bool mask or index array; always a new object."""
         if isinstance(index, int):
             index = [index]

@@ -24,7 +24,9 @@ def model_directories(
     candidates.append(base_dir)
     unique: list[Path] = []
     for path in candidates:
-        path = path.expanduser() if path.is_absolute() else (base_dir / path).expanduser()
+        path = (
+            path.expanduser() if path.is_absolute() else (base_dir / path).expanduser()
+        )
         if path not in unique:
             unique.append(path)
     return unique

@@ -72,7 +72,8 @@ class StageRuntime:
     def request_stop(self, signum: int, _frame: FrameType | None) -> None:
         if not self.stop_requested:
             log.debug("received %s: draining", signal.Signals(signum).name)
-            # Set here, not in the loop: a send blocked on a dead peer must time out too.
+            # Set here, not in the loop: a send blocked on a dead peer must time
+            # out too.
             self.drain_deadline = time.monotonic() + self.plan.drain_timeout_s
         self.stop_requested = True
 
@@ -109,8 +110,13 @@ class StageRuntime:
         if self.control_uri:
             self.control = make_socket(
                 self.context,
-                Endpoint("control", zmq.PUSH, self.control_uri, bind=False,
-                         options=LinkOptions(hwm=8, linger_ms=200)),
+                Endpoint(
+                    "control",
+                    zmq.PUSH,
+                    self.control_uri,
+                    bind=False,
+                    options=LinkOptions(hwm=8, linger_ms=200),
+                ),
             )
 
     def _close(self) -> None:
@@ -227,6 +233,8 @@ class StageRuntime:
             return
         self.next_heartbeat = now + HEARTBEAT_INTERVAL_S
         stats: dict[str, Any] = dict(self.counters)
+        times = os.times()
+        stats["cpu_s"] = times.user + times.system
         if self.stage is not None:
             stats.update(self.stage.stats())
         beat = Heartbeat(self.plan.name, os.getpid(), time.time(), self.state, stats)

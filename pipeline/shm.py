@@ -68,12 +68,16 @@ class FrameRing:
         data = np.ascontiguousarray(pixels)
         nbytes = data.nbytes
         if nbytes > self.payload_bytes:
-            raise ValueError(f"frame of {nbytes} bytes exceeds slot of {self.payload_bytes}")
+            raise ValueError(
+                f"frame of {nbytes} bytes exceeds slot of {self.payload_bytes}"
+            )
         slot = self._next_slot
         self._next_slot = (slot + 1) % self.slots
         self._generation += 2
         offset = slot * self._stride
-        _HEADER.pack_into(self._map, offset, self._generation - 1, nbytes)  # odd: writing
+        _HEADER.pack_into(
+            self._map, offset, self._generation - 1, nbytes
+        )  # odd: writing
         start = offset + _HEADER.size
         np.frombuffer(self._map, np.uint8, nbytes, start)[:] = data.reshape(-1).view(
             np.uint8

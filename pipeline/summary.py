@@ -20,18 +20,25 @@ class Progress:
     def update(self, supervisor: Supervisor) -> None:
         if not self.enabled:
             return
-        done = sum(int(c.stats.get("next_seq", 0)) for n, c in supervisor.children.items()
-                   if n.startswith("track."))
-        totals = [int(c.stats.get("total_frames", -1)) for n, c in supervisor.children.items()
-                  if n.startswith("capture.")]
+        done = sum(
+            int(c.stats.get("next_seq", 0))
+            for n, c in supervisor.children.items()
+            if n.startswith("track.")
+        )
+        totals = [
+            int(c.stats.get("total_frames", -1))
+            for n, c in supervisor.children.items()
+            if n.startswith("capture.")
+        ]
         total = sum(totals) if totals and min(totals) > 0 else None
         if self._bar is None:
             if not done:
                 return
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, unit="frame", dynamic_ncols=True, leave=False,
-                             disable=None)
+            self._bar = tqdm(
+                total=total, unit="frame", dynamic_ncols=True, leave=False, disable=None
+            )
         self._bar.n = done
         self._bar.refresh()
 
@@ -65,7 +72,14 @@ def print_summary(loaded: Any, supervisor: Supervisor, file: IO[str]) -> None:
         )
     for sink in loaded.config.sinks:
         stats = supervisor.children[f"sink.{sink.name}"].stats
-        lines.append(f"  sink {sink.name}: {stats.get('events', 0)} events -> {sink.path}")
+        lines.append(
+            f"  sink {sink.name}: {stats.get('events', 0)} events -> {sink.path}"
+        )
+    cpu = ", ".join(
+        f"{name} {child.stats.get('cpu_s', 0):.1f}s"
+        for name, child in supervisor.children.items()
+    )
+    lines.append(f"  cpu time: {cpu}")
     if supervisor.restart_count:
         lines.append(f"  stage restarts: {supervisor.restart_count}")
     print("\n".join(lines), file=file)

@@ -64,8 +64,10 @@ class Supervisor:
         self.config = config
         self.runtime_dir = runtime_dir
         self.control_uri = f"ipc://{runtime_dir}/control"
-        self.children = {name: MonitoredProcess(name, command(name, self.control_uri))
-                         for name in stages}
+        self.children = {
+            name: MonitoredProcess(name, command(name, self.control_uri))
+            for name in stages
+        }
         self.terminal = [n for n in stages if n.startswith(terminal_prefix)]
         self.stop_requested = False
         self.failed = False
@@ -79,8 +81,12 @@ class Supervisor:
     def run(self, on_tick: Callable[[Supervisor], None] | None = None) -> int:
         """Run the chain to completion (or stop/failure); returns the exit status."""
         context: zmq.Context[Any] = zmq.Context()
-        control = make_socket(context, Endpoint("control", zmq.PULL, self.control_uri, True,
-                                                LinkOptions(hwm=1000)))
+        control = make_socket(
+            context,
+            Endpoint(
+                "control", zmq.PULL, self.control_uri, True, LinkOptions(hwm=1000)
+            ),
+        )
         try:
             for child in self.children.values():
                 self._start(child)
@@ -119,8 +125,16 @@ class Supervisor:
             except Exception as e:  # a malformed heartbeat must not stop supervision
                 log.warning("ignored a bad control message: %s", e)
                 continue
-            child = self.children.get(message.stage) if isinstance(message, Heartbeat) else None
-            if child is None or child.process is None or message.pid != child.process.pid:
+            child = (
+                self.children.get(message.stage)
+                if isinstance(message, Heartbeat)
+                else None
+            )
+            if (
+                child is None
+                or child.process is None
+                or message.pid != child.process.pid
+            ):
                 continue
             child.last_beat = time.monotonic()
             child.stats = message.stats
@@ -145,10 +159,17 @@ class Supervisor:
                 log.error("stage %s exited with status %s", child.name, code)
                 self._schedule_restart(child, code)
                 continue
-            limit = cfg.startup_timeout_s if child.state == "starting" else cfg.heartbeat_timeout_s
+            limit = (
+                cfg.startup_timeout_s
+                if child.state == "starting"
+                else cfg.heartbeat_timeout_s
+            )
             if now - child.last_beat > limit:
-                log.error("stage %s silent for %.0fs: killing it", child.name,
-                          now - child.last_beat)
+                log.error(
+                    "stage %s silent for %.0fs: killing it",
+                    child.name,
+                    now - child.last_beat,
+                )
                 child.process.kill()
                 child.process.wait()
                 self._schedule_restart(child, -signal.SIGKILL)
@@ -160,12 +181,18 @@ class Supervisor:
         while child.restarts and now - child.restarts[0] > cfg.restart_window_s:
             child.restarts.popleft()
         if len(child.restarts) >= cfg.max_restarts:
-            log.error("stage %s failed %d times within %.0fs: giving up", child.name,
-                      len(child.restarts) + 1, cfg.restart_window_s)
+            log.error(
+                "stage %s failed %d times within %.0fs: giving up",
+                child.name,
+                len(child.restarts) + 1,
+                cfg.restart_window_s,
+            )
             child.state = "failed"
             self.failed = True
             return
-        delay = min(cfg.restart_backoff_s * 2 ** len(child.restarts), cfg.restart_backoff_max_s)
+        delay = min(
+            cfg.restart_backoff_s * 2 ** len(child.restarts), cfg.restart_backoff_max_s
+        )
         child.restarts.append(now)
         child.next_start = now + delay
         self.restart_count += 1
@@ -192,20 +219,36 @@ class Supervisor:
         for child in live:
             assert child.process is not None
             if child.alive:
-                log.warning("stage %s ignored SIGTERM for %.0fs: killing it", child.name,
-                            self.config.stop_timeout_s)
+                log.warning(
+                    "stage %s ignored SIGTERM for %.0fs: killing it",
+                    child.name,
+                    self.config.stop_timeout_s,
+                )
                 child.process.kill()
             child.exit_code = child.process.wait()
             child.state = "done" if child.exit_code == 0 else "stopped"
         self._receive(control)
 
 
-def stage_command(config_path: Path, runtime_dir: Path) -> Callable[[str, str], list[str]]:
+def stage_command(
+    config_path: Path, runtime_dir: Path
+) -> Callable[[str, str], list[str]]:
     """argv for ``framechain stage NAME`` with this interpreter."""
 
     def command(name: str, control_uri: str) -> list[str]:
-        return [sys.executable, "-m", "pipeline.cli", "stage", name, "--config",
-                str(config_path), "--runtime-dir", str(runtime_dir), "--control", control_uri]
+        return [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "stage",
+            name,
+            "--config",
+            str(config_path),
+            "--runtime-dir",
+            str(runtime_dir),
+            "--control",
+            control_uri,
+        ]
 
     return command
 

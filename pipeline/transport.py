@@ -73,7 +73,10 @@ def make_socket(context: zmq.Context[Any], endpoint: Endpoint) -> zmq.Socket[Any
 
 
 def send(
-    sock: zmq.Socket[Any], message: Message, parts: Sequence[Buffer] = (), flags: int = 0
+    sock: zmq.Socket[Any],
+    message: Message,
+    parts: Sequence[Buffer] = (),
+    flags: int = 0,
 ) -> None:
     """Send a header and its binary parts as one multipart message. Parts of 64 KiB or
     more go without a copy (pyzmq's copy threshold decides)."""

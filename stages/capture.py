@@ -28,9 +28,12 @@ class FileSourceConfig(StrictModel):
     kind: Literal["file"] = Field(description="A video file read with PyAV.")
     path: EnvPath = Field(description="Video file path; may use ${ENV}.")
     realtime: bool = Field(
-        default=False, description="Pace packets at the file's frame rate, like a camera."
+        default=False,
+        description="Pace packets at the file's frame rate, like a camera.",
     )
-    loop: bool = Field(default=False, description="Start over at the end (demos, soak).")
+    loop: bool = Field(
+        default=False, description="Start over at the end (demos, soak)."
+    )
 
     @field_validator("path")
     @classmethod
@@ -68,7 +71,8 @@ class CaptureStage(Stage):
             self._container = av.open(self.source.path, "r")
         except (av.error.FFmpegError, OSError) as e:
             raise SourceError(
-                f"cannot open {redact(self.source.path)}: {e}; check that it is a video file"
+                f"cannot open {redact(self.source.path)}: {e}; "
+                "check that it is a video file"
             ) from e
         if not self._container.streams.video:
             raise SourceError(f"{redact(self.source.path)} has no video stream")
@@ -84,7 +88,11 @@ class CaptureStage(Stage):
             for packet in self._container.demux(stream):
                 if packet.size == 0:  # demuxer flush packet
                     continue
-                pts = float(packet.pts * packet.time_base) if packet.pts is not None else None
+                pts = (
+                    float(packet.pts * packet.time_base)
+                    if packet.pts is not None
+                    else None
+                )
                 message = Packet(
                     stream_id=self.stream_id,
                     seq=self._seq,
@@ -137,7 +145,9 @@ class CaptureStage(Stage):
 
     def _end(self, reason: str) -> Sequence[Emit]:
         self._done = True
-        return (Emit("packets", EndOfStream(self.stream_id, self._seq, reason, self._seq)),)
+        return (
+            Emit("packets", EndOfStream(self.stream_id, self._seq, reason, self._seq)),
+        )
 
     def process(self, batch: Sequence[Received]) -> Iterable[Emit]:
         return ()

@@ -34,17 +34,23 @@ _MICROS = Fraction(1, 1_000_000)
 class DecodeConfig(StrictModel):
     every_nth: int = Field(default=1, ge=1, description="Keep every Nth frame.")
     target_fps: float | None = Field(
-        default=None, gt=0, description="Keep frames at about this rate (after every_nth)."
+        default=None,
+        gt=0,
+        description="Keep frames at about this rate (after every_nth).",
     )
     resize: tuple[int, int] | None = Field(
         default=None, description="Scale frames to [width, height] before they travel."
     )
-    threads: int = Field(default=1, ge=0, le=64, description="Decoder threads (0: auto).")
+    threads: int = Field(
+        default=1, ge=0, le=64, description="Decoder threads (0: auto)."
+    )
     window: int = Field(
         default=8, ge=1, le=256, description="Frames in flight before decode waits."
     )
     resend_after_s: float = Field(
-        default=5.0, gt=0, description="Re-send unacknowledged frames after this silence."
+        default=5.0,
+        gt=0,
+        description="Re-send unacknowledged frames after this silence.",
     )
     shared_memory: bool = Field(
         default=True, description="Pass pixels in shared memory on ipc:// links."
@@ -151,7 +157,9 @@ class DecodeStage(Stage):
                 return
             self._open_codec(packet)
         av_packet = av.Packet(bytes(payload))
-        pts_us = round((packet.pts if packet.pts is not None else packet.seq / packet.fps) * 1e6)
+        pts_us = round(
+            (packet.pts if packet.pts is not None else packet.seq / packet.fps) * 1e6
+        )
         av_packet.pts = av_packet.dts = None if packet.pts is None else pts_us
         av_packet.time_base = _MICROS
         self._capture_ts[pts_us] = packet.capture_ts
@@ -161,7 +169,9 @@ class DecodeStage(Stage):
             frames = self._codec.decode(av_packet)
         except av.error.FFmpegError as e:
             self.counters["decode_errors"] += 1
-            log.warning("decode error in %s packet %d: %s", self.stream_id, packet.seq, e)
+            log.warning(
+                "decode error in %s packet %d: %s", self.stream_id, packet.seq, e
+            )
             return
         self._keep(frames)
 
@@ -183,7 +193,11 @@ class DecodeStage(Stage):
             self._decoded += 1
             if index % self.config.every_nth:
                 continue
-            pts = float(frame.pts * _MICROS) if frame.pts is not None else index / self._fps
+            pts = (
+                float(frame.pts * _MICROS)
+                if frame.pts is not None
+                else index / self._fps
+            )
             if self.config.target_fps is not None:
                 if self._next_keep_pts is not None and pts < self._next_keep_pts - 1e-6:
                     continue
@@ -209,7 +223,9 @@ class DecodeStage(Stage):
             yield emit
         if self._eos is not None and not self._eos_sent and not self._pending:
             if len(self._outstanding) < self.config.window:
-                eos = EndOfStream(self.stream_id, self._seq, self._eos.reason, self._seq)
+                eos = EndOfStream(
+                    self.stream_id, self._seq, self._eos.reason, self._seq
+                )
                 emit = Emit("frames", eos)
                 self._outstanding[self._seq] = emit
                 self._eos_sent = True
@@ -219,7 +235,11 @@ class DecodeStage(Stage):
         started = time.time()
         width, height = self.config.resize or (frame.width, frame.height)
         pixels = frame.to_ndarray(format="bgr24", width=width, height=height)
-        pts = float(frame.pts * _MICROS) if frame.pts is not None else self._seq / self._fps
+        pts = (
+            float(frame.pts * _MICROS)
+            if frame.pts is not None
+            else self._seq / self._fps
+        )
         parts: tuple[Any, ...] = ()
         ref = None
         if self.ring_prefix is None:
@@ -250,7 +270,11 @@ class DecodeStage(Stage):
         return self._done
 
     def stats(self) -> dict[str, Any]:
-        return {"frames": self._seq, "in_flight": len(self._outstanding), **self.counters}
+        return {
+            "frames": self._seq,
+            "in_flight": len(self._outstanding),
+            **self.counters,
+        }
 
     def close(self) -> None:
         for ring in self._rings:

@@ -28,23 +28,34 @@ class DetectorConfig(StrictModel):
         default="yolo11n.onnx",
         description="Model file: a name looked up in the model directories, or a path.",
     )
-    imgsz: int = Field(default=640, ge=32, le=4096, description="Inference size (long side).")
-    max_batch: int = Field(default=4, ge=1, le=256, description="Frames per inference call.")
+    imgsz: int = Field(
+        default=640, ge=32, le=4096, description="Inference size (long side)."
+    )
+    max_batch: int = Field(
+        default=4, ge=1, le=256, description="Frames per inference call."
+    )
     max_wait_ms: float = Field(
         default=5.0, ge=0, le=1000, description="Wait this long to fill a batch."
     )
-    confidence: float = Field(default=0.25, gt=0, lt=1, description="Minimum confidence.")
+    confidence: float = Field(
+        default=0.25, gt=0, lt=1, description="Minimum confidence."
+    )
     iou: float = Field(default=0.7, gt=0, le=1, description="NMS IoU threshold.")
     max_det: int = Field(default=300, ge=1, description="Detections kept per frame.")
     threads: int | None = Field(
-        default=None, ge=1, le=256, description="Inference threads (default: all cores)."
+        default=None,
+        ge=1,
+        le=256,
+        description="Inference threads (default: all cores).",
     )
 
     @field_validator("imgsz")
     @classmethod
     def _stride_multiple(cls, value: int) -> int:
         if value % 32:
-            raise ValueError(f"imgsz must be a multiple of 32, e.g. {value // 32 * 32 or 32}")
+            raise ValueError(
+                f"imgsz must be a multiple of 32, e.g. {value // 32 * 32 or 32}"
+            )
         return value
 
 
@@ -122,11 +133,12 @@ class DetectStage(Stage):
         started = time.time()
         frames: list[tuple[Frame, np.ndarray]] = []
         emits: list[Emit] = []
+        ends: list[Emit] = []  # sent after this batch's frames: a stream's order holds
         for item in batch:
             message = item.message
             if isinstance(message, EndOfStream):
                 self._ended.add(message.stream_id)
-                emits.append(Emit(f"track.{message.stream_id}", message))
+                ends.append(Emit(f"track.{message.stream_id}", message))
             elif isinstance(message, Frame):
                 try:
                     frames.append((message, self._pixels(message, item.parts)))
@@ -139,16 +151,23 @@ class DetectStage(Stage):
             groups[(box.input_h, box.input_w)].append(i)
         results: dict[int, Detections] = {}
         for indices in groups.values():
-            results.update(self._infer([frames[i] for i in indices],
-                                       [boxes[i] for i in indices], indices))
+            results.update(
+                self._infer(
+                    [frames[i] for i in indices], [boxes[i] for i in indices], indices
+                )
+            )
         finished = time.time()
         for i, (frame, _) in sorted((i, frames[i]) for i in results):
             detections = self._filters[frame.stream_id].apply(results[i])
             emits.append(self._message(frame, detections, started, finished))
-        return emits
+        return emits + ends
 
-    def _infer(self, frames: list[tuple[Frame, np.ndarray]], boxes: list[Any],
-               indices: list[int]) -> dict[int, Detections]:
+    def _infer(
+        self,
+        frames: list[tuple[Frame, np.ndarray]],
+        boxes: list[Any],
+        indices: list[int],
+    ) -> dict[int, Detections]:
         from stages.yolo import postprocess, preprocess
 
         tensor = preprocess([pixels for _, pixels in frames], boxes)
@@ -164,18 +183,23 @@ class DetectStage(Stage):
         if not valid:
             return {}
         t0 = time.perf_counter()
-        output = self._model.infer(tensor[valid] if len(valid) < len(frames) else tensor)
+        output = self._model.infer(
+            tensor[valid] if len(valid) < len(frames) else tensor
+        )
         self._infer_s += time.perf_counter() - t0
         self.counters["batches"] += 1
         self.counters["frames"] += len(valid)
         cfg = self.config
         return {
-            indices[j]: postprocess(output[k], boxes[j], cfg.confidence, cfg.iou, cfg.max_det)
+            indices[j]: postprocess(
+                output[k], boxes[j], cfg.confidence, cfg.iou, cfg.max_det
+            )
             for k, j in enumerate(valid)
         }
 
-    def _message(self, frame: Frame, detections: Detections, started: float,
-                 finished: float) -> Emit:
+    def _message(
+        self, frame: Frame, detections: Detections, started: float, finished: float
+    ) -> Emit:
         message = Detected(
             frame=frame,
             count=len(detections),

@@ -61,19 +61,33 @@ def build_plan(loaded: LoadedConfig, name: str, runtime_dir: Path) -> StagePlan:
     streams = list(cfg.cameras)
     if kind == "capture" and target in cfg.cameras:
         camera = cfg.cameras[target]
-        return StagePlan(name, kind, (
-            Endpoint("packets", zmq.PUSH, uri(f"capture.{target}.out"), True, packets),
-        ), lambda: CaptureStage(target, camera.source))
+        return StagePlan(
+            name,
+            kind,
+            (
+                Endpoint(
+                    "packets", zmq.PUSH, uri(f"capture.{target}.out"), True, packets
+                ),
+            ),
+            lambda: CaptureStage(target, camera.source),
+        )
     if kind == "decode" and target in cfg.cameras:
         camera = cfg.cameras[target]
         out_uri = uri("detect.in")
         shm = camera.decode.shared_memory and out_uri.startswith("ipc://")
         prefix = ring_prefix(runtime_dir) if shm else None
-        return StagePlan(name, kind, (
-            Endpoint("packets", zmq.PULL, uri(f"capture.{target}.out"), False, packets),
-            Endpoint("acks", zmq.PULL, uri(f"decode.{target}.acks"), True, events),
-            Endpoint("frames", zmq.PUSH, out_uri, False, frames),
-        ), lambda: DecodeStage(target, camera.decode, prefix))
+        return StagePlan(
+            name,
+            kind,
+            (
+                Endpoint(
+                    "packets", zmq.PULL, uri(f"capture.{target}.out"), False, packets
+                ),
+                Endpoint("acks", zmq.PULL, uri(f"decode.{target}.acks"), True, events),
+                Endpoint("frames", zmq.PUSH, out_uri, False, frames),
+            ),
+            lambda: DecodeStage(target, camera.decode, prefix),
+        )
     if name == "detect":
         endpoints = [Endpoint("frames", zmq.PULL, uri("detect.in"), True, frames)]
         endpoints += [
@@ -81,8 +95,12 @@ def build_plan(loaded: LoadedConfig, name: str, runtime_dir: Path) -> StagePlan:
             for c in streams
         ]
         cameras = {c: cam.detect for c, cam in cfg.cameras.items()}
-        return StagePlan(name, kind, tuple(endpoints),
-                         lambda: DetectStage(cfg.detector, loaded.model_path, cameras))
+        return StagePlan(
+            name,
+            kind,
+            tuple(endpoints),
+            lambda: DetectStage(cfg.detector, loaded.model_path, cameras),
+        )
     if kind == "track" and target in cfg.cameras:
         camera = cfg.cameras[target]
         endpoints = [
@@ -93,20 +111,36 @@ def build_plan(loaded: LoadedConfig, name: str, runtime_dir: Path) -> StagePlan:
             Endpoint("events", zmq.PUSH, uri(f"sink.{s.name}.in"), False, events)
             for s in cfg.sinks
         ]
-        return StagePlan(name, kind, tuple(endpoints),
-                         lambda: TrackStage(target, cfg.tracker, camera.rules))
+        return StagePlan(
+            name,
+            kind,
+            tuple(endpoints),
+            lambda: TrackStage(target, cfg.tracker, camera.rules),
+        )
     sinks = {s.name: s for s in cfg.sinks}
     if kind == "sink" and target in sinks:
         sink = sinks[target]
         endpoint = Endpoint("events", zmq.PULL, uri(f"sink.{target}.in"), True, events)
         if isinstance(sink, JsonlSinkConfig):
-            return StagePlan(name, kind, (endpoint,), lambda: JsonlSink(sink, streams),
-                             exit_when_finished=True)
-        return StagePlan(name, kind, (endpoint,), lambda: SqliteSink(sink, streams),
-                         exit_when_finished=True)
-    raise KeyError(f"no stage named {name!r}; this config has {', '.join(stage_names(loaded))}")
+            return StagePlan(
+                name,
+                kind,
+                (endpoint,),
+                lambda: JsonlSink(sink, streams),
+                exit_when_finished=True,
+            )
+        return StagePlan(
+            name,
+            kind,
+            (endpoint,),
+            lambda: SqliteSink(sink, streams),
+            exit_when_finished=True,
+        )
+    raise KeyError(
+        f"no stage named {name!r}; this config has {', '.join(stage_names(loaded))}"
+    )
 
 
 def ring_prefix(runtime_dir: Path) -> str:
     """Name prefix of this run's shared-memory rings (unique per runtime folder)."""
-    return "fc-" + hashlib.sha1(str(runtime_dir).encode()).hexdigest()[:10]
+    return "fc-" + hashlib.sha256(str(runtime_dir).encode()).hexdigest()[:10]

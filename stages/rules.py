@@ -6,8 +6,8 @@ Geometry conventions (image pixels, y grows downwards):
   is direction ``in``, the reverse is ``out``. For a line drawn left to right across the
   image, ``in`` means moving down the image.
 - A crossing counts only where the object's path meets the segment between the two
-  end points, and only once the anchor is more than ``band_px`` away from the line on
-  the new side, so jitter on the line does not count twice.
+  end points, and only once the anchor has stayed more than ``band_px`` away from the
+  line on the new side for ``confirm_frames`` frames, so jitter does not count twice.
 - A zone holds the objects whose anchor lies inside its polygon (even-odd rule).
 """
 
@@ -28,8 +28,12 @@ Anchor = Literal["bottom_center", "center"]
 
 class LineRuleConfig(StrictModel):
     kind: Literal["line"] = Field(description="Directional line crossing count.")
-    name: RuleName = Field(description="Rule name, unique per camera; used in event ids.")
-    start: tuple[float, float] = Field(description="Line start [x, y] in source pixels.")
+    name: RuleName = Field(
+        description="Rule name, unique per camera; used in event ids."
+    )
+    start: tuple[float, float] = Field(
+        description="Line start [x, y] in source pixels."
+    )
     end: tuple[float, float] = Field(description="Line end [x, y] in source pixels.")
     classes: list[str] | None = Field(
         default=None, description="Class names counted; all classes when omitted."
@@ -37,6 +41,12 @@ class LineRuleConfig(StrictModel):
     anchor: Anchor = Field(default="bottom_center", description="Box point tested.")
     band_px: float = Field(
         default=2.0, ge=0, description="Hysteresis band around the line, pixels."
+    )
+    confirm_frames: int = Field(
+        default=3,
+        ge=1,
+        le=100,
+        description="Frames an object must stay on the new side before it counts.",
     )
 
     @model_validator(mode="after")
@@ -48,7 +58,9 @@ class LineRuleConfig(StrictModel):
 
 class ZoneRuleConfig(StrictModel):
     kind: Literal["zone"] = Field(description="Polygon zone occupancy.")
-    name: RuleName = Field(description="Rule name, unique per camera; used in event ids.")
+    name: RuleName = Field(
+        description="Rule name, unique per camera; used in event ids."
+    )
     polygon: list[tuple[float, float]] = Field(
         min_length=3, description="Polygon vertices [[x, y], ...] in source pixels."
     )
@@ -60,7 +72,9 @@ class ZoneRuleConfig(StrictModel):
     @model_validator(mode="after")
     def _has_area(self) -> ZoneRuleConfig:
         if polygon_area(np.asarray(self.polygon, np.float64)) < 1:
-            raise ValueError("polygon has no area; give at least 3 non-collinear points")
+            raise ValueError(
+                "polygon has no area; give at least 3 non-collinear points"
+            )
         return self
 
 
@@ -94,15 +108,30 @@ class Crossing:
     direction: Literal["in", "out"]
 
 
+@dataclass(slots=True)
+class _TrackSide:
+    side: int  # +1 right of the line, -1 left
+    distance: float  # signed distance of the last point on ``side``
+    along: float  # its position along the segment (0 at start, 1 at end)
+    seen: float  # frame time it was last seen
+    pending: int = 0  # consecutive frames seen on the other side
+    cross_along: float = 0.0  # where the path met the line when it went over
+
+
 @dataclass
 class LineCounter:
-    """State of one line rule: each track's last definite side and position."""
+    """State of one line rule: each track's confirmed side.
+
+    A track changes side only after ``confirm_frames`` consecutive frames beyond the
+    band on the other side, so a box whose anchor wobbles over the line in a crowd
+    (occlusion, pose) is not counted again and again.
+    """
 
     start: npt.NDArray[np.float64]
     end: npt.NDArray[np.float64]
     band_px: float
-    # track id -> (side, signed distance, position along the line, last seen time)
-    sides: dict[int, tuple[int, float, float, float]] = field(default_factory=dict)
+    confirm_frames: int = 1
+    tracks: dict[int, _TrackSide] = field(default_factory=dict)
 
     def update(
         self,
@@ -120,27 +149,40 @@ class LineCounter:
         along = (rel @ direction) / (length * length)
         crossings: list[Crossing] = []
         for i, track_id in enumerate(track_ids.tolist()):
-            d = float(distance[i])
+            d, t = float(distance[i]), float(along[i])
             side = 1 if d > self.band_px else -1 if d < -self.band_px else 0
+            state = self.tracks.get(track_id)
+            if state is None:
+                if side:
+                    self.tracks[track_id] = _TrackSide(side, d, t, now)
+                continue
+            state.seen = now
             if side == 0:
                 continue
-            previous = self.sides.get(track_id)
-            self.sides[track_id] = (side, d, float(along[i]), now)
-            if previous is None or previous[0] == side:
+            if side == state.side:
+                state.distance, state.along, state.pending = d, t, 0
                 continue
-            _, d0, t0, _seen = previous
-            t_cross = t0 + (float(along[i]) - t0) * d0 / (d0 - d)
-            if 0.0 <= t_cross <= 1.0:
+            if (
+                state.pending == 0
+            ):  # first frame over: where did the path meet the line?
+                state.cross_along = state.along + (t - state.along) * state.distance / (
+                    state.distance - d
+                )
+            state.pending += 1
+            if state.pending < self.confirm_frames:
+                continue
+            if 0.0 <= state.cross_along <= 1.0:
                 crossings.append(
                     Crossing(track_id, int(class_ids[i]), "in" if side > 0 else "out")
                 )
+            self.tracks[track_id] = _TrackSide(side, d, t, now)
         return crossings
 
     def forget(self, older_than: float) -> None:
         """Drop the state of tracks last seen before ``older_than`` (frame time);
         tracker ids are never reused, so this only bounds memory."""
-        for track_id in [t for t, v in self.sides.items() if v[3] < older_than]:
-            del self.sides[track_id]
+        for track_id in [k for k, v in self.tracks.items() if v.seen < older_than]:
+            del self.tracks[track_id]
 
 
 @dataclass

@@ -37,7 +37,8 @@ class EventSink(Stage):
             self.write(events)
             self.written += len(events)
         self._ended.update(
-            item.message.stream_id for item in batch
+            item.message.stream_id
+            for item in batch
             if isinstance(item.message, EndOfStream)
         )
         self.flush()

@@ -22,8 +22,11 @@ from stages.sink import EventSink
 
 class JsonlSinkConfig(StrictModel):
     kind: Literal["jsonl"] = Field(description="JSON Lines event file.")
-    name: str = Field(default="jsonl", pattern=r"^[A-Za-z0-9_-]+$",
-                      description="Sink name, unique among sinks.")
+    name: str = Field(
+        default="jsonl",
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="Sink name, unique among sinks.",
+    )
     path: ConfigPath = Field(description="Output file; appended to.")
 
 
@@ -56,7 +59,9 @@ class JsonlSink(EventSink):
             if event.event_id in self._seen:
                 continue
             self._seen.add(event.event_id)
-            self._file.write(self._encoder.encode(msgspec.structs.asdict(event)) + b"\n")
+            self._file.write(
+                self._encoder.encode(msgspec.structs.asdict(event)) + b"\n"
+            )
 
     def flush(self) -> None:
         if self._file is None:
@@ -65,7 +70,9 @@ class JsonlSink(EventSink):
             self._file.flush()
             os.fsync(self._file.fileno())
         except OSError as e:
-            raise FramechainError(f"cannot write {self.config.path}: {e}; is the disk full?") from e
+            raise FramechainError(
+                f"cannot write {self.config.path}: {e}; is the disk full?"
+            ) from e
 
     def close(self) -> None:
         if self._file is not None:

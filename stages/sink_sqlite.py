@@ -41,8 +41,11 @@ CREATE INDEX IF NOT EXISTS events_by_stream ON events (stream_id, rule, seq);
 
 class SqliteSinkConfig(StrictModel):
     kind: Literal["sqlite"] = Field(description="SQLite event store (WAL).")
-    name: str = Field(default="sqlite", pattern=r"^[A-Za-z0-9_-]+$",
-                      description="Sink name, unique among sinks.")
+    name: str = Field(
+        default="sqlite",
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="Sink name, unique among sinks.",
+    )
     path: ConfigPath = Field(description="Database file; created if missing.")
 
 
@@ -70,9 +73,21 @@ class SqliteSink(EventSink):
     def write(self, events: Sequence[Event]) -> None:
         assert self._db is not None
         rows = [
-            (e.event_id, e.stream_id, e.rule, e.kind, e.seq, e.pts, e.capture_ts,
-             e.track_id, e.class_id, e.class_name, e.direction, e.value,
-             json.dumps(e.data, separators=(",", ":")))
+            (
+                e.event_id,
+                e.stream_id,
+                e.rule,
+                e.kind,
+                e.seq,
+                e.pts,
+                e.capture_ts,
+                e.track_id,
+                e.class_id,
+                e.class_name,
+                e.direction,
+                e.value,
+                json.dumps(e.data, separators=(",", ":")),
+            )
             for e in events
         ]
         try:

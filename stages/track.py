@@ -29,7 +29,9 @@ log = logging.getLogger(__name__)
 
 
 class TrackerConfig(StrictModel):
-    kind: Literal["bytetrack"] = Field(default="bytetrack", description="Tracker algorithm.")
+    kind: Literal["bytetrack"] = Field(
+        default="bytetrack", description="Tracker algorithm."
+    )
     lost_track_s: float = Field(
         default=1.0, gt=0, description="Keep a lost track this many seconds (R29)."
     )
@@ -42,14 +44,17 @@ class TrackerConfig(StrictModel):
     min_consecutive_frames: int = Field(
         default=2, ge=1, description="Frames before a new track gets an id."
     )
-    match_iou: float = Field(default=0.1, gt=0, lt=1, description="Minimum IoU to match.")
+    match_iou: float = Field(
+        default=0.1, gt=0, lt=1, description="Minimum IoU to match."
+    )
 
 
 class TrackStage(Stage):
     kind: ClassVar[str] = "track"
 
-    def __init__(self, stream_id: str, tracker: TrackerConfig,
-                 rules: Sequence[RuleConfig]) -> None:
+    def __init__(
+        self, stream_id: str, tracker: TrackerConfig, rules: Sequence[RuleConfig]
+    ) -> None:
         self.stream_id = stream_id
         self.tracker_config = tracker
         self.rules = list(rules)
@@ -69,9 +74,14 @@ class TrackStage(Stage):
     def setup(self) -> None:
         for rule in self.rules:
             if isinstance(rule, LineRuleConfig):
-                self._counters.append(LineCounter(np.array(rule.start, np.float64),
-                                                  np.array(rule.end, np.float64),
-                                                  rule.band_px))
+                self._counters.append(
+                    LineCounter(
+                        np.array(rule.start, np.float64),
+                        np.array(rule.end, np.float64),
+                        rule.band_px,
+                        rule.confirm_frames,
+                    )
+                )
             else:
                 self._counters.append(ZoneCounter(np.array(rule.polygon, np.float64)))
 
@@ -94,7 +104,8 @@ class TrackStage(Stage):
         index = {name: i for i, name in enumerate(names)}
         self._names = names
         self._rule_classes = [
-            None if rule.classes is None
+            None
+            if rule.classes is None
             else np.array([index[c] for c in rule.classes if c in index], np.int32)
             for rule in self.rules
         ]
@@ -143,37 +154,74 @@ class TrackStage(Stage):
     def _rule_events(self, message: Detected, tracked: Detections) -> list[Event]:
         frame = message.frame
         events: list[Event] = []
-        track_ids = tracked.tracker_id if tracked.tracker_id is not None else np.empty(0, np.int64)
-        for rule, counter, classes in zip(self.rules, self._counters, self._rule_classes,
-                                          strict=True):
+        track_ids = (
+            tracked.tracker_id
+            if tracked.tracker_id is not None
+            else np.empty(0, np.int64)
+        )
+        for rule, counter, classes in zip(
+            self.rules, self._counters, self._rule_classes, strict=True
+        ):
             subset = tracked
             ids = track_ids
             if classes is not None and len(tracked):
                 keep = np.isin(tracked.class_id, classes)
                 subset, ids = tracked[keep], track_ids[keep]
             anchors = subset.anchors(rule.anchor)
-            base = {"stream_id": self.stream_id, "rule": rule.name, "seq": frame.seq,
-                    "pts": frame.pts, "capture_ts": frame.capture_ts}
+            base = {
+                "stream_id": self.stream_id,
+                "rule": rule.name,
+                "seq": frame.seq,
+                "pts": frame.pts,
+                "capture_ts": frame.capture_ts,
+            }
             if isinstance(counter, LineCounter):
-                for crossing in counter.update(anchors, ids, subset.class_id, frame.pts):
+                for crossing in counter.update(
+                    anchors, ids, subset.class_id, frame.pts
+                ):
                     name = self._names[crossing.class_id]
                     self.counts[f"{rule.name}/{name}/{crossing.direction}"] += 1
-                    events.append(Event(
-                        event_id=event_id(self.stream_id, rule.name, "line_crossing",
-                                          crossing.track_id, frame.seq),
-                        kind="line_crossing", track_id=crossing.track_id,
-                        class_id=crossing.class_id, class_name=name,
-                        direction=crossing.direction, value=1.0, **base))
+                    events.append(
+                        Event(
+                            event_id=event_id(
+                                self.stream_id,
+                                rule.name,
+                                "line_crossing",
+                                crossing.track_id,
+                                frame.seq,
+                            ),
+                            kind="line_crossing",
+                            track_id=crossing.track_id,
+                            class_id=crossing.class_id,
+                            class_name=name,
+                            direction=crossing.direction,
+                            value=1.0,
+                            **base,
+                        )
+                    )
                 counter.forget(older_than=frame.pts - 60.0)
             else:
                 occupancy = counter.update(anchors, subset.class_id)
                 if occupancy is not None:
-                    events.append(Event(
-                        event_id=event_id(self.stream_id, rule.name, "zone_occupancy", -1,
-                                          frame.seq),
-                        kind="zone_occupancy", value=float(sum(occupancy.values())),
-                        data={"by_class": {self._names[c]: n for c, n in occupancy.items()}},
-                        **base))
+                    events.append(
+                        Event(
+                            event_id=event_id(
+                                self.stream_id,
+                                rule.name,
+                                "zone_occupancy",
+                                -1,
+                                frame.seq,
+                            ),
+                            kind="zone_occupancy",
+                            value=float(sum(occupancy.values())),
+                            data={
+                                "by_class": {
+                                    self._names[c]: n for c, n in occupancy.items()
+                                }
+                            },
+                            **base,
+                        )
+                    )
         return events
 
     def finished(self) -> bool:

@@ -44,8 +44,9 @@ class Letterbox:
     input_w: int
 
     @classmethod
-    def fit(cls, src_h: int, src_w: int, imgsz: tuple[int, int], stride: int,
-            minimal: bool) -> Letterbox:
+    def fit(
+        cls, src_h: int, src_w: int, imgsz: tuple[int, int], stride: int, minimal: bool
+    ) -> Letterbox:
         """Ultralytics' ``LetterBox``: scale to fit ``imgsz`` (h, w) keeping aspect,
         pad to it, or only to the next ``stride`` multiple when ``minimal``."""
         r = min(imgsz[0] / src_h, imgsz[1] / src_w)
@@ -55,8 +56,16 @@ class Letterbox:
             dw, dh = dw % stride, dh % stride
         top, bottom = round(dh / 2 - 0.1), round(dh / 2 + 0.1)
         left, right = round(dw / 2 - 0.1), round(dw / 2 + 0.1)
-        return cls(src_h, src_w, new_h, new_w, top, left,
-                   new_h + top + bottom, new_w + left + right)
+        return cls(
+            src_h,
+            src_w,
+            new_h,
+            new_w,
+            top,
+            left,
+            new_h + top + bottom,
+            new_w + left + right,
+        )
 
     def to_source(self, xyxy: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Map boxes from model-input pixels back to source pixels, clipped."""
@@ -80,9 +89,13 @@ def preprocess(
     batch = np.full((len(images), input_h, input_w, 3), PAD_VALUE, np.uint8)
     for i, (image, box) in enumerate(zip(images, boxes, strict=True)):
         if (box.new_h, box.new_w) != image.shape[:2]:
-            image = cv2.resize(image, (box.new_w, box.new_h), interpolation=cv2.INTER_LINEAR)
+            image = cv2.resize(
+                image, (box.new_w, box.new_h), interpolation=cv2.INTER_LINEAR
+            )
         batch[i, box.top : box.top + box.new_h, box.left : box.left + box.new_w] = image
-    tensor = np.ascontiguousarray(batch[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32)
+    tensor = np.ascontiguousarray(
+        batch[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32
+    )
     tensor /= 255.0
     return tensor
 
@@ -117,7 +130,9 @@ def postprocess(
     )
 
 
-def _parse_metadata(meta: dict[str, str], path: Path) -> tuple[tuple[str, ...], int, str]:
+def _parse_metadata(
+    meta: dict[str, str], path: Path
+) -> tuple[tuple[str, ...], int, str]:
     if "names" not in meta:
         raise ModelFormatError(
             f"{path.name} is not an Ultralytics YOLO export (no class names in its "
@@ -128,7 +143,9 @@ def _parse_metadata(meta: dict[str, str], path: Path) -> tuple[tuple[str, ...], 
         names = tuple(str(names_map[i]) for i in range(len(names_map)))
         stride = int(ast.literal_eval(meta.get("stride", "32")))
     except (ValueError, SyntaxError, KeyError, TypeError) as e:
-        raise ModelFormatError(f"{path.name}: unreadable Ultralytics metadata ({e})") from e
+        raise ModelFormatError(
+            f"{path.name}: unreadable Ultralytics metadata ({e})"
+        ) from e
     return names, stride, meta.get("task", "detect")
 
 
@@ -137,7 +154,9 @@ def read_class_names(path: Path) -> tuple[str, ...]:
     return _load_session(path, threads=1, build=False)[1]
 
 
-def _load_session(path: Path, threads: int, build: bool = True) -> tuple[Any, tuple[str, ...], int, str]:
+def _load_session(
+    path: Path, threads: int, build: bool = True
+) -> tuple[Any, tuple[str, ...], int, str]:
     try:
         import onnxruntime as ort
     except ImportError as e:
@@ -152,13 +171,18 @@ def _load_session(path: Path, threads: int, build: bool = True) -> tuple[Any, tu
     if not build:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(
+            str(path), options, providers=["CPUExecutionProvider"]
+        )
     except Exception as e:  # ORT raises its own untyped errors for bad files
         raise ModelFormatError(
-            f"{path.name} is not a loadable ONNX model ({str(e).splitlines()[0][:200]}); "
+            f"{path.name} is not a loadable ONNX model "
+            f"({str(e).splitlines()[0][:200]}); "
             "re-export it or check the file is complete"
         ) from e
-    names, stride, task = _parse_metadata(session.get_modelmeta().custom_metadata_map, path)
+    names, stride, task = _parse_metadata(
+        session.get_modelmeta().custom_metadata_map, path
+    )
     return session, names, stride, task
 
 
@@ -176,7 +200,8 @@ class OnnxYolo:
         self.session, self.names, self.stride, task = _load_session(path, threads)
         if task != "detect":
             raise ModelFormatError(
-                f"{path.name} is a {task} model; the ONNX detect backend runs detect models"
+                f"{path.name} is a {task} model; "
+                "the ONNX detect backend runs detect models"
             )
         model_input = self.session.get_inputs()[0]
         self.input_name = model_input.name
@@ -193,11 +218,16 @@ class OnnxYolo:
             )
         log.info(
             "loaded %s: %d classes, %s input, %d threads",
-            path.name, len(self.names), "dynamic" if self.dynamic else self.imgsz, threads,
+            path.name,
+            len(self.names),
+            "dynamic" if self.dynamic else self.imgsz,
+            threads,
         )
 
     def letterbox(self, src_h: int, src_w: int) -> Letterbox:
-        return Letterbox.fit(src_h, src_w, self.imgsz, self.stride, minimal=self.dynamic)
+        return Letterbox.fit(
+            src_h, src_w, self.imgsz, self.stride, minimal=self.dynamic
+        )
 
     def infer(self, tensor: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Run the model on a (n, 3, H, W) tensor, chunked to a static batch size."""

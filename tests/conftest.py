@@ -17,14 +17,18 @@ import yaml
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
-ASSETS = Path(os.environ.get("FRAMECHAIN_TEST_ASSETS", REPO.parent / "shared" / "assets"))
+ASSETS = Path(
+    os.environ.get("FRAMECHAIN_TEST_ASSETS", REPO.parent / "shared" / "assets")
+)
 
 
 @pytest.fixture(scope="session")
 def assets() -> Path:
     if not (ASSETS / "yolo11n.onnx").is_file():
-        pytest.fail(f"test assets not found in {ASSETS}; put ../shared beside the repo "
-                    "or set FRAMECHAIN_TEST_ASSETS")
+        pytest.fail(
+            f"test assets not found in {ASSETS}; put ../shared beside the repo "
+            "or set FRAMECHAIN_TEST_ASSETS"
+        )
     return ASSETS
 
 
@@ -36,17 +40,29 @@ def chain_env() -> dict[str, str]:
     return env
 
 
-def framechain(*args: str, timeout: float = 180, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+def framechain(
+    *args: str, timeout: float = 180, **kwargs: Any
+) -> subprocess.CompletedProcess[str]:
     """Run the real CLI in a subprocess."""
     return subprocess.run(
         [sys.executable, "-m", "pipeline.cli", *args],
-        cwd=REPO, env=chain_env(), capture_output=True, text=True, timeout=timeout, **kwargs,
+        cwd=REPO,
+        env=chain_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
     )
 
 
-def camera_config(source: Path, rules: list[dict[str, Any]] | None = None,
-                  **extra: Any) -> dict[str, Any]:
-    return {"source": {"kind": "file", "path": str(source)}, "rules": rules or [], **extra}
+def camera_config(
+    source: Path, rules: list[dict[str, Any]] | None = None, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "source": {"kind": "file", "path": str(source)},
+        "rules": rules or [],
+        **extra,
+    }
 
 
 def write_config(path: Path, cameras: dict[str, Any], **sections: Any) -> Path:
@@ -63,5 +79,7 @@ def write_config(path: Path, cameras: dict[str, Any], **sections: Any) -> Path:
 def read_events(db: Path) -> list[dict[str, Any]]:
     with sqlite3.connect(db) as connection:
         connection.row_factory = sqlite3.Row
-        rows = connection.execute("SELECT * FROM events ORDER BY stream_id, seq, event_id")
+        rows = connection.execute(
+            "SELECT * FROM events ORDER BY stream_id, seq, event_id"
+        )
         return [dict(row) for row in rows]

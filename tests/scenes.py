@@ -30,8 +30,10 @@ class Walker:
         if not self.first <= frame <= self.last:
             return None
         t = (frame - self.first) / (self.last - self.first)
-        return (self.start[0] + t * (self.end[0] - self.start[0]),
-                self.start[1] + t * (self.end[1] - self.start[1]))
+        return (
+            self.start[0] + t * (self.end[0] - self.start[0]),
+            self.start[1] + t * (self.end[1] - self.start[1]),
+        )
 
 
 def person_crops(model_path: Path) -> list[np.ndarray]:
@@ -46,15 +48,23 @@ def person_crops(model_path: Path) -> list[np.ndarray]:
     for name in ("bus.jpg", "zidane.jpg"):
         image = cv2.imread(str(Path(ultralytics.__file__).parent / "assets" / name))
         box = model.letterbox(*image.shape[:2])
-        detections = postprocess(model.infer(preprocess([image], [box]))[0], box, 0.25, 0.7, 300)
-        for (x1, y1, x2, y2), conf, cls in zip(detections.xyxy, detections.confidence,
-                                               detections.class_id, strict=True):
+        detections = postprocess(
+            model.infer(preprocess([image], [box]))[0], box, 0.25, 0.7, 300
+        )
+        for (x1, y1, x2, y2), conf, cls in zip(
+            detections.xyxy, detections.confidence, detections.class_id, strict=True
+        ):
             if cls != 0 or conf < 0.8 or (y2 - y1) < 1.8 * (x2 - x1):
                 continue  # whole, upright persons only
-            crop = image[int(y1):int(y2), int(x1):int(x2)]
+            crop = image[int(y1) : int(y2), int(x1) : int(x2)]
             scale = PERSON_HEIGHT / crop.shape[0]
-            crops.append(cv2.resize(crop, (max(1, round(crop.shape[1] * scale)), PERSON_HEIGHT),
-                                    interpolation=cv2.INTER_AREA))
+            crops.append(
+                cv2.resize(
+                    crop,
+                    (max(1, round(crop.shape[1] * scale)), PERSON_HEIGHT),
+                    interpolation=cv2.INTER_AREA,
+                )
+            )
     assert len(crops) >= 3, "expected at least three whole persons in the sample photos"
     return crops
 
@@ -63,13 +73,20 @@ def background() -> np.ndarray:
     """A smooth, textured backdrop (values spread apart for the lossy codec)."""
     y, x = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
     base = 90 + 40 * np.sin(x / 97.0) + 30 * np.cos(y / 71.0)
-    noise = cv2.GaussianBlur(np.random.default_rng(7).normal(0, 25, (HEIGHT, WIDTH))
-                             .astype(np.float32), (0, 0), 3)
+    noise = cv2.GaussianBlur(
+        np.random.default_rng(7).normal(0, 25, (HEIGHT, WIDTH)).astype(np.float32),
+        (0, 0),
+        3,
+    )
     gray = np.clip(base + noise, 0, 255).astype(np.uint8)
-    return cv2.merge([gray, (gray * 0.9).astype(np.uint8), (gray * 0.8).astype(np.uint8)])
+    return cv2.merge(
+        [gray, (gray * 0.9).astype(np.uint8), (gray * 0.8).astype(np.uint8)]
+    )
 
 
-def box_of(walker: Walker, crop: np.ndarray, frame: int) -> tuple[int, int, int, int] | None:
+def box_of(
+    walker: Walker, crop: np.ndarray, frame: int
+) -> tuple[int, int, int, int] | None:
     anchor = walker.anchor(frame)
     if anchor is None:
         return None
@@ -78,7 +95,9 @@ def box_of(walker: Walker, crop: np.ndarray, frame: int) -> tuple[int, int, int,
     return x1, y2 - h, x1 + w, y2
 
 
-def render(path: Path, walkers: list[Walker], crops: list[np.ndarray], frames: int) -> None:
+def render(
+    path: Path, walkers: list[Walker], crops: list[np.ndarray], frames: int
+) -> None:
     """Write the scene to an H.264 mp4 at ``FPS``."""
     backdrop = background()
     with av.open(str(path), "w") as container:
@@ -96,8 +115,9 @@ def render(path: Path, walkers: list[Walker], crops: list[np.ndarray], frames: i
                 cx1, cy1 = max(0, -x1), max(0, -y1)
                 cx2 = crop.shape[1] - max(0, x2 - WIDTH)
                 cy2 = crop.shape[0] - max(0, y2 - HEIGHT)
-                image[max(0, y1):min(HEIGHT, y2), max(0, x1):min(WIDTH, x2)] = \
-                    crop[cy1:cy2, cx1:cx2]
+                image[max(0, y1) : min(HEIGHT, y2), max(0, x1) : min(WIDTH, x2)] = crop[
+                    cy1:cy2, cx1:cx2
+                ]
             frame = av.VideoFrame.from_ndarray(image, format="bgr24")
             for packet in stream.encode(frame):
                 container.mux(packet)

@@ -14,7 +14,15 @@ import pytest
 import yaml
 from conftest import REPO, framechain, read_events
 
-EVENT_FIELDS = ("event_id", "kind", "seq", "track_id", "class_name", "direction", "value")
+EVENT_FIELDS = (
+    "event_id",
+    "kind",
+    "seq",
+    "track_id",
+    "class_name",
+    "direction",
+    "value",
+)
 
 
 def demo_config(tmp: Path, assets: Path) -> Path:
@@ -33,7 +41,9 @@ def comparable(events: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
 
 
 @pytest.fixture(scope="module")
-def clean_run(tmp_path_factory: pytest.TempPathFactory, assets: Path) -> list[dict[str, Any]]:
+def clean_run(
+    tmp_path_factory: pytest.TempPathFactory, assets: Path
+) -> list[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("clean")
     result = framechain("run", str(demo_config(tmp, assets)), "--no-progress")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -108,7 +118,11 @@ def test_kill_detect_mid_run_loses_nothing(
     config = demo_config(tmp_path, assets)
     process = subprocess.Popen(
         [sys.executable, "-m", "pipeline.cli", "run", str(config), "--no-progress"],
-        cwd=REPO, env=chain_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=REPO,
+        env=chain_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 120

@@ -36,54 +36,148 @@ def variant(old: str, new: str) -> str:
 
 # (name, config text, expected path in the message, expected line, words in the message)
 MALFORMED = [
-    ("unknown top-level key", VALID + "detectr:\n  model: x\n", "detectr", 16, "unknown key"),
-    ("unknown nested key", variant("  model: yolo11n.onnx", "  model: yolo11n.onnx\n  batch: 4"),
-     "detector.batch", 13, "unknown key"),
-    ("wrong type", variant("  model: yolo11n.onnx", "  model: yolo11n.onnx\n  max_batch: four"),
-     "detector.max_batch", 13, "integer"),
-    ("out of range", variant("  model: yolo11n.onnx", "  model: yolo11n.onnx\n  confidence: 1.5"),
-     "detector.confidence", 13, "less than 1"),
-    ("imgsz not a stride multiple",
-     variant("  model: yolo11n.onnx", "  model: yolo11n.onnx\n  imgsz: 650"),
-     "detector.imgsz", 13, "multiple of 32"),
-    ("missing model", variant("model: yolo11n.onnx", "model: yolo99.onnx"),
-     "detector.model", 12, "not found; searched"),
-    ("not a model file", variant("model: yolo11n.onnx", f"model: {CLIP}"),
-     "detector.model", 12, "unsupported model format"),
-    ("corrupt ONNX file", variant("model: yolo11n.onnx", "model: CORRUPT"),
-     "detector.model", 12, "not a loadable ONNX model"),
-    ("non-Ultralytics model", variant("model: yolo11n.onnx", "model: yolox_nano.onnx"),
-     "detector.model", 12, "not an Ultralytics YOLO export"),
-    ("bad polygon", variant("      - kind: line\n        name: door\n        start: [0, 200]\n"
-                            "        end: [800, 200]",
-                            "      - kind: zone\n        name: z\n        polygon: [[0, 0], [5, 5]]"),
-     "cameras.cam1.rules[0].polygon", 9, "at least 3"),
-    ("collinear polygon", variant("      - kind: line\n        name: door\n        start: [0, 200]\n"
-                                  "        end: [800, 200]",
-                                  "      - kind: zone\n        name: z\n"
-                                  "        polygon: [[0, 0], [5, 5], [10, 10]]"),
-     "cameras.cam1.rules[0]", 7, "no area"),
-    ("line of zero length", variant("end: [800, 200]", "end: [0, 200]"),
-     "cameras.cam1.rules[0]", 7, "same point"),
-    ("unknown rule kind", variant("kind: line", "kind: circle"),
-     "cameras.cam1.rules[0]", 7, "line"),
-    ("unset env var", variant(f"path: {CLIP}", "path: ${FRAMECHAIN_TEST_UNSET_CAMERA}"),
-     "cameras.cam1.source.path", 5, "FRAMECHAIN_TEST_UNSET_CAMERA is not set"),
-    ("missing video file", variant(f"path: {CLIP}", "path: /nonexistent/clip.mp4"),
-     "cameras.cam1.source.path", 5, "does not exist"),
-    ("unknown class name", variant("        end: [800, 200]",
-                                   "        end: [800, 200]\n        classes: [persn]"),
-     "cameras.cam1.rules[0].classes", 11, "unknown class 'persn'"),
-    ("no cameras", "cameras: {}\ndetector:" + VALID.split("detector:")[1],
-     "cameras", 1, "at least 1"),
+    (
+        "unknown top-level key",
+        VALID + "detectr:\n  model: x\n",
+        "detectr",
+        16,
+        "unknown key",
+    ),
+    (
+        "unknown nested key",
+        variant("  model: yolo11n.onnx", "  model: yolo11n.onnx\n  batch: 4"),
+        "detector.batch",
+        13,
+        "unknown key",
+    ),
+    (
+        "wrong type",
+        variant("  model: yolo11n.onnx", "  model: yolo11n.onnx\n  max_batch: four"),
+        "detector.max_batch",
+        13,
+        "integer",
+    ),
+    (
+        "out of range",
+        variant("  model: yolo11n.onnx", "  model: yolo11n.onnx\n  confidence: 1.5"),
+        "detector.confidence",
+        13,
+        "less than 1",
+    ),
+    (
+        "imgsz not a stride multiple",
+        variant("  model: yolo11n.onnx", "  model: yolo11n.onnx\n  imgsz: 650"),
+        "detector.imgsz",
+        13,
+        "multiple of 32",
+    ),
+    (
+        "missing model",
+        variant("model: yolo11n.onnx", "model: yolo99.onnx"),
+        "detector.model",
+        12,
+        "not found; searched",
+    ),
+    (
+        "not a model file",
+        variant("model: yolo11n.onnx", f"model: {CLIP}"),
+        "detector.model",
+        12,
+        "unsupported model format",
+    ),
+    (
+        "corrupt ONNX file",
+        variant("model: yolo11n.onnx", "model: CORRUPT"),
+        "detector.model",
+        12,
+        "not a loadable ONNX model",
+    ),
+    (
+        "non-Ultralytics model",
+        variant("model: yolo11n.onnx", "model: yolox_nano.onnx"),
+        "detector.model",
+        12,
+        "not an Ultralytics YOLO export",
+    ),
+    (
+        "bad polygon",
+        variant(
+            "      - kind: line\n        name: door\n        start: [0, 200]\n"
+            "        end: [800, 200]",
+            "      - kind: zone\n        name: z\n        polygon: [[0, 0], [5, 5]]",
+        ),
+        "cameras.cam1.rules[0].polygon",
+        9,
+        "at least 3",
+    ),
+    (
+        "collinear polygon",
+        variant(
+            "      - kind: line\n        name: door\n        start: [0, 200]\n"
+            "        end: [800, 200]",
+            "      - kind: zone\n        name: z\n"
+            "        polygon: [[0, 0], [5, 5], [10, 10]]",
+        ),
+        "cameras.cam1.rules[0]",
+        7,
+        "no area",
+    ),
+    (
+        "line of zero length",
+        variant("end: [800, 200]", "end: [0, 200]"),
+        "cameras.cam1.rules[0]",
+        7,
+        "same point",
+    ),
+    (
+        "unknown rule kind",
+        variant("kind: line", "kind: circle"),
+        "cameras.cam1.rules[0]",
+        7,
+        "line",
+    ),
+    (
+        "unset env var",
+        variant(f"path: {CLIP}", "path: ${FRAMECHAIN_TEST_UNSET_CAMERA}"),
+        "cameras.cam1.source.path",
+        5,
+        "FRAMECHAIN_TEST_UNSET_CAMERA is not set",
+    ),
+    (
+        "missing video file",
+        variant(f"path: {CLIP}", "path: /nonexistent/clip.mp4"),
+        "cameras.cam1.source.path",
+        5,
+        "does not exist",
+    ),
+    (
+        "unknown class name",
+        variant(
+            "        end: [800, 200]",
+            "        end: [800, 200]\n        classes: [persn]",
+        ),
+        "cameras.cam1.rules[0].classes",
+        11,
+        "unknown class 'persn'",
+    ),
+    (
+        "no cameras",
+        "cameras: {}\ndetector:" + VALID.split("detector:")[1],
+        "cameras",
+        1,
+        "at least 1",
+    ),
     ("missing sinks", VALID.split("sinks:")[0], "sinks", None, "required"),
     ("bad camera name", variant("  cam1:", "  cam 1:"), "cameras.cam 1", 2, "pattern"),
     ("invalid YAML", VALID + "  - : : [\n", "", 16, "invalid YAML"),
 ]
 
 
-@pytest.mark.parametrize(("text", "path", "line", "words"),
-                         [case[1:] for case in MALFORMED], ids=[c[0] for c in MALFORMED])
+@pytest.mark.parametrize(
+    ("text", "path", "line", "words"),
+    [case[1:] for case in MALFORMED],
+    ids=[c[0] for c in MALFORMED],
+)
 def test_malformed_config_gives_one_line(
     tmp_path: Path, text: str, path: str, line: int | None, words: str
 ) -> None:
@@ -101,7 +195,9 @@ def test_malformed_config_gives_one_line(
     message = lines[0]
     assert message.startswith("error: ")
     if path:
-        assert message.startswith(f"error: {path} (line {line})" if line else f"error: {path}")
+        assert message.startswith(
+            f"error: {path} (line {line})" if line else f"error: {path}"
+        )
     elif line:
         assert f"(line {line})" in message
     assert words in message
@@ -124,8 +220,11 @@ def test_env_interpolation_and_credentials_directory(tmp_path: Path) -> None:
     credentials = tmp_path / "creds"
     credentials.mkdir()
     (credentials / "CLIP_NAME").write_text("crowd.mp4\n")
-    environ = {"CLIP_DIR": str(ASSETS), "CREDENTIALS_DIRECTORY": str(credentials),
-               "FRAMECHAIN_MODELS": str(ASSETS)}
+    environ = {
+        "CLIP_DIR": str(ASSETS),
+        "CREDENTIALS_DIRECTORY": str(credentials),
+        "FRAMECHAIN_MODELS": str(ASSETS),
+    }
     loaded = load_config(config, environ=environ)
     assert loaded.config.cameras["cam1"].source.path == str(CLIP)
 

@@ -37,16 +37,41 @@ def detect_stage_outputs(tmp_path: Path, clip: Path) -> list[Detections]:
     runtime = tmp_path / "run"
     runtime.mkdir(mode=0o700)
     procs = [
-        subprocess.Popen([sys.executable, "-m", "pipeline.cli", "stage", name, "--config",
-                          str(config), "--runtime-dir", str(runtime)], cwd=REPO, env=chain_env())
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pipeline.cli",
+                "stage",
+                name,
+                "--config",
+                str(config),
+                "--runtime-dir",
+                str(runtime),
+            ],
+            cwd=REPO,
+            env=chain_env(),
+        )
         for name in ("capture.cam", "decode.cam", "detect")
     ]
     context = zmq.Context()
     try:
-        pull = make_socket(context, Endpoint("in", zmq.PULL, f"ipc://{runtime}/track.cam.in",
-                                             True, LinkOptions()))
-        acks = make_socket(context, Endpoint("acks", zmq.PUSH, f"ipc://{runtime}/decode.cam.acks",
-                                             False, LinkOptions(linger_ms=0)))
+        pull = make_socket(
+            context,
+            Endpoint(
+                "in", zmq.PULL, f"ipc://{runtime}/track.cam.in", True, LinkOptions()
+            ),
+        )
+        acks = make_socket(
+            context,
+            Endpoint(
+                "acks",
+                zmq.PUSH,
+                f"ipc://{runtime}/decode.cam.acks",
+                False,
+                LinkOptions(linger_ms=0),
+            ),
+        )
         results: dict[int, Detections] = {}
         while len(results) < FRAMES:
             assert pull.poll(60_000), "detect stage produced nothing for 60 s"
@@ -65,19 +90,25 @@ def detect_stage_outputs(tmp_path: Path, clip: Path) -> list[Detections]:
 
 def test_detect_stage_matches_ultralytics(tmp_path: Path, assets: Path) -> None:
     """Same count per frame, mean IoU >= 0.99, confidences within 0.01, over 40 frames
-    of a real crowd clip (pins letterbox rounding, colour order, NMS and box scaling)."""
+    of a real crowd clip (pins letterbox rounding, colour order, NMS, box scaling)."""
     from ultralytics import YOLO
 
     clip = assets / "crowd.mp4"
     ours = detect_stage_outputs(tmp_path, clip)
     with av.open(str(clip)) as container:
-        frames = [f.to_ndarray(format="bgr24") for _, f in zip(range(FRAMES),
-                                                               container.decode(video=0))]
+        frames = [
+            f.to_ndarray(format="bgr24")
+            for _, f in zip(range(FRAMES), container.decode(video=0))
+        ]
     model = YOLO(str(assets / "yolo11n.onnx"), task="detect")
     ious, conf_diffs = [], []
     for i, (frame, mine) in enumerate(zip(frames, ours, strict=True)):
-        theirs = model.predict(frame, imgsz=640, conf=0.25, iou=0.7, verbose=False)[0].boxes
-        assert len(mine) == len(theirs), f"frame {i}: {len(mine)} vs {len(theirs)} boxes"
+        theirs = model.predict(frame, imgsz=640, conf=0.25, iou=0.7, verbose=False)[
+            0
+        ].boxes
+        assert len(mine) == len(theirs), (
+            f"frame {i}: {len(mine)} vs {len(theirs)} boxes"
+        )
         if not len(mine):
             continue
         iou = box_iou(mine.xyxy, theirs.xyxy.numpy())

@@ -28,7 +28,9 @@ def context():
 
 
 @pytest.mark.parametrize("link", ["ipc-shm", "tcp-inline"])
-def test_1080p_frame_crosses_processes_intact(tmp_path: Path, context, link: str) -> None:
+def test_1080p_frame_crosses_processes_intact(
+    tmp_path: Path, context, link: str
+) -> None:
     """A 1080p frame sent by another process arrives bit-exact (sha256), through
     shared memory on ipc:// and inline on tcp:// (pins stride/offset/copy bugs)."""
     if link == "ipc-shm":
@@ -37,9 +39,14 @@ def test_1080p_frame_crosses_processes_intact(tmp_path: Path, context, link: str
         uri, ring = "tcp://127.0.0.1:0", "-"
     pull = make_socket(context, Endpoint("in", zmq.PULL, uri, True, LinkOptions(hwm=2)))
     uri = pull.getsockopt(zmq.LAST_ENDPOINT).decode()
-    sender = subprocess.Popen([sys.executable, str(REPO / "tests/helpers/frame_sender.py"), uri,
-                               ring], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True, env={"PYTHONPATH": str(REPO)})
+    sender = subprocess.Popen(
+        [sys.executable, str(REPO / "tests/helpers/frame_sender.py"), uri, ring],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={"PYTHONPATH": str(REPO)},
+    )
     try:
         assert pull.poll(20_000), "no frame arrived"
         message, parts = receive(pull)
@@ -117,7 +124,9 @@ def test_high_water_marks_bound_the_queue(tmp_path: Path, context) -> None:
     accepted = 0
     for _ in range(100):
         try:
-            push.send_multipart([encode(Ack("cam", accepted)), payload], zmq.NOBLOCK, copy=False)
+            push.send_multipart(
+                [encode(Ack("cam", accepted)), payload], zmq.NOBLOCK, copy=False
+            )
             accepted += 1
         except zmq.Again:
             if not push.poll(200, zmq.POLLOUT):

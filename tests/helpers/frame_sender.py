@@ -18,7 +18,9 @@ from pipeline.transport import Endpoint, LinkOptions, make_socket, send
 def main(uri: str, ring_name: str) -> None:
     pixels = np.random.default_rng(1080).integers(0, 256, (1080, 1920, 3), np.uint8)
     context = zmq.Context()
-    sock = make_socket(context, Endpoint("out", zmq.PUSH, uri, False, LinkOptions(linger_ms=2000)))
+    sock = make_socket(
+        context, Endpoint("out", zmq.PUSH, uri, False, LinkOptions(linger_ms=2000))
+    )
     ring = FrameRing(ring_name, pixels.nbytes, 2) if ring_name != "-" else None
     ref = ring.write(pixels) if ring else None
     message = Frame("cam", 0, time.time(), 0.0, 1920, 1080, 30.0, ref)
