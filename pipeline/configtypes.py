@@ -65,7 +65,7 @@ def _resolve_path(value: str, info: ValidationInfo) -> str:
     base = _context(info).get("base_dir")
     if not path.is_absolute() and base is not None:
         path = Path(base) / path
-    return str(path)
+    return os.path.normpath(path)
 
 
 EnvStr = Annotated[str, BeforeValidator(_expand_env)]

@@ -96,6 +96,10 @@ class StageRuntime:
         except (FramechainError, OSError) as e:
             log.error("%s", e)
             return EXIT_FAILED
+        except Exception:
+            # Not bad input but a bug: keep the traceback, the supervisor restarts us.
+            log.exception("stage %s failed", self.plan.name)
+            return EXIT_FAILED
         finally:
             self.state = "stopped"
             self._close()

@@ -40,6 +40,7 @@ def _slot_stride(payload_bytes: int) -> int:
 
 class FrameRing:
     """A ring of ``slots`` slots of ``payload_bytes`` each, owned by one producer.
+    Every frame written to one ring has exactly ``payload_bytes`` bytes.
 
     The producer must not reuse a slot whose frame is still in flight; framechain's
     decode stage guarantees that with its acknowledgement window, and the generation
@@ -126,8 +127,8 @@ class RingReader:
         stride = _slot_stride(nbytes)
         offset = ref.slot * stride
         if ref.slot < 0 or offset + stride > len(segment):
-            # The ring may use a larger stride than this frame needs; fall back to
-            # reading the header at the slot computed from the ring's own size.
+            # A ring's slots are sized for exactly one frame geometry (the producer
+            # opens a new ring when it changes), so this is a corrupt reference.
             raise SlotOverwrittenError(f"slot {ref.slot} outside segment {ref.segment}")
         generation, size = _HEADER.unpack_from(segment, offset)
         if generation != ref.generation or size != nbytes:

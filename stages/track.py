@@ -114,10 +114,13 @@ class TrackStage(Stage):
         emits: list[Emit] = []
         for item in batch:
             message = item.message
-            seq = getattr(message, "seq", None)
             if isinstance(message, Detected):
                 seq = message.frame.seq
-            if seq is None or seq < self._next_seq:
+            elif isinstance(message, EndOfStream):
+                seq = message.seq
+            else:
+                continue
+            if seq < self._next_seq:
                 self.counters["duplicates"] += 1
                 continue
             if seq > self._next_seq:

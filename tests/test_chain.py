@@ -142,3 +142,44 @@ def test_kill_detect_mid_run_loses_nothing(
     assert "stage restarts: 1" in stdout
     events = read_events(tmp_path / "events.db")
     assert comparable(events) == comparable(clean_run)
+
+
+@pytest.mark.slow
+def test_sigterm_drains_and_exits_within_10_s(tmp_path: Path, assets: Path) -> None:
+    """SIGTERM to `framechain run` mid-stream (a camera-paced file): every stage
+    drains and exits, the run ends within 10 s with status 0, the events produced so
+    far are stored, and no stage process or shared-memory ring is left behind."""
+    import subprocess
+    import sys
+
+    from conftest import chain_env
+
+    from pipeline.shm import shm_directory
+
+    config = yaml.safe_load(demo_config(tmp_path, assets).read_text())
+    config["cameras"]["crowd"]["source"]["realtime"] = True
+    rings_before = set(shm_directory().glob("fc-*"))
+    path = tmp_path / "live.yaml"
+    path.write_text(yaml.safe_dump(config))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "run", str(path), "--no-progress"],
+        cwd=REPO, env=chain_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while _max_seq(tmp_path / "events.db") < 40:
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.1)
+    children = [_stage_pid(n, process.pid) for n in ("capture.crowd", "detect")]
+    rings = set(shm_directory().glob("fc-*")) - rings_before
+    assert rings, "the running chain should hold a shared-memory ring"
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=30)
+    assert time.monotonic() - started <= 10.0
+    assert process.returncode == 0, stderr[-3000:]
+    assert "framechain summary" in stdout
+    assert 40 <= _max_seq(tmp_path / "events.db") < 440  # stopped mid-clip
+    for pid in children:
+        assert pid is not None and not Path(f"/proc/{pid}").exists()
+    assert not (rings & set(shm_directory().glob("fc-*")))
