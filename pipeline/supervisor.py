@@ -232,23 +232,14 @@ class Supervisor:
 
 def stage_command(
     config_path: Path, runtime_dir: Path
-) -> Callable[[str, str], list[str]]:
-    """argv for ``framechain stage NAME`` with this interpreter."""
+) -> Callable[[str, str | None], list[str]]:
+    """argv for ``framechain stage NAME`` with this interpreter (no ``--control``:
+    the stage runs without a supervisor)."""
 
-    def command(name: str, control_uri: str) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "pipeline.cli",
-            "stage",
-            name,
-            "--config",
-            str(config_path),
-            "--runtime-dir",
-            str(runtime_dir),
-            "--control",
-            control_uri,
-        ]
+    def command(name: str, control_uri: str | None) -> list[str]:
+        argv = [sys.executable, "-m", "pipeline.cli", "stage", name]
+        argv += ["--config", str(config_path), "--runtime-dir", str(runtime_dir)]
+        return argv + (["--control", control_uri] if control_uri else [])
 
     return command
 

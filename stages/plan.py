@@ -121,19 +121,12 @@ def build_plan(loaded: LoadedConfig, name: str, runtime_dir: Path) -> StagePlan:
     if kind == "sink" and target in sinks:
         sink = sinks[target]
         endpoint = Endpoint("events", zmq.PULL, uri(f"sink.{target}.in"), True, events)
-        if isinstance(sink, JsonlSinkConfig):
-            return StagePlan(
-                name,
-                kind,
-                (endpoint,),
-                lambda: JsonlSink(sink, streams),
-                exit_when_finished=True,
-            )
+        sink_class = JsonlSink if isinstance(sink, JsonlSinkConfig) else SqliteSink
         return StagePlan(
             name,
             kind,
             (endpoint,),
-            lambda: SqliteSink(sink, streams),
+            lambda: sink_class(sink, streams),  # type: ignore[arg-type]
             exit_when_finished=True,
         )
     raise KeyError(

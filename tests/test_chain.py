@@ -163,7 +163,10 @@ def test_sigterm_drains_and_exits_within_10_s(tmp_path: Path, assets: Path) -> N
     path.write_text(yaml.safe_dump(config))
     process = subprocess.Popen(
         [sys.executable, "-m", "pipeline.cli", "run", str(path), "--no-progress"],
-        cwd=REPO, env=chain_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=REPO,
+        env=chain_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
     deadline = time.monotonic() + 60

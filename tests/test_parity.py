@@ -5,7 +5,6 @@ predictor on the same model file and frames."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import av
@@ -15,6 +14,7 @@ from conftest import REPO, camera_config, chain_env, write_config
 
 from pipeline.detections import Detections
 from pipeline.messages import Ack, Detected
+from pipeline.supervisor import stage_command
 from pipeline.transport import Endpoint, LinkOptions, make_socket, receive, send
 
 FRAMES = 40
@@ -36,22 +36,9 @@ def detect_stage_outputs(tmp_path: Path, clip: Path) -> list[Detections]:
     config = write_config(tmp_path / "parity.yaml", {"cam": camera_config(clip)})
     runtime = tmp_path / "run"
     runtime.mkdir(mode=0o700)
+    command = stage_command(config, runtime)
     procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pipeline.cli",
-                "stage",
-                name,
-                "--config",
-                str(config),
-                "--runtime-dir",
-                str(runtime),
-            ],
-            cwd=REPO,
-            env=chain_env(),
-        )
+        subprocess.Popen(command(name, None), cwd=REPO, env=chain_env())
         for name in ("capture.cam", "decode.cam", "detect")
     ]
     context = zmq.Context()

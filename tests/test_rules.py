@@ -184,21 +184,26 @@ def test_redact(text, expected) -> None:
     assert redact(text) == expected
 
 
-@pytest.mark.parametrize(("config", "kept"), [
-    ({}, [0, 1, 2]),
-    ({"classes": ["person"]}, [0, 2]),
-    ({"confidence": 0.6}, [0]),
-    ({"confidence": {"car": 0.3}}, [0, 1, 2]),
-    ({"confidence": {"person": 0.5}}, [0, 1]),
-    ({"classes": ["car"], "confidence": {"car": 0.5}}, []),
-])
+@pytest.mark.parametrize(
+    ("config", "kept"),
+    [
+        ({}, [0, 1, 2]),
+        ({"classes": ["person"]}, [0, 2]),
+        ({"confidence": 0.6}, [0]),
+        ({"confidence": {"car": 0.3}}, [0, 1, 2]),
+        ({"confidence": {"person": 0.5}}, [0, 1]),
+        ({"classes": ["car"], "confidence": {"car": 0.5}}, []),
+    ],
+)
 def test_camera_class_filter_and_thresholds(config, kept) -> None:
     """Per-camera class filters and per-class confidence thresholds."""
     from stages.detect import CameraDetectConfig, _CameraFilter
 
-    detections = Detections(np.zeros((3, 4), np.float32),
-                            np.array([0.9, 0.45, 0.3], np.float32),
-                            np.array([0, 2, 0], np.int32))
+    detections = Detections(
+        np.zeros((3, 4), np.float32),
+        np.array([0.9, 0.45, 0.3], np.float32),
+        np.array([0, 2, 0], np.int32),
+    )
     names = ["person", "bicycle", "car"]
     camera = _CameraFilter(CameraDetectConfig(**config), names, base=0.25)
     result = camera.apply(detections)
