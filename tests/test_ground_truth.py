@@ -47,18 +47,22 @@ def scene_events(tmp_path_factory: pytest.TempPathFactory, assets: Path):
     crops = person_crops(assets / "yolo11n.onnx")
     clip = tmp / "scene.mp4"
     render(clip, WALKERS, crops, FRAMES)
+    sinks = [
+        {"kind": "sqlite", "path": str(tmp / "events.db")},
+        {"kind": "jsonl", "path": str(tmp / "events.jsonl")},
+    ]
     config = write_config(
-        tmp / "scene.yaml", {"scene": camera_config(clip, [LINE, ZONE])}
+        tmp / "scene.yaml", {"scene": camera_config(clip, [LINE, ZONE])}, sinks=sinks
     )
     result = framechain("run", str(config), "--no-progress")
     assert result.returncode == 0, result.stderr[-3000:]
-    return read_events(tmp / "events.db"), crops
+    return read_events(tmp / "events.db"), crops, tmp / "events.jsonl"
 
 
 def test_line_crossings_exact_in_both_directions(scene_events) -> None:
     """One walker crosses downwards (in), one upwards (out), one never crosses: the
     counts are exactly 1 and 1, each by a different track."""
-    events, _ = scene_events
+    events, _, _ = scene_events
     crossings = [e for e in events if e["kind"] == "line_crossing"]
     assert sorted(e["direction"] for e in crossings) == ["in", "out"], crossings
     assert len({e["track_id"] for e in crossings}) == 2
@@ -68,7 +72,7 @@ def test_line_crossings_exact_in_both_directions(scene_events) -> None:
 def test_line_crossing_happens_at_the_right_frame(scene_events) -> None:
     """Each crossing is reported when the walker's anchor has been over the line for
     the rule's ``confirm_frames`` (default 3) frames, give or take two frames."""
-    events, _ = scene_events
+    events, _, _ = scene_events
     for event in (e for e in events if e["kind"] == "line_crossing"):
         walker = WALKERS[0] if event["direction"] == "in" else WALKERS[1]
         frames = [
@@ -83,7 +87,7 @@ def test_line_crossing_happens_at_the_right_frame(scene_events) -> None:
 def test_zone_occupancy_exact_where_objects_are_apart(scene_events) -> None:
     """Occupancy rebuilt from the zone's change events equals the ground truth on
     every frame whose anchors are clear of the zone's edge."""
-    events, crops = scene_events
+    events, crops, _ = scene_events
     changes = {e["seq"]: e["value"] for e in events if e["kind"] == "zone_occupancy"}
     polygon = np.array(ZONE_POLYGON, np.float64)
     occupancy, checked = 0.0, 0
@@ -109,3 +113,13 @@ def test_zone_occupancy_exact_where_objects_are_apart(scene_events) -> None:
         checked += 1
     assert checked >= FRAMES * 0.6
     assert set(changes.values()) >= {0.0, 1.0}
+
+
+def test_jsonl_sink_holds_the_same_events(scene_events) -> None:
+    """Both sinks of one run receive every event, once each."""
+    import json
+
+    events, _, jsonl = scene_events
+    lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert sorted(e["event_id"] for e in lines) == sorted(e["event_id"] for e in events)
+    assert {e["kind"] for e in lines} == {"line_crossing", "zone_occupancy"}
