@@ -20,17 +20,22 @@ from pipeline.models import model_directories, resolve_model
 from stages.capture import FileSourceConfig
 from stages.decode import DecodeConfig
 from stages.detect import CameraDetectConfig, DetectorConfig
+from stages.live import HttpSourceConfig, RtspSourceConfig, UsbSourceConfig
 from stages.rules import RuleConfig
 from stages.sink_jsonl import JsonlSinkConfig
 from stages.sink_sqlite import SqliteSinkConfig
 from stages.track import TrackerConfig
 
 CameraName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,48}$")]
+SourceConfig = Annotated[
+    FileSourceConfig | RtspSourceConfig | HttpSourceConfig | UsbSourceConfig,
+    Field(discriminator="kind"),
+]
 SinkConfig = Annotated[SqliteSinkConfig | JsonlSinkConfig, Field(discriminator="kind")]
 
 
 class CameraConfig(StrictModel):
-    source: FileSourceConfig = Field(description="Where frames come from.")
+    source: SourceConfig = Field(description="Where frames come from.")
     decode: DecodeConfig = Field(default_factory=DecodeConfig, description="Decoding.")
     detect: CameraDetectConfig = Field(
         default_factory=CameraDetectConfig, description="Per-camera detection filters."

@@ -18,6 +18,7 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    SecretStr,
     ValidationInfo,
 )
 
@@ -73,6 +74,9 @@ EnvStr = Annotated[str, BeforeValidator(_expand_env)]
 
 ConfigPath = Annotated[str, AfterValidator(_resolve_path)]
 """A file path, relative to the config file's folder unless absolute."""
+
+EnvSecret = Annotated[SecretStr, BeforeValidator(_expand_env)]
+"""A secret (a camera URL with credentials): ``${ENV}`` allowed, never printed."""
 
 EnvPath = Annotated[str, BeforeValidator(_expand_env), AfterValidator(_resolve_path)]
 """A file path that may contain ``${ENV}`` references (sources, secrets)."""

@@ -52,6 +52,7 @@ class Packet(msgspec.Struct, frozen=True, array_like=True, tag="packet"):
     fps: float
     total_frames: int
     extradata: bytes | None = None
+    live: bool = False
 
 
 class Frame(msgspec.Struct, frozen=True, array_like=True, tag="frame"):
@@ -93,6 +94,19 @@ class EndOfStream(msgspec.Struct, frozen=True, array_like=True, tag="eos"):
     frames: int
 
 
+class StreamStatus(msgspec.Struct, frozen=True, array_like=True, tag="status"):
+    """A live source went ``online`` or ``offline`` (with ``reason``: refused, timeout,
+    stalled, auth_failed, eof, error, connected). Travels in-band, in sequence with the
+    frames, so events and frames stay in order."""
+
+    stream_id: str
+    seq: int
+    state: str
+    reason: str
+    ts: float
+    detail: str = ""
+
+
 class Ack(msgspec.Struct, frozen=True, array_like=True, tag="ack"):
     """Cumulative acknowledgement: every frame of ``stream_id`` up to ``seq`` is done
     (tracked, rules applied, events handed to the sinks)."""
@@ -131,7 +145,9 @@ class Heartbeat(msgspec.Struct, frozen=True, array_like=True, tag="heartbeat"):
     stats: dict[str, Any] = {}
 
 
-Message = Packet | Frame | Detected | EndOfStream | Ack | Event | Heartbeat
+Message = (
+    Packet | Frame | Detected | EndOfStream | StreamStatus | Ack | Event | Heartbeat
+)
 
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODER = msgspec.msgpack.Decoder(Message)

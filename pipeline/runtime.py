@@ -19,7 +19,7 @@ import zmq
 
 from pipeline.errors import ConfigError, FramechainError, MessageError
 from pipeline.log import setup_logging
-from pipeline.messages import Heartbeat
+from pipeline.messages import Heartbeat, Packet
 from pipeline.stage import Emit, Received, Stage
 from pipeline.transport import Endpoint, LinkOptions, make_socket, receive, send
 
@@ -215,7 +215,8 @@ class StageRuntime:
         return sent
 
     def _send(self, emit: Emit, sock: zmq.Socket[Any]) -> None:
-        lossy = emit.port in self.plan.lossy_ports
+        # Only media packets are ever dropped; status and end-of-stream always go.
+        lossy = emit.port in self.plan.lossy_ports and isinstance(emit.message, Packet)
         while True:
             try:
                 send(sock, emit.message, emit.parts, flags=zmq.NOBLOCK)

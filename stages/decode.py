@@ -19,10 +19,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from fractions import Fraction
 from typing import Any, ClassVar
 
+import msgspec
+import numpy as np
 from pydantic import Field
 
 from pipeline.configtypes import StrictModel
-from pipeline.messages import Ack, EndOfStream, Frame, Packet, Timing
+from pipeline.messages import Ack, EndOfStream, Frame, Packet, StreamStatus, Timing
 from pipeline.shm import FrameRing
 from pipeline.stage import Clock, Emit, Received, Stage, WallClock
 
@@ -75,7 +77,10 @@ class DecodeStage(Stage):
         self._codec_key: tuple[str, bytes | None] | None = None
         self._last_packet_seq = -1
         self._capture_ts: dict[int, float] = {}
-        self._pending: deque[tuple[Any, float]] = deque()
+        # decoded frames (av.VideoFrame, capture time) and in-band status, in order
+        self._pending: deque[tuple[Any, float] | StreamStatus] = deque()
+        self._live = False
+        self._dropping = False
         self._outstanding: OrderedDict[int, Emit] = OrderedDict()
         self._rings: list[FrameRing] = []
         self._seq = 0
@@ -86,13 +91,19 @@ class DecodeStage(Stage):
         self._done = False
         self._fps = 0.0
         self._last_progress = time.monotonic()
-        self.counters = {"decode_errors": 0, "resent": 0, "skipped_to_keyframe": 0}
+        self.counters = {
+            "decode_errors": 0,
+            "resent": 0,
+            "skipped_to_keyframe": 0,
+            "frames_dropped_behind": 0,
+            "frames_dropped_gap": 0,
+        }
 
     # -- flow control ----------------------------------------------------------------
     def accepts(self, port: str) -> bool:
-        if port == "packets":
+        if port == "packets" and not self._live:
             return not self._pending and len(self._outstanding) < self.config.window
-        return True
+        return True  # live sources are always read; decode drops GOPs instead
 
     def process(self, batch: Sequence[Received]) -> Iterable[Emit]:
         for item in batch:
@@ -101,6 +112,8 @@ class DecodeStage(Stage):
                 self._acknowledge(message.seq)
             elif isinstance(message, Packet):
                 self._decode(message, item.parts[0] if item.parts else b"")
+            elif isinstance(message, StreamStatus):
+                self._source_status(message)
             elif isinstance(message, EndOfStream):
                 self._flush(message)
         return list(self._send_pending())
@@ -142,13 +155,47 @@ class DecodeStage(Stage):
         codec.thread_type = "AUTO" if self.config.threads != 1 else "SLICE"
         self._codec, self._codec_key = codec, key
 
+    def _after_gap(self, packet: Packet) -> bool:
+        """Live sources only: whether to skip this packet. After packets were lost
+        (capture dropped them, or a new session began) the decoder cannot continue
+        mid-GOP, so the rest of the GOP is dropped up to the next keyframe."""
+        if packet.seq != self._last_packet_seq + 1 and not self._dropping:
+            log.info(
+                "%s lost packets: dropping until the next keyframe", self.stream_id
+            )
+            self._dropping = True
+        if self._dropping and packet.keyframe:
+            self._dropping = False
+        if self._dropping:
+            self.counters["frames_dropped_gap"] += 1
+        return self._dropping
+
+    def _latest_only(self) -> None:
+        """Live sources only: when the chain is behind, keep the newest decoded
+        frames and drop the oldest waiting ones (R10), so latency stays bounded
+        without losing whole GOPs to a short hiccup."""
+        waiting = [i for i, item in enumerate(self._pending) if isinstance(item, tuple)]
+        excess = len(self._outstanding) + len(waiting) - self.config.window
+        for index in reversed(waiting[: max(0, excess)]):
+            del self._pending[index]
+            self.counters["frames_dropped_behind"] += 1
+
     def _decode(self, packet: Packet, payload: bytes | memoryview) -> None:
         import av
 
+        self._live = packet.live
         if packet.seq <= self._last_packet_seq:
-            return  # capture restarted and replays packets we already decoded
+            if not packet.live:
+                return  # capture restarted and replays packets we already decoded
+            self._last_packet_seq, self._codec = packet.seq - 1, None  # new session
+        dropped = packet.live and self._after_gap(packet)
         self._last_packet_seq = packet.seq
-        self._fps = packet.fps
+        self._fps = packet.fps or self._fps or 25.0
+        if dropped:
+            return
+        if packet.codec == "rawvideo":
+            self._keep([self._raw_frame(packet, payload)])
+            return
         if packet.keyframe and packet.extradata is not None:
             self._open_codec(packet)
         if self._codec is None:
@@ -158,7 +205,7 @@ class DecodeStage(Stage):
             self._open_codec(packet)
         av_packet = av.Packet(bytes(payload))
         pts_us = round(
-            (packet.pts if packet.pts is not None else packet.seq / packet.fps) * 1e6
+            (packet.pts if packet.pts is not None else packet.seq / self._fps) * 1e6
         )
         av_packet.pts = av_packet.dts = None if packet.pts is None else pts_us
         av_packet.time_base = _MICROS
@@ -175,7 +222,19 @@ class DecodeStage(Stage):
             return
         self._keep(frames)
 
-    def _flush(self, eos: EndOfStream) -> None:
+    def _raw_frame(self, packet: Packet, payload: bytes | memoryview) -> Any:
+        import av
+
+        pixels = np.frombuffer(payload, np.uint8).reshape(
+            packet.height, packet.width, 3
+        )
+        frame = av.VideoFrame.from_ndarray(pixels, format="bgr24")
+        frame.pts = round((packet.pts or 0.0) * 1e6)
+        frame.time_base = _MICROS
+        self._capture_ts[frame.pts] = packet.capture_ts
+        return frame
+
+    def _drain_decoder(self) -> None:
         import av
 
         if self._codec is not None:
@@ -184,6 +243,18 @@ class DecodeStage(Stage):
             except av.error.FFmpegError as e:
                 self.counters["decode_errors"] += 1
                 log.warning("decode error flushing %s: %s", self.stream_id, e)
+
+    def _source_status(self, status: StreamStatus) -> None:
+        """A live source connected or failed: frames decoded so far go first; a new
+        connection starts a new decoder at its first keyframe."""
+        self._drain_decoder()
+        self._codec, self._codec_key, self._dropping = None, None, False
+        self._last_packet_seq = status.seq  # it took a place in the packet sequence
+        self._capture_ts.clear()
+        self._pending.append(status)
+
+    def _flush(self, eos: EndOfStream) -> None:
+        self._drain_decoder()
         self._eos = eos
 
     def _keep(self, frames: Iterable[Any]) -> None:
@@ -206,6 +277,8 @@ class DecodeStage(Stage):
                 self._next_keep_pts = max(base + step, pts)
             capture_ts = self._capture_ts.pop(frame.pts, self.clock.now())
             self._pending.append((frame, capture_ts))
+        if self._live:
+            self._latest_only()
 
     def _effective_fps(self) -> float:
         fps = self._fps / self.config.every_nth
@@ -216,8 +289,11 @@ class DecodeStage(Stage):
     # -- sending ---------------------------------------------------------------------
     def _send_pending(self) -> Iterator[Emit]:
         while self._pending and len(self._outstanding) < self.config.window:
-            frame, capture_ts = self._pending.popleft()
-            emit = self._frame_message(frame, capture_ts)
+            item = self._pending.popleft()
+            if isinstance(item, StreamStatus):
+                emit = Emit("frames", msgspec.structs.replace(item, seq=self._seq))
+            else:
+                emit = self._frame_message(*item)
             self._outstanding[self._seq] = emit
             self._seq += 1
             yield emit

@@ -16,7 +16,7 @@ from pydantic import Field, field_validator
 from pipeline.configtypes import StrictModel
 from pipeline.detections import Detections
 from pipeline.errors import SlotOverwrittenError
-from pipeline.messages import Detected, EndOfStream, Frame, Timing
+from pipeline.messages import Detected, EndOfStream, Frame, StreamStatus, Timing
 from pipeline.shm import RingReader
 from pipeline.stage import Emit, Received, Stage
 
@@ -118,6 +118,7 @@ class DetectStage(Stage):
         from stages.yolo import OnnxYolo
 
         self._model = OnnxYolo(self.model_path, self.config.imgsz, self.config.threads)
+        self._model.warm_up()
         self._filters = {
             stream: _CameraFilter(cfg, self._model.names, self.config.confidence)
             for stream, cfg in self.cameras.items()
@@ -132,13 +133,15 @@ class DetectStage(Stage):
     def process(self, batch: Sequence[Received]) -> Iterable[Emit]:
         started = time.time()
         frames: list[tuple[Frame, np.ndarray]] = []
-        emits: list[Emit] = []
-        ends: list[Emit] = []  # sent after this batch's frames: a stream's order holds
+        # (stream, seq, emit): sorted at the end so each stream's order holds
+        out: list[tuple[str, int, Emit]] = []
         for item in batch:
             message = item.message
-            if isinstance(message, EndOfStream):
-                self._ended.add(message.stream_id)
-                ends.append(Emit(f"track.{message.stream_id}", message))
+            if isinstance(message, EndOfStream | StreamStatus):
+                if isinstance(message, EndOfStream):
+                    self._ended.add(message.stream_id)
+                port = f"track.{message.stream_id}"
+                out.append((message.stream_id, message.seq, Emit(port, message)))
             elif isinstance(message, Frame):
                 try:
                     frames.append((message, self._pixels(message, item.parts)))
@@ -157,10 +160,12 @@ class DetectStage(Stage):
                 )
             )
         finished = time.time()
-        for i, (frame, _) in sorted((i, frames[i]) for i in results):
-            detections = self._filters[frame.stream_id].apply(results[i])
-            emits.append(self._message(frame, detections, started, finished))
-        return emits + ends
+        for i, detections in results.items():
+            frame = frames[i][0]
+            detections = self._filters[frame.stream_id].apply(detections)
+            emit = self._message(frame, detections, started, finished)
+            out.append((frame.stream_id, frame.seq, emit))
+        return [emit for _, _, emit in sorted(out, key=lambda o: (o[0], o[1]))]
 
     def _infer(
         self,

@@ -18,9 +18,10 @@ import zmq
 from pipeline.config import LoadedConfig
 from pipeline.runtime import StagePlan
 from pipeline.transport import Endpoint, LinkOptions
-from stages.capture import CaptureStage
+from stages.capture import CaptureStage, FileSourceConfig
 from stages.decode import DecodeStage
 from stages.detect import DetectStage
+from stages.live import LiveCaptureStage
 from stages.sink_jsonl import JsonlSink, JsonlSinkConfig
 from stages.sink_sqlite import SqliteSink
 from stages.track import TrackStage
@@ -61,15 +62,21 @@ def build_plan(loaded: LoadedConfig, name: str, runtime_dir: Path) -> StagePlan:
     streams = list(cfg.cameras)
     if kind == "capture" and target in cfg.cameras:
         camera = cfg.cameras[target]
+        live = not isinstance(camera.source, FileSourceConfig)
+        endpoint = Endpoint(
+            "packets", zmq.PUSH, uri(f"capture.{target}.out"), True, packets
+        )
+        if live:
+            # a live source never waits for the chain: full queues drop packets
+            return StagePlan(
+                name,
+                kind,
+                (endpoint,),
+                lambda: LiveCaptureStage(target, camera.source),
+                lossy_ports=frozenset({"packets"}),
+            )
         return StagePlan(
-            name,
-            kind,
-            (
-                Endpoint(
-                    "packets", zmq.PUSH, uri(f"capture.{target}.out"), True, packets
-                ),
-            ),
-            lambda: CaptureStage(target, camera.source),
+            name, kind, (endpoint,), lambda: CaptureStage(target, camera.source)
         )
     if kind == "decode" and target in cfg.cameras:
         camera = cfg.cameras[target]

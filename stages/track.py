@@ -13,6 +13,7 @@ import logging
 import time
 from collections import defaultdict, deque
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -21,7 +22,7 @@ from pydantic import Field
 from pipeline.configtypes import StrictModel
 from pipeline.convert import from_supervision, to_supervision
 from pipeline.detections import Detections
-from pipeline.messages import Ack, Detected, EndOfStream, Event, event_id
+from pipeline.messages import Ack, Detected, EndOfStream, Event, StreamStatus, event_id
 from pipeline.stage import Emit, Received, Stage
 from stages.rules import LineCounter, LineRuleConfig, RuleConfig, ZoneCounter
 
@@ -59,6 +60,8 @@ class TrackStage(Stage):
         self.tracker_config = tracker
         self.rules = list(rules)
         self._tracker: Any = None
+        self._id_offset = 0
+        self._max_track_id = -1
         self._tracker_fps = 0.0
         self._counters: list[LineCounter | ZoneCounter] = []
         self._rule_classes: list[np.ndarray | None] = []
@@ -72,6 +75,8 @@ class TrackStage(Stage):
         self._age_s: deque[float] = deque(maxlen=1000)
 
     def setup(self) -> None:
+        import trackers  # noqa: F401  heavy (supervision, scipy): import before frames flow
+
         for rule in self.rules:
             if isinstance(rule, LineRuleConfig):
                 self._counters.append(
@@ -116,7 +121,7 @@ class TrackStage(Stage):
             message = item.message
             if isinstance(message, Detected):
                 seq = message.frame.seq
-            elif isinstance(message, EndOfStream):
+            elif isinstance(message, EndOfStream | StreamStatus):
                 seq = message.seq
             else:
                 continue
@@ -129,11 +134,33 @@ class TrackStage(Stage):
             self._next_seq += 1
             if isinstance(message, Detected):
                 emits.extend(self._apply(message, item.parts))
+            elif isinstance(message, StreamStatus):
+                emits.append(Emit("events", self._status_event(message)))
             elif isinstance(message, EndOfStream):
                 self._done = True
                 emits.append(Emit("events", message))
             emits.append(Emit("acks", Ack(self.stream_id, seq)))
         return emits
+
+    def _status_event(self, status: StreamStatus) -> Event:
+        """camera_online / camera_offline, stored like any other event. Going
+        offline also ends every track: nothing is carried across an outage (R6)."""
+        kind = f"camera_{status.state}"
+        self.counters[kind] += 1
+        if status.state == "offline" and self._tracker is not None:
+            self._id_offset = self._max_track_id + 1
+            self._tracker = None
+        return Event(
+            event_id=event_id(self.stream_id, "camera", kind, -1, status.seq),
+            stream_id=self.stream_id,
+            rule="camera",
+            kind=kind,
+            seq=status.seq,
+            pts=0.0,
+            capture_ts=status.ts,
+            direction=status.reason,
+            data={"reason": status.reason, "detail": status.detail},
+        )
 
     def _apply(self, message: Detected, parts: Sequence[Any]) -> list[Emit]:
         frame = message.frame
@@ -146,6 +173,10 @@ class TrackStage(Stage):
         tracked = from_supervision(self._tracker.update(to_supervision(detections)))
         if tracked.tracker_id is not None and len(tracked):
             tracked = tracked[tracked.tracker_id >= 0]
+        if tracked.tracker_id is not None and len(tracked):
+            # a fresh tracker after an outage counts from 0 again: keep ids unique
+            tracked = replace(tracked, tracker_id=tracked.tracker_id + self._id_offset)
+            self._max_track_id = max(self._max_track_id, int(tracked.tracker_id.max()))
         now = time.time()
         if not self._first_ts:
             self._first_ts = now

@@ -224,6 +224,17 @@ class OnnxYolo:
             threads,
         )
 
+    def warm_up(self) -> None:
+        """One inference on zeros, so the first real frames do not pay for the
+        runtime's lazy initialisation."""
+        side = max(self.imgsz)
+        self.infer(
+            np.zeros(
+                (1, 3, side, side) if not self.dynamic else (1, 3, side // 2, side),
+                np.float32,
+            )
+        )
+
     def letterbox(self, src_h: int, src_w: int) -> Letterbox:
         return Letterbox.fit(
             src_h, src_w, self.imgsz, self.stride, minimal=self.dynamic
