@@ -72,7 +72,7 @@ class TrackStage(Stage):
         self.counters: dict[str, int] = defaultdict(int)
         self._first_ts = 0.0
         self._last_ts = 0.0
-        self._age_s: deque[float] = deque(maxlen=1000)
+        self._age_s: deque[float] = deque(maxlen=256)  # the last ~10 s
 
     def setup(self) -> None:
         import trackers  # noqa: F401  heavy (supervision, scipy): import before frames flow

@@ -1,0 +1,133 @@
+"""Helpers for live-source tests: a real RTSP server process on 127.0.0.1 and a
+supervised chain run in a background thread whose stage statistics the test can
+sample while it injects faults."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pipeline.config import load_config
+from pipeline.supervisor import Supervisor, remove_stale_rings, stage_command
+from stages.plan import ring_prefix, stage_names
+
+HELPERS = Path(__file__).parent / "helpers"
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RtspServer:
+    """gst-rtsp-server (Debian python3-gi) serving ``clip`` at rtsp://127.0.0.1:PORT/live."""
+
+    def __init__(
+        self, clip: Path, user: str | None = None, password: str | None = None
+    ):
+        self.clip = clip
+        self.port = free_port()
+        self.auth = [user, password] if user is not None else []
+        self.process: subprocess.Popen[str] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"rtsp://127.0.0.1:{self.port}/live"
+
+    def start(self) -> None:
+        argv = [
+            SYSTEM_PYTHON,
+            str(HELPERS / "rtsp_server.py"),
+            str(self.port),
+            str(self.clip),
+            *self.auth,
+        ]
+        try:
+            self.process = subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+        except FileNotFoundError:
+            pytest.fail(
+                f"{SYSTEM_PYTHON} not found: install python3-gi and "
+                "gir1.2-gst-rtsp-server-1.0 (.ci/run does)"
+            )
+        line = self.process.stdout.readline() if self.process.stdout else ""
+        if line.strip() != "ready":
+            self.process.kill()
+            pytest.fail(
+                "RTSP server did not start (needs Debian python3-gi and "
+                f"gir1.2-gst-rtsp-server-1.0): {self.process.stderr.read()[-800:]}"
+            )
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+
+class ChainRun:
+    """Runs a config under the real supervisor (real stage processes) in a thread,
+    sampling every stage's heartbeat statistics as they arrive."""
+
+    def __init__(self, tmp: Path, config: dict[str, Any]) -> None:
+        self.path = tmp / "chain.yaml"
+        self.path.write_text(yaml.safe_dump(config, sort_keys=False))
+        loaded = load_config(self.path)
+        self.runtime = tmp / "run"
+        self.runtime.mkdir(mode=0o700, exist_ok=True)
+        self.supervisor = Supervisor(
+            stage_names(loaded),
+            stage_command(loaded.path, self.runtime),
+            self.runtime,
+            loaded.config.supervisor,
+        )
+        self.samples: list[tuple[float, dict[str, dict[str, Any]]]] = []
+        self.code: int | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        self.code = self.supervisor.run(on_tick=self._sample)
+        remove_stale_rings(ring_prefix(self.runtime))
+
+    def _sample(self, supervisor: Supervisor) -> None:
+        stats = {n: dict(c.stats) for n, c in supervisor.children.items()}
+        if not self.samples or time.monotonic() - self.samples[-1][0] >= 0.5:
+            self.samples.append((time.monotonic(), stats))
+
+    def stats(self, stage: str) -> dict[str, Any]:
+        return dict(self.supervisor.children[stage].stats)
+
+    def start(self) -> ChainRun:
+        self._thread.start()
+        return self
+
+    def wait_for(
+        self, condition: Callable[[], bool], timeout: float, what: str
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            assert self._thread.is_alive(), "the chain stopped early"
+            time.sleep(0.1)
+
+    def stop(self, timeout: float = 30) -> int:
+        self.supervisor.stop_requested = True
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the chain did not stop"
+        assert self.code is not None
+        return self.code

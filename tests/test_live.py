@@ -1,0 +1,450 @@
+"""Live sources against real servers on 127.0.0.1: a GStreamer RTSP server that the
+tests kill, stall and restart, an MJPEG HTTP server, credentials that must never
+leak, corrupted streams and a detector slower than the camera."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import av
+import cv2
+import numpy as np
+import pytest
+from conftest import ASSETS, REPO, chain_env, read_events
+from live import ChainRun, RtspServer, free_port
+
+LINE = {
+    "kind": "line",
+    "name": "mid",
+    "start": [0, 300],
+    "end": [800, 300],
+    "anchor": "center",
+    "classes": ["person"],
+}
+WHOLE_FRAME = {
+    "kind": "zone",
+    "name": "all",
+    "anchor": "center",
+    "polygon": [[0, 0], [800, 0], [800, 450], [0, 450]],
+}
+
+
+def live_config(
+    tmp: Path, source: dict[str, Any], rules: list[Any] | None = None, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "models_dir": str(ASSETS),
+        "cameras": {"cam": {"source": source, "rules": rules or [LINE]}},
+        "sinks": [{"kind": "sqlite", "path": str(tmp / "events.db")}],
+        **extra,
+    }
+
+
+def frames(run: ChainRun) -> int:
+    return int(run.stats("track.cam").get("frames", 0))
+
+
+def of_kind(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [e for e in events if e["kind"] == kind]
+
+
+@pytest.fixture
+def rtsp(assets: Path):
+    server = RtspServer(assets / "crowd.mp4")
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory: pytest.TempPathFactory, assets: Path) -> Path:
+    """crowd.mp4 seven times over (about 134 s), remuxed without re-encoding."""
+    path = tmp_path_factory.mktemp("clips") / "long.mp4"
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-loglevel",
+            "error",
+            "-y",
+            "-stream_loop",
+            "6",
+            "-i",
+            str(assets / "crowd.mp4"),
+            "-c",
+            "copy",
+            "-an",
+            str(path),
+        ],
+        check=True,
+    )
+    return path
+
+
+@pytest.mark.slow
+def test_rtsp_live_run_produces_events(tmp_path: Path, rtsp: RtspServer) -> None:
+    """A live RTSP camera: frames flow at the camera's pace, people are counted, and
+    the camera's online event is stored."""
+    run = ChainRun(
+        tmp_path,
+        live_config(tmp_path, {"kind": "rtsp", "url": rtsp.url}, [LINE, WHOLE_FRAME]),
+    ).start()
+    run.wait_for(lambda: frames(run) > 200, 60, "200 live frames")
+    assert run.stop() == 0
+    events = read_events(tmp_path / "events.db")
+    assert len(of_kind(events, "camera_online")) == 1
+    assert of_kind(events, "line_crossing")
+    assert max(e["value"] for e in of_kind(events, "zone_occupancy")) >= 5
+    assert run.supervisor.restart_count == 0
+
+
+@pytest.mark.slow
+def test_rtsp_server_killed_five_times(tmp_path: Path, rtsp: RtspServer) -> None:
+    """The server dies 5 times and comes back after 1-8 s: each time the camera goes
+    offline with a reason, comes back within the backoff bound + 2 s, and no stage
+    crashes (R1, R8)."""
+    config = live_config(
+        tmp_path, {"kind": "rtsp", "url": rtsp.url, "backoff": {"reset_after_s": 3.0}}
+    )
+    run = ChainRun(tmp_path, config).start()
+    run.wait_for(lambda: frames(run) > 20, 60, "first frames")
+    rng = random.Random(20261123)
+    restarts: list[tuple[float, float]] = []
+    for _ in range(5):
+        time.sleep(4)
+        rtsp.kill()
+        down = rng.uniform(1, 8)
+        time.sleep(down)
+        rtsp.start()
+        restarts.append((time.time(), down))
+        connects = len(restarts) + 1
+        run.wait_for(
+            lambda c=connects: (
+                run.stats("capture.cam").get("reconnects", 0) + 1 >= c
+                and frames(run) > 0
+            ),
+            45,
+            "reconnection",
+        )
+    time.sleep(2)
+    attempts = run.stats("capture.cam")["attempts"]
+    assert run.stop() == 0
+    assert run.supervisor.restart_count == 0
+    events = read_events(tmp_path / "events.db")
+    offline = of_kind(events, "camera_offline")
+    online = sorted(e["capture_ts"] for e in of_kind(events, "camera_online"))
+    assert len(offline) == 5 and len(online) == 6
+    assert {e["direction"] for e in offline} <= {"eof", "stalled", "error"}
+    for restarted, down in restarts:
+        back = min(t for t in online if t > restarted)
+        failures = sum(1 for t in attempts if restarted - down - 1 <= t < restarted) + 1
+        bound = 1.2 * min(30.0, 2.0 ** (failures - 1)) + 2.0
+        assert back - restarted <= bound, (back - restarted, bound, down)
+
+
+@pytest.mark.slow
+def test_unreachable_camera_backs_off_and_idles(tmp_path: Path) -> None:
+    """A camera that never comes up: attempts at 1, 2, 4, 8 s intervals (±20 %),
+    one offline event with its reason, and the waiting capture uses < 5 % of a core
+    (R1, R7)."""
+    url = f"rtsp://127.0.0.1:{free_port()}/live"
+    run = ChainRun(
+        tmp_path, live_config(tmp_path, {"kind": "rtsp", "url": url})
+    ).start()
+    run.wait_for(
+        lambda: len(run.stats("capture.cam").get("attempts", [])) >= 2,
+        60,
+        "first attempts",
+    )
+    cpu_start, wall_start = run.stats("capture.cam")["cpu_s"], time.monotonic()
+    run.wait_for(
+        lambda: len(run.stats("capture.cam")["attempts"]) >= 5, 40, "5 attempts"
+    )
+    stats = run.stats("capture.cam")
+    cpu = (stats["cpu_s"] - cpu_start) / (time.monotonic() - wall_start)
+    assert run.stop() == 0
+    gaps = np.diff(stats["attempts"][:5])
+    expected = np.array([1.0, 2.0, 4.0, 8.0])
+    assert np.all(gaps >= 0.8 * expected - 0.1) and np.all(
+        gaps <= 1.2 * expected + 0.3
+    ), gaps
+    assert cpu < 0.05, f"capture used {cpu:.1%} of a core while waiting"
+    offline = of_kind(read_events(tmp_path / "events.db"), "camera_offline")
+    assert [e["direction"] for e in offline] == ["refused"]
+    assert frames(run) == 0  # no synthetic frames during an outage (R6)
+
+
+def corrupt_copy(source: Path, target: Path) -> None:
+    """Remux ``source`` with bit flips in every 7th packet and every 31st packet cut
+    in half (the container stays valid; the H.264 inside does not)."""
+    rng = np.random.default_rng(3)
+    with av.open(str(source)) as src, av.open(str(target), "w") as dst:
+        stream_in = src.streams.video[0]
+        stream_out = dst.add_stream_from_template(stream_in)
+        for i, packet in enumerate(src.demux(stream_in)):
+            if packet.size == 0:
+                continue
+            data = bytearray(bytes(packet))
+            if i % 7 == 3:
+                for position in rng.integers(8, len(data), 24):
+                    data[position] ^= 0xFF
+            if i % 31 == 5:
+                data = data[: len(data) // 2]
+            out = av.Packet(bytes(data))
+            out.pts, out.dts, out.time_base = packet.pts, packet.dts, packet.time_base
+            out.is_keyframe = packet.is_keyframe
+            out.stream = stream_out
+            dst.mux(out)
+
+
+@pytest.mark.slow
+def test_corrupted_stream_keeps_decoding(tmp_path: Path, assets: Path) -> None:
+    """Bit flips and truncated packets over RTSP: decode errors are counted, decoding
+    goes on, and nothing downstream crashes (R4)."""
+    clip = tmp_path / "corrupt.mp4"
+    corrupt_copy(assets / "crowd.mp4", clip)
+    server = RtspServer(clip)
+    server.start()
+    try:
+        run = ChainRun(
+            tmp_path,
+            live_config(tmp_path, {"kind": "rtsp", "url": server.url}, [WHOLE_FRAME]),
+        ).start()
+        run.wait_for(lambda: frames(run) > 250, 60, "frames from the corrupted stream")
+        decode = run.stats("decode.cam")
+        assert run.stop() == 0
+    finally:
+        server.kill()
+    assert decode["decode_errors"] > 0 or decode["frames_dropped_gap"] > 0, decode
+    assert run.supervisor.restart_count == 0
+    assert of_kind(read_events(tmp_path / "events.db"), "zone_occupancy")
+
+
+@pytest.mark.slow
+def test_slow_detector_keeps_frame_age_bounded(tmp_path: Path, long_clip: Path) -> None:
+    """Detection slower than the camera for 2 minutes (imgsz 1280 on 2 cores, about
+    half the camera's 24 fps): frame age p99 stays bounded with no upward trend, and
+    the frames left behind are counted as drops (R10)."""
+    server = RtspServer(long_clip)
+    server.start()
+    try:
+        config = live_config(
+            tmp_path,
+            {"kind": "rtsp", "url": server.url},
+            detector={"model": "yolo11n.onnx", "imgsz": 1280},
+        )
+        run = ChainRun(tmp_path, config).start()
+        run.wait_for(lambda: frames(run) > 10, 60, "first frames")
+        started = time.monotonic()
+        time.sleep(120)
+        decode, track = run.stats("decode.cam"), run.stats("track.cam")
+        assert run.stop() == 0
+    finally:
+        server.kill()
+    ages = [
+        (t - started, s["track.cam"]["frame_age_p99_s"])
+        for t, s in run.samples
+        if t - started > 15 and "frame_age_p99_s" in s.get("track.cam", {})
+    ]
+    early = np.mean([a for t, a in ages if t < 55])
+    late = np.mean([a for t, a in ages if t > 80])
+    assert max(a for _, a in ages) <= 1.5, ages
+    assert late <= early * 1.25 + 0.1, (early, late)
+    processed = track["frames"] / 120
+    assert processed < 20, "the detector was not slower than the camera"
+    assert decode["frames_dropped_behind"] > 500, decode
+
+
+class _MjpegHandler(BaseHTTPRequestHandler):
+    jpegs: ClassVar[list[bytes]] = []
+    fps = 15.0
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+        self.end_headers()
+        try:
+            for i in range(100_000):
+                jpeg = self.jpegs[i % len(self.jpegs)]
+                self.wfile.write(
+                    b"--frame\r\nContent-Type: image/jpeg\r\n"
+                    + f"Content-Length: {len(jpeg)}\r\n\r\n".encode()
+                    + jpeg
+                    + b"\r\n"
+                )
+                time.sleep(1 / self.fps)
+        except (BrokenPipeError, ConnectionResetError):
+            return
+
+    def log_message(self, *args: Any) -> None:
+        return
+
+
+@pytest.mark.slow
+def test_mjpeg_http_source(tmp_path: Path, assets: Path) -> None:
+    """An MJPEG (multipart/x-mixed-replace) camera served by a local HTTP server:
+    frames are decoded and people detected in them."""
+    with av.open(str(assets / "crowd.mp4")) as container:
+        _MjpegHandler.jpegs = [
+            cv2.imencode(".jpg", f.to_ndarray(format="bgr24"))[1].tobytes()
+            for _, f in zip(range(120), container.decode(video=0))
+        ]
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _MjpegHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/stream.mjpg"
+    try:
+        run = ChainRun(
+            tmp_path,
+            live_config(
+                tmp_path, {"kind": "http", "url": url, "format": "mjpeg"}, [WHOLE_FRAME]
+            ),
+        ).start()
+        run.wait_for(lambda: frames(run) > 60, 60, "60 MJPEG frames")
+        assert run.stop() == 0
+    finally:
+        server.shutdown()
+    events = read_events(tmp_path / "events.db")
+    assert of_kind(events, "camera_online")
+    assert max(e["value"] for e in of_kind(events, "zone_occupancy")) >= 5
+
+
+PASSWORD = "p@ss:w0rd/Zx9"
+ENCODED = "p%40ss%3Aw0rd%2FZx9"
+
+
+def _run_cli(config: Path, env: dict[str, str], seconds: float) -> str:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "run", str(config), "--no-progress"],
+        cwd=REPO,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    time.sleep(seconds)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output[-3000:]
+    return output
+
+
+@pytest.mark.slow
+def test_credentials_never_leak(tmp_path: Path, assets: Path) -> None:
+    """A credentialed RTSP URL (password from ${ENV}, with @ : / in it): the right
+    password streams, a wrong one gives an auth_failed offline event, and neither
+    password appears in any log line, event, or stage statistic (R17, R18)."""
+    import yaml
+
+    server = RtspServer(assets / "crowd.mp4", "admin", PASSWORD)
+    server.start()
+    try:
+        url = f"rtsp://admin:${{CAM_PASSWORD}}@127.0.0.1:{server.port}/live"
+        config = live_config(
+            tmp_path, {"kind": "rtsp", "url": url}, [WHOLE_FRAME], log_level="DEBUG"
+        )
+        path = tmp_path / "cam.yaml"
+        path.write_text(yaml.safe_dump(config))
+        good = _run_cli(path, {**chain_env(), "CAM_PASSWORD": ENCODED}, 8)
+        wrong_db = tmp_path / "wrong.db"
+        config["sinks"] = [{"kind": "sqlite", "path": str(wrong_db)}]
+        path.write_text(yaml.safe_dump(config))
+        bad = _run_cli(path, {**chain_env(), "CAM_PASSWORD": "n0t%40it"}, 6)
+    finally:
+        server.kill()
+    events = read_events(tmp_path / "events.db")
+    assert of_kind(events, "zone_occupancy"), good[-2000:]
+    failed = of_kind(read_events(wrong_db), "camera_offline")
+    assert [e["direction"] for e in failed] == ["auth_failed"], bad[-2000:]
+    with sqlite3.connect(tmp_path / "events.db") as db:
+        stored = json.dumps(db.execute("SELECT * FROM events").fetchall())
+    with sqlite3.connect(wrong_db) as db:
+        stored += json.dumps(db.execute("SELECT * FROM events").fetchall())
+    assert "401" in bad or "auth" in bad
+    for secret in (PASSWORD, ENCODED, "n0t%40it", "n0t@it", "w0rd"):
+        for name, text in (("log", good + bad), ("events", stored)):
+            assert secret not in text, f"{secret!r} leaked into the {name}"
+
+
+@pytest.mark.slow
+def test_credentials_never_in_stage_statistics(
+    tmp_path: Path, assets: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The statistics every stage reports (the future metrics) hold no password,
+    also while the camera is failing authentication."""
+    server = RtspServer(assets / "crowd.mp4", "admin", PASSWORD)
+    server.start()
+    monkeypatch.setenv("CAM_PASSWORD", "n0t%40it")
+    try:
+        url = f"rtsp://admin:${{CAM_PASSWORD}}@127.0.0.1:{server.port}/live"
+        run = ChainRun(
+            tmp_path, live_config(tmp_path, {"kind": "rtsp", "url": url})
+        ).start()
+        run.wait_for(
+            lambda: run.stats("capture.cam").get("failures.auth_failed", 0) >= 2,
+            30,
+            "two failed logins",
+        )
+        assert run.stop() == 0
+    finally:
+        server.kill()
+    text = json.dumps([s for _, s in run.samples])
+    assert "n0t" not in text and "admin" not in text
+
+
+def test_usb_capture_up_to_the_opencv_open(assets: Path) -> None:
+    """USB cameras cannot be attached here: the USB reader runs against a file-backed
+    OpenCV capture, and its raw BGR packets decode to the same pixels OpenCV read
+    (everything but the V4L2 device itself)."""
+    from pipeline.messages import Packet
+    from pipeline.stage import Received
+    from stages.decode import DecodeConfig, DecodeStage
+    from stages.sources import UsbReader
+
+    reader = UsbReader(
+        str(assets / "traffic.mp4"), None, None, None, None, backend=cv2.CAP_FFMPEG
+    )
+    info = reader.open()
+    assert (info.codec, info.width, info.height) == ("rawvideo", 640, 360)
+    decode = DecodeStage("usb", DecodeConfig(resize=(320, 180)), ring_prefix=None)
+    raw = next(reader.packets())
+    packet = Packet(
+        "usb",
+        0,
+        time.time(),
+        raw.pts,
+        True,
+        info.codec,
+        info.width,
+        info.height,
+        info.fps,
+        -1,
+        None,
+        live=True,
+    )
+    emits = decode.process([Received("packets", packet, (raw.payload,))])
+    reader.close()
+    pixels = np.frombuffer(emits[0].parts[0], np.uint8).reshape(180, 320, 3)
+    expected = cv2.resize(
+        np.frombuffer(raw.payload, np.uint8).reshape(360, 640, 3),
+        (320, 180),
+        interpolation=cv2.INTER_AREA,
+    )
+    assert np.abs(pixels.astype(int) - expected.astype(int)).mean() < 4
+
+
+def test_unopenable_usb_device_is_refused() -> None:
+    from stages.sources import SourceFailure, UsbReader
+
+    with pytest.raises(SourceFailure) as failure:
+        UsbReader("/dev/video-none", None, None, None, None).open()
+    assert failure.value.reason == "refused"
+    assert "video group" in str(failure.value)
