@@ -58,6 +58,18 @@ def print_summary(loaded: Any, supervisor: Supervisor, file: IO[str]) -> None:
             f"{1000 * stats.get('frame_age_p50_s', 0.0):.0f} ms, p99 "
             f"{1000 * stats.get('frame_age_p99_s', 0.0):.0f} ms"
         )
+        decode = supervisor.children[f"decode.{camera}"].stats
+        capture = supervisor.children[f"capture.{camera}"].stats
+        dropped = decode.get("frames_dropped_behind", 0) + decode.get(
+            "frames_dropped_gap", 0
+        )
+        if dropped or decode.get("decode_errors") or capture.get("reconnects"):
+            lines.append(
+                f"    dropped {dropped} frames (behind "
+                f"{decode.get('frames_dropped_behind', 0)}, lost packets "
+                f"{decode.get('frames_dropped_gap', 0)}), decode errors "
+                f"{decode.get('decode_errors', 0)}, reconnects {capture.get('reconnects', 0)}"
+            )
         counts = stats.get("counts", {})
         for key in sorted(counts):
             rule, name, direction = key.split("/")

@@ -25,6 +25,7 @@ from pydantic import Field
 
 from pipeline.configtypes import StrictModel
 from pipeline.messages import Ack, EndOfStream, Frame, Packet, StreamStatus, Timing
+from pipeline.metrics import FrameAges
 from pipeline.shm import FrameRing
 from pipeline.stage import Clock, Emit, Received, Stage, WallClock
 
@@ -91,6 +92,7 @@ class DecodeStage(Stage):
         self._done = False
         self._fps = 0.0
         self._last_progress = time.monotonic()
+        self._ages = FrameAges()
         self.counters = {
             "decode_errors": 0,
             "resent": 0,
@@ -333,6 +335,7 @@ class DecodeStage(Stage):
             shm=ref,
             timings=(Timing("decode", started, time.time()),),
         )
+        self._ages.add(capture_ts)
         return Emit("frames", message, parts)
 
     def _ring_for(self, nbytes: int) -> FrameRing:
@@ -349,6 +352,7 @@ class DecodeStage(Stage):
         return {
             "frames": self._seq,
             "in_flight": len(self._outstanding),
+            **self._ages.report("frame_age_out"),
             **self.counters,
         }
 

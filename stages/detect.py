@@ -17,6 +17,7 @@ from pipeline.configtypes import StrictModel
 from pipeline.detections import Detections
 from pipeline.errors import SlotOverwrittenError
 from pipeline.messages import Detected, EndOfStream, Frame, StreamStatus, Timing
+from pipeline.metrics import FrameAges
 from pipeline.shm import RingReader
 from pipeline.stage import Emit, Received, Stage
 
@@ -113,6 +114,7 @@ class DetectStage(Stage):
         self._model: Any = None
         self.counters: dict[str, Any] = defaultdict(int)
         self._infer_s = 0.0
+        self._ages = FrameAges()
 
     def setup(self) -> None:
         from stages.yolo import OnnxYolo
@@ -143,6 +145,7 @@ class DetectStage(Stage):
                 port = f"track.{message.stream_id}"
                 out.append((message.stream_id, message.seq, Emit(port, message)))
             elif isinstance(message, Frame):
+                self._ages.add(message.capture_ts, started)
                 try:
                     frames.append((message, self._pixels(message, item.parts)))
                 except SlotOverwrittenError as e:
@@ -222,6 +225,7 @@ class DetectStage(Stage):
             **self.counters,
             "mean_batch": frames / max(1, self.counters["batches"]),
             "infer_ms_per_frame": 1000 * self._infer_s / max(1, frames),
+            **self._ages.report("frame_age_in"),
         }
 
     def close(self) -> None:

@@ -116,7 +116,17 @@ def make_reader(source: RtspSourceConfig | HttpSourceConfig | UsbSourceConfig) -
     if isinstance(source, HttpSourceConfig) and source.format == "mjpeg":
         return MjpegReader(url, source.open_timeout_s, source.stall_timeout_s)
     transport = source.transport if isinstance(source, RtspSourceConfig) else None
-    return AvReader(url, source.open_timeout_s, source.stall_timeout_s, transport)
+    # FFmpeg gives up after two read deadlines (measured: a 3 s deadline ends a
+    # stalled RTSP read after 6 s), so half the stall time makes the stall time true.
+    # HTTP streams (HLS, progressive files) can arrive faster than real time: pace them
+    # like the camera they stand for, instead of dropping what the chain cannot take.
+    return AvReader(
+        url,
+        source.open_timeout_s,
+        source.stall_timeout_s / 2,
+        transport,
+        pace=transport is None,
+    )
 
 
 class Connection(threading.Thread):

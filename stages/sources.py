@@ -68,21 +68,32 @@ class AvReader:
         open_timeout_s: float,
         read_timeout_s: float,
         transport: str | None = None,
+        pace: bool = False,
     ) -> None:
         self.url = url
         self.timeouts = (open_timeout_s, read_timeout_s)
         self.options = {"rtsp_transport": transport} if transport else {}
+        self.pace = pace
+        self._clock: tuple[float, float] | None = None  # (monotonic, pts) origin
         self._container: Any = None
         self._stream: Any = None
 
     def open(self) -> StreamInfo:
         import av
 
+        started = time.monotonic()
         try:
             self._container = av.open(
                 self.url, "r", options=self.options, timeout=self.timeouts
             )
         except (av.error.FFmpegError, OSError) as e:
+            if time.monotonic() - started >= self.timeouts[0] - 0.1:
+                # FFmpeg reports a silent server as "invalid data" once the deadline
+                # interrupts it; what the user needs to know is that it timed out.
+                raise SourceFailure(
+                    "timeout",
+                    f"no answer within {self.timeouts[0]}s: {redact(self.url)}",
+                ) from None
             raise classify(e, opened=False) from None
         if not self._container.streams.video:
             self.close()
@@ -105,6 +116,8 @@ class AvReader:
             for packet in self._container.demux(self._stream):
                 if packet.size == 0:
                     continue
+                if self.pace and packet.pts is not None:
+                    self._wait_until(float(packet.pts * packet.time_base))
                 pts = (
                     float(packet.pts * packet.time_base)
                     if packet.pts is not None
@@ -114,6 +127,20 @@ class AvReader:
         except (av.error.FFmpegError, OSError) as e:
             raise classify(e, opened=True) from None
         raise SourceFailure("eof", "the stream ended")
+
+    def _wait_until(self, pts: float) -> None:
+        """Hold a packet until its presentation time, for sources (HLS, files over
+        HTTP) that deliver faster than real time; a jump in time restarts the clock."""
+        now = time.monotonic()
+        if (
+            self._clock is None
+            or not -1.0 < pts - self._clock[1] - (now - self._clock[0]) < 5
+        ):
+            self._clock = (now, pts)
+            return
+        delay = pts - self._clock[1] - (now - self._clock[0])
+        if delay > 0:
+            time.sleep(delay)
 
     def close(self) -> None:
         if self._container is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar, Literal
@@ -23,6 +23,7 @@ from pipeline.configtypes import StrictModel
 from pipeline.convert import from_supervision, to_supervision
 from pipeline.detections import Detections
 from pipeline.messages import Ack, Detected, EndOfStream, Event, StreamStatus, event_id
+from pipeline.metrics import FrameAges
 from pipeline.stage import Emit, Received, Stage
 from stages.rules import LineCounter, LineRuleConfig, RuleConfig, ZoneCounter
 
@@ -72,7 +73,7 @@ class TrackStage(Stage):
         self.counters: dict[str, int] = defaultdict(int)
         self._first_ts = 0.0
         self._last_ts = 0.0
-        self._age_s: deque[float] = deque(maxlen=256)  # the last ~10 s
+        self._ages = FrameAges()
 
     def setup(self) -> None:
         import trackers  # noqa: F401  heavy (supervision, scipy): import before frames flow
@@ -181,7 +182,7 @@ class TrackStage(Stage):
         if not self._first_ts:
             self._first_ts = now
         self._last_ts = now
-        self._age_s.append(now - frame.capture_ts)
+        self._ages.add(frame.capture_ts, now)
         self.counters["frames"] += 1
         return [Emit("events", e) for e in self._rule_events(message, tracked)]
 
@@ -264,12 +265,10 @@ class TrackStage(Stage):
     def stats(self) -> dict[str, Any]:
         frames = self.counters["frames"]
         elapsed = self._last_ts - self._first_ts
-        ages = sorted(self._age_s)
         return {
             **self.counters,
             "next_seq": self._next_seq,
             "fps": (frames - 1) / elapsed if frames > 1 and elapsed > 0 else 0.0,
-            "frame_age_p50_s": ages[len(ages) // 2] if ages else 0.0,
-            "frame_age_p99_s": ages[int(len(ages) * 0.99)] if ages else 0.0,
+            **self._ages.report(),
             "counts": dict(self.counts),
         }

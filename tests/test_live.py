@@ -448,3 +448,125 @@ def test_unopenable_usb_device_is_refused() -> None:
         UsbReader("/dev/video-none", None, None, None, None).open()
     assert failure.value.reason == "refused"
     assert "video group" in str(failure.value)
+
+
+@pytest.mark.slow
+def test_stalled_server_goes_offline_then_recovers(
+    tmp_path: Path, rtsp: RtspServer
+) -> None:
+    """SIGSTOP of the server: the camera is offline (stalled) within stall_timeout
+    + 2 s; SIGCONT: it reconnects (R2)."""
+    config = live_config(
+        tmp_path, {"kind": "rtsp", "url": rtsp.url, "stall_timeout_s": 4}
+    )
+    run = ChainRun(tmp_path, config).start()
+    run.wait_for(lambda: frames(run) > 20, 60, "first frames")
+    rtsp.signal(signal.SIGSTOP)
+    stopped = time.monotonic()
+    run.wait_for(
+        lambda: run.stats("capture.cam").get("state") == "offline", 20, "offline"
+    )
+    assert time.monotonic() - stopped <= 4 + 2
+    rtsp.signal(signal.SIGCONT)
+    run.wait_for(
+        lambda: run.stats("capture.cam").get("reconnects", 0) >= 1, 30, "reconnect"
+    )
+    assert run.stop() == 0
+    offline = of_kind(read_events(tmp_path / "events.db"), "camera_offline")
+    assert [e["direction"] for e in offline] == ["stalled"]
+
+
+def _silent_listener() -> tuple[Any, int]:
+    """A TCP server that accepts connections and never says a word."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    accepted: list[Any] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    return server, server.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_silent_server_times_out(tmp_path: Path) -> None:
+    """A server that accepts and never answers: the capture reports a timeout within
+    the open deadline + 5 s instead of hanging (R3)."""
+    server, port = _silent_listener()
+    try:
+        source = {
+            "kind": "rtsp",
+            "url": f"rtsp://127.0.0.1:{port}/live",
+            "open_timeout_s": 4,
+        }
+        run = ChainRun(tmp_path, live_config(tmp_path, source)).start()
+        started = time.monotonic()
+        run.wait_for(
+            lambda: run.stats("capture.cam").get("state") == "offline",
+            30,
+            "the first failure",
+        )
+        assert time.monotonic() - started <= 4 + 5
+        assert run.stop() == 0
+    finally:
+        server.close()
+    offline = of_kind(read_events(tmp_path / "events.db"), "camera_offline")
+    assert [e["direction"] for e in offline] == ["timeout"]
+
+
+@pytest.mark.slow
+def test_hls_over_http(tmp_path: Path, assets: Path) -> None:
+    """An HLS playlist served over HTTP is read through PyAV like any stream."""
+    import functools
+    from http.server import SimpleHTTPRequestHandler
+
+    hls = tmp_path / "hls"
+    hls.mkdir()
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-loglevel",
+            "error",
+            "-i",
+            str(assets / "crowd.mp4"),
+            "-c",
+            "copy",
+            "-an",
+            "-f",
+            "hls",
+            "-hls_time",
+            "2",
+            "-hls_list_size",
+            "0",
+            str(hls / "index.m3u8"),
+        ],
+        check=True,
+    )
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(hls))
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/index.m3u8"
+    try:
+        run = ChainRun(
+            tmp_path, live_config(tmp_path, {"kind": "http", "url": url}, [WHOLE_FRAME])
+        ).start()
+        run.wait_for(lambda: frames(run) > 100, 60, "100 HLS frames")
+        assert run.stop() == 0
+    finally:
+        server.shutdown()
+    events = read_events(tmp_path / "events.db")
+    assert max(e["value"] for e in of_kind(events, "zone_occupancy")) >= 5
