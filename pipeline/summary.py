@@ -68,7 +68,8 @@ def print_summary(loaded: Any, supervisor: Supervisor, file: IO[str]) -> None:
                 f"    dropped {dropped} frames (behind "
                 f"{decode.get('frames_dropped_behind', 0)}, lost packets "
                 f"{decode.get('frames_dropped_gap', 0)}), decode errors "
-                f"{decode.get('decode_errors', 0)}, reconnects {capture.get('reconnects', 0)}"
+                f"{decode.get('decode_errors', 0)}, "
+                f"reconnects {capture.get('reconnects', 0)}"
             )
         counts = stats.get("counts", {})
         for key in sorted(counts):
