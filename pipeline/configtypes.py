@@ -75,7 +75,26 @@ EnvStr = Annotated[str, BeforeValidator(_expand_env)]
 ConfigPath = Annotated[str, AfterValidator(_resolve_path)]
 """A file path, relative to the config file's folder unless absolute."""
 
-EnvSecret = Annotated[SecretStr, BeforeValidator(_expand_env)]
+_URL_PASSWORD = re.compile(r"://[^/@\s:]*:(?P<password>[^/\s]*)@")
+
+
+def _no_literal_password(value: Any) -> Any:
+    """Credentials come only from ${ENV} or credential files, never the YAML text,
+    which ends up in backups, tickets and version control (R18)."""
+    if isinstance(value, str):
+        match = _URL_PASSWORD.search(value)
+        if match and not match.group("password").startswith("${"):
+            raise ValueError(
+                "the URL holds a password in plain text; write it as ${NAME} and set "
+                "NAME in the environment or in $CREDENTIALS_DIRECTORY"
+            )
+    return value
+
+
+# Before-validators run last-listed first: the literal check sees the raw YAML text.
+EnvSecret = Annotated[
+    SecretStr, BeforeValidator(_expand_env), BeforeValidator(_no_literal_password)
+]
 """A secret (a camera URL with credentials): ``${ENV}`` allowed, never printed."""
 
 EnvPath = Annotated[str, BeforeValidator(_expand_env), AfterValidator(_resolve_path)]

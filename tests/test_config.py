@@ -144,6 +144,16 @@ MALFORMED = [
         "FRAMECHAIN_TEST_UNSET_CAMERA is not set",
     ),
     (
+        "password in the YAML",
+        variant(
+            f"      kind: file\n      path: {CLIP}",
+            "      kind: rtsp\n      url: rtsp://admin:hunter2@10.0.0.2/live",
+        ),
+        "cameras.cam1.source.url",
+        5,
+        "password in plain text",
+    ),
+    (
         "missing video file",
         variant(f"path: {CLIP}", "path: /nonexistent/clip.mp4"),
         "cameras.cam1.source.path",

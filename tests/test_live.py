@@ -570,3 +570,33 @@ def test_hls_over_http(tmp_path: Path, assets: Path) -> None:
         server.shutdown()
     events = read_events(tmp_path / "events.db")
     assert max(e["value"] for e in of_kind(events, "zone_occupancy")) >= 5
+
+
+@pytest.mark.slow
+def test_unreachable_camera_does_not_hold_up_the_other(
+    tmp_path: Path, rtsp: RtspServer
+) -> None:
+    """Two cameras, one unreachable: the reachable one delivers tracked frames within
+    5 s of coming online, and each camera's status is its own (R7)."""
+    config = live_config(tmp_path, {"kind": "rtsp", "url": rtsp.url})
+    dead = f"rtsp://127.0.0.1:{free_port()}/live"
+    config["cameras"]["dead"] = {"source": {"kind": "rtsp", "url": dead}}
+    run = ChainRun(tmp_path, config).start()
+    run.wait_for(
+        lambda: run.stats("capture.cam").get("state") == "online", 60, "online"
+    )
+    online = time.monotonic()
+    run.wait_for(lambda: frames(run) > 0, 30, "the first tracked frame")
+    assert time.monotonic() - online <= 5
+    run.wait_for(lambda: frames(run) > 100, 30, "100 frames")
+    assert run.stop() == 0
+    events = read_events(tmp_path / "events.db")
+    status = {
+        (e["stream_id"], e["kind"], e["direction"])
+        for e in events
+        if e["kind"].startswith("camera_")
+    }
+    assert status == {
+        ("cam", "camera_online", "connected"),
+        ("dead", "camera_offline", "refused"),
+    }
