@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -59,6 +60,21 @@ def of_kind(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
+def chain(tmp_path: Path):
+    """Starts supervised chains; stops whatever a failing test left running."""
+    runs: list[ChainRun] = []
+
+    def start(config: dict[str, Any]) -> ChainRun:
+        runs.append(ChainRun(tmp_path, config).start())
+        return runs[-1]
+
+    yield start
+    for run in runs:
+        if run.code is None:
+            run.stop()
+
+
+@pytest.fixture
 def rtsp(assets: Path):
     server = RtspServer(assets / "crowd.mp4")
     server.start()
@@ -91,13 +107,14 @@ def long_clip(tmp_path_factory: pytest.TempPathFactory, assets: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_rtsp_live_run_produces_events(tmp_path: Path, rtsp: RtspServer) -> None:
+def test_rtsp_live_run_produces_events(
+    chain: Callable[..., ChainRun], tmp_path: Path, rtsp: RtspServer
+) -> None:
     """A live RTSP camera: frames flow at the camera's pace, people are counted, and
     the camera's online event is stored."""
-    run = ChainRun(
-        tmp_path,
+    run = chain(
         live_config(tmp_path, {"kind": "rtsp", "url": rtsp.url}, [LINE, WHOLE_FRAME]),
-    ).start()
+    )
     run.wait_for(lambda: frames(run) > 200, 60, "200 live frames")
     assert run.stop() == 0
     events = read_events(tmp_path / "events.db")
@@ -108,14 +125,16 @@ def test_rtsp_live_run_produces_events(tmp_path: Path, rtsp: RtspServer) -> None
 
 
 @pytest.mark.slow
-def test_rtsp_server_killed_five_times(tmp_path: Path, rtsp: RtspServer) -> None:
+def test_rtsp_server_killed_five_times(
+    chain: Callable[..., ChainRun], tmp_path: Path, rtsp: RtspServer
+) -> None:
     """The server dies 5 times and comes back after 1-8 s: each time the camera goes
     offline with a reason, comes back within the backoff bound + 2 s, and no stage
     crashes (R1, R8)."""
     config = live_config(
         tmp_path, {"kind": "rtsp", "url": rtsp.url, "backoff": {"reset_after_s": 3.0}}
     )
-    run = ChainRun(tmp_path, config).start()
+    run = chain(config)
     run.wait_for(lambda: frames(run) > 20, 60, "first frames")
     rng = random.Random(20261123)
     restarts: list[tuple[float, float]] = []
@@ -152,14 +171,14 @@ def test_rtsp_server_killed_five_times(tmp_path: Path, rtsp: RtspServer) -> None
 
 
 @pytest.mark.slow
-def test_unreachable_camera_backs_off_and_idles(tmp_path: Path) -> None:
+def test_unreachable_camera_backs_off_and_idles(
+    chain: Callable[..., ChainRun], tmp_path: Path
+) -> None:
     """A camera that never comes up: attempts at 1, 2, 4, 8 s intervals (±20 %),
     one offline event with its reason, and the waiting capture uses < 5 % of a core
     (R1, R7)."""
     url = f"rtsp://127.0.0.1:{free_port()}/live"
-    run = ChainRun(
-        tmp_path, live_config(tmp_path, {"kind": "rtsp", "url": url})
-    ).start()
+    run = chain(live_config(tmp_path, {"kind": "rtsp", "url": url}))
     run.wait_for(
         lambda: len(run.stats("capture.cam").get("attempts", [])) >= 2,
         60,
@@ -207,7 +226,9 @@ def corrupt_copy(source: Path, target: Path) -> None:
 
 
 @pytest.mark.slow
-def test_corrupted_stream_keeps_decoding(tmp_path: Path, assets: Path) -> None:
+def test_corrupted_stream_keeps_decoding(
+    chain: Callable[..., ChainRun], tmp_path: Path, assets: Path
+) -> None:
     """Bit flips and truncated packets over RTSP: decode errors are counted, decoding
     goes on, and nothing downstream crashes (R4)."""
     clip = tmp_path / "corrupt.mp4"
@@ -215,10 +236,9 @@ def test_corrupted_stream_keeps_decoding(tmp_path: Path, assets: Path) -> None:
     server = RtspServer(clip)
     server.start()
     try:
-        run = ChainRun(
-            tmp_path,
+        run = chain(
             live_config(tmp_path, {"kind": "rtsp", "url": server.url}, [WHOLE_FRAME]),
-        ).start()
+        )
         run.wait_for(lambda: frames(run) > 250, 60, "frames from the corrupted stream")
         decode = run.stats("decode.cam")
         assert run.stop() == 0
@@ -230,7 +250,9 @@ def test_corrupted_stream_keeps_decoding(tmp_path: Path, assets: Path) -> None:
 
 
 @pytest.mark.slow
-def test_slow_detector_keeps_frame_age_bounded(tmp_path: Path, long_clip: Path) -> None:
+def test_slow_detector_keeps_frame_age_bounded(
+    chain: Callable[..., ChainRun], tmp_path: Path, long_clip: Path
+) -> None:
     """Detection slower than the camera for 2 minutes (imgsz 1280 on 2 cores, about
     half the camera's 24 fps): frame age p99 stays bounded with no upward trend, and
     the frames left behind are counted as drops (R10)."""
@@ -242,7 +264,7 @@ def test_slow_detector_keeps_frame_age_bounded(tmp_path: Path, long_clip: Path) 
             {"kind": "rtsp", "url": server.url},
             detector={"model": "yolo11n.onnx", "imgsz": 1280},
         )
-        run = ChainRun(tmp_path, config).start()
+        run = chain(config)
         run.wait_for(lambda: frames(run) > 10, 60, "first frames")
         started = time.monotonic()
         time.sleep(120)
@@ -290,7 +312,9 @@ class _MjpegHandler(BaseHTTPRequestHandler):
 
 
 @pytest.mark.slow
-def test_mjpeg_http_source(tmp_path: Path, assets: Path) -> None:
+def test_mjpeg_http_source(
+    chain: Callable[..., ChainRun], tmp_path: Path, assets: Path
+) -> None:
     """An MJPEG (multipart/x-mixed-replace) camera served by a local HTTP server:
     frames are decoded and people detected in them."""
     with av.open(str(assets / "crowd.mp4")) as container:
@@ -299,15 +323,14 @@ def test_mjpeg_http_source(tmp_path: Path, assets: Path) -> None:
             for _, f in zip(range(120), container.decode(video=0))
         ]
     server = ThreadingHTTPServer(("127.0.0.1", 0), _MjpegHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, daemon=True)
     url = f"http://127.0.0.1:{server.server_address[1]}/stream.mjpg"
     try:
-        run = ChainRun(
-            tmp_path,
+        run = chain(
             live_config(
                 tmp_path, {"kind": "http", "url": url, "format": "mjpeg"}, [WHOLE_FRAME]
             ),
-        ).start()
+        )
         run.wait_for(lambda: frames(run) > 60, 60, "60 MJPEG frames")
         assert run.stop() == 0
     finally:
@@ -376,7 +399,10 @@ def test_credentials_never_leak(tmp_path: Path, assets: Path) -> None:
 
 @pytest.mark.slow
 def test_credentials_never_in_stage_statistics(
-    tmp_path: Path, assets: Path, monkeypatch: pytest.MonkeyPatch
+    chain: Callable[..., ChainRun],
+    tmp_path: Path,
+    assets: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The statistics every stage reports (the future metrics) hold no password,
     also while the camera is failing authentication."""
@@ -385,9 +411,7 @@ def test_credentials_never_in_stage_statistics(
     monkeypatch.setenv("CAM_PASSWORD", "n0t%40it")
     try:
         url = f"rtsp://admin:${{CAM_PASSWORD}}@127.0.0.1:{server.port}/live"
-        run = ChainRun(
-            tmp_path, live_config(tmp_path, {"kind": "rtsp", "url": url})
-        ).start()
+        run = chain(live_config(tmp_path, {"kind": "rtsp", "url": url}))
         run.wait_for(
             lambda: run.stats("capture.cam").get("failures.auth_failed", 0) >= 2,
             30,
@@ -452,14 +476,14 @@ def test_unopenable_usb_device_is_refused() -> None:
 
 @pytest.mark.slow
 def test_stalled_server_goes_offline_then_recovers(
-    tmp_path: Path, rtsp: RtspServer
+    chain: Callable[..., ChainRun], tmp_path: Path, rtsp: RtspServer
 ) -> None:
     """SIGSTOP of the server: the camera is offline (stalled) within stall_timeout
     + 2 s; SIGCONT: it reconnects (R2)."""
     config = live_config(
         tmp_path, {"kind": "rtsp", "url": rtsp.url, "stall_timeout_s": 4}
     )
-    run = ChainRun(tmp_path, config).start()
+    run = chain(config)
     run.wait_for(lambda: frames(run) > 20, 60, "first frames")
     rtsp.signal(signal.SIGSTOP)
     stopped = time.monotonic()
@@ -492,12 +516,14 @@ def _silent_listener() -> tuple[Any, int]:
             except OSError:
                 return
 
-    threading.Thread(target=accept, daemon=True).start()
+    threading.Thread(target=accept, daemon=True)
     return server, server.getsockname()[1]
 
 
 @pytest.mark.slow
-def test_silent_server_times_out(tmp_path: Path) -> None:
+def test_silent_server_times_out(
+    chain: Callable[..., ChainRun], tmp_path: Path
+) -> None:
     """A server that accepts and never answers: the capture reports a timeout within
     the open deadline + 5 s instead of hanging (R3)."""
     server, port = _silent_listener()
@@ -507,7 +533,7 @@ def test_silent_server_times_out(tmp_path: Path) -> None:
             "url": f"rtsp://127.0.0.1:{port}/live",
             "open_timeout_s": 4,
         }
-        run = ChainRun(tmp_path, live_config(tmp_path, source)).start()
+        run = chain(live_config(tmp_path, source))
         started = time.monotonic()
         run.wait_for(
             lambda: run.stats("capture.cam").get("state") == "offline",
@@ -523,7 +549,9 @@ def test_silent_server_times_out(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_hls_over_http(tmp_path: Path, assets: Path) -> None:
+def test_hls_over_http(
+    chain: Callable[..., ChainRun], tmp_path: Path, assets: Path
+) -> None:
     """An HLS playlist served over HTTP is read through PyAV like any stream."""
     import functools
     from http.server import SimpleHTTPRequestHandler
@@ -558,12 +586,10 @@ def test_hls_over_http(tmp_path: Path, assets: Path) -> None:
     server = ThreadingHTTPServer(
         ("127.0.0.1", 0), functools.partial(Quiet, directory=str(hls))
     )
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, daemon=True)
     url = f"http://127.0.0.1:{server.server_address[1]}/index.m3u8"
     try:
-        run = ChainRun(
-            tmp_path, live_config(tmp_path, {"kind": "http", "url": url}, [WHOLE_FRAME])
-        ).start()
+        run = chain(live_config(tmp_path, {"kind": "http", "url": url}, [WHOLE_FRAME]))
         run.wait_for(lambda: frames(run) > 100, 60, "100 HLS frames")
         assert run.stop() == 0
     finally:
@@ -574,14 +600,14 @@ def test_hls_over_http(tmp_path: Path, assets: Path) -> None:
 
 @pytest.mark.slow
 def test_unreachable_camera_does_not_hold_up_the_other(
-    tmp_path: Path, rtsp: RtspServer
+    chain: Callable[..., ChainRun], tmp_path: Path, rtsp: RtspServer
 ) -> None:
     """Two cameras, one unreachable: the reachable one delivers tracked frames within
     5 s of coming online, and each camera's status is its own (R7)."""
     config = live_config(tmp_path, {"kind": "rtsp", "url": rtsp.url})
     dead = f"rtsp://127.0.0.1:{free_port()}/live"
     config["cameras"]["dead"] = {"source": {"kind": "rtsp", "url": dead}}
-    run = ChainRun(tmp_path, config).start()
+    run = chain(config)
     run.wait_for(
         lambda: run.stats("capture.cam").get("state") == "online", 60, "online"
     )
