@@ -59,18 +59,19 @@ def cmd_stage(args: argparse.Namespace) -> int:
         plan = build_plan(loaded, args.name, runtime_dir)
     except KeyError as e:
         raise ConfigError(str(e.args[0])) from None
-    bootstrap(args.name, loaded.config.log_level)
+    bootstrap(args.name, loaded.config.log_level, loaded.config.log_format)
     return run_stage(plan, args.control)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.log import setup_logging
+    from pipeline.observability import HealthServer
     from pipeline.summary import Progress, print_summary
     from pipeline.supervisor import Supervisor, remove_stale_rings, stage_command
     from stages.plan import ring_prefix, stage_names
 
     loaded = _load(args.config)
-    setup_logging("supervisor", loaded.config.log_level)
+    setup_logging("supervisor", loaded.config.log_level, loaded.config.log_format)
     runtime_dir, temporary = _runtime_dir(loaded, args.runtime_dir)
     supervisor = Supervisor(
         stage_names(loaded),
@@ -80,16 +81,44 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     signal.signal(signal.SIGTERM, supervisor.request_stop)
     signal.signal(signal.SIGINT, supervisor.request_stop)
+    signal.signal(signal.SIGHUP, supervisor.request_reload)
+    health = None
+    if loaded.config.http.listen:
+        health = HealthServer(loaded.config.http.listen, supervisor.snapshot)
+        health.start()
     progress = Progress(enabled=not args.no_progress)
     try:
         code = supervisor.run(on_tick=progress.update)
     finally:
         progress.close()
+        if health is not None:
+            health.close()
         remove_stale_rings(ring_prefix(runtime_dir))
         if temporary:
             shutil.rmtree(runtime_dir, ignore_errors=True)
     print_summary(loaded, supervisor, file=sys.stdout)
     return code
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    """A CURVE keypair for one host: NAME.key (public, give it to peers) and
+    NAME.key_secret (private, keep it on this host, mode 0600)."""
+    import zmq.auth
+
+    directory = Path(args.dir)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    public, secret = (
+        directory / f"{args.name}.key",
+        directory / f"{args.name}.key_secret",
+    )
+    if public.exists() or secret.exists():
+        raise FramechainError(
+            f"{public} or {secret} exists already; remove them or choose another name"
+        )
+    public_file, secret_file = zmq.auth.create_certificates(directory, args.name)
+    Path(secret_file).chmod(0o600)
+    print(f"public key: {public_file}\nsecret key: {secret_file}")
+    return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -121,6 +150,11 @@ def _parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a config; exit 2 if invalid")
     validate.add_argument("config")
     validate.set_defaults(func=cmd_validate)
+
+    keys = sub.add_parser("keys", help="create a CURVE keypair for tcp:// links")
+    keys.add_argument("name", help="host or stage name, e.g. edge-01")
+    keys.add_argument("--dir", default=".", help="where to write NAME.key(_secret)")
+    keys.set_defaults(func=cmd_keys)
 
     from pipeline.bench import add_arguments
 

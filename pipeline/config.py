@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
@@ -79,6 +79,21 @@ class SupervisorConfig(StrictModel):
     )
 
 
+class CurveConfig(StrictModel):
+    secret_key_file: ConfigPath = Field(
+        description="This host's certificate (NAME.key_secret from framechain keys)."
+    )
+    allowed_clients_dir: ConfigPath | None = Field(
+        default=None,
+        description="Folder of public certificates (NAME.key) allowed to connect to "
+        "the tcp:// links this host binds; any other key is refused.",
+    )
+    server_keys: dict[str, ConfigPath] = Field(
+        default_factory=dict,
+        description="Endpoint name -> public certificate of the host that binds it.",
+    )
+
+
 class LinksConfig(StrictModel):
     frame_hwm: int = Field(default=16, ge=1, description="Queue bound on frame links.")
     event_hwm: int = Field(
@@ -90,9 +105,20 @@ class LinksConfig(StrictModel):
         le=10000,
         description="How long queued events may finish on exit.",
     )
+    curve: CurveConfig | None = Field(
+        default=None, description="Encrypt and authenticate every tcp:// link (R16)."
+    )
     endpoints: dict[str, str] = Field(
         default_factory=dict,
         description="Override a link's URI by endpoint name, e.g. detect.in: tcp://...",
+    )
+
+
+class HttpConfig(StrictModel):
+    listen: str | None = Field(
+        default=None,
+        pattern=r"^[^:\s]*:\d{1,5}$",
+        description="host:port for /metrics, /healthz and /readyz (off when unset).",
     )
 
 
@@ -101,6 +127,9 @@ class FramechainConfig(StrictModel):
     runtime_dir: ConfigPath | None = Field(
         default=None,
         description="Folder for ipc:// sockets (default: a private temp dir).",
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="json: one JSON object per log line."
     )
     log_level: str = Field(
         default="INFO",
@@ -120,6 +149,7 @@ class FramechainConfig(StrictModel):
     supervisor: SupervisorConfig = Field(
         default_factory=SupervisorConfig, description="Process supervision."
     )
+    http: HttpConfig = Field(default_factory=HttpConfig, description="Metrics, health.")
     links: LinksConfig = Field(default_factory=LinksConfig, description="Transport.")
 
     @model_validator(mode="after")

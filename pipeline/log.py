@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
@@ -48,15 +49,34 @@ class _StageFilter(logging.Filter):
         return True
 
 
-def setup_logging(stage: str, level: str = "INFO") -> None:
+class _JsonFormatter(logging.Formatter):
+    """One JSON object per line for log shippers; redacted like the text form."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": round(record.created, 3),
+            "level": record.levelname,
+            "stage": getattr(record, "stage", ""),
+            "logger": record.name,
+            "message": redact(record.getMessage()),
+        }
+        if record.exc_info:
+            entry["exception"] = redact(self.formatException(record.exc_info))
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def setup_logging(stage: str, level: str = "INFO", fmt: str = "text") -> None:
     """Configure the root logger for this process: one stderr handler, redacted."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        _RedactingFormatter(
-            "%(asctime)s %(levelname)-7s [%(stage)s] %(name)s: %(message)s",
-            datefmt="%H:%M:%S",
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(
+            _RedactingFormatter(
+                "%(asctime)s %(levelname)-7s [%(stage)s] %(name)s: %(message)s",
+                datefmt="%H:%M:%S",
+            )
         )
-    )
     handler.addFilter(_StageFilter(stage))
     root = logging.getLogger()
     root.handlers[:] = [handler]

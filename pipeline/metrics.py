@@ -25,3 +25,32 @@ class FrameAges:
             f"{prefix}_p50_s": ages[len(ages) // 2],
             f"{prefix}_p99_s": ages[min(len(ages) - 1, int(len(ages) * 0.99))],
         }
+
+
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Histogram:
+    """A cumulative latency histogram that travels in heartbeats as plain numbers
+    and becomes a Prometheus histogram in the supervisor."""
+
+    def __init__(self, buckets: tuple[float, ...] = LATENCY_BUCKETS_S) -> None:
+        self.buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        for i, bound in enumerate(self.buckets):
+            if seconds <= bound:
+                self.counts[i] += 1
+                break
+        else:
+            self.counts[-1] += 1
+        self.total += seconds
+
+    def report(self) -> dict[str, object]:
+        return {
+            "buckets": list(self.buckets),
+            "counts": list(self.counts),
+            "sum": self.total,
+        }

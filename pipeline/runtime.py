@@ -62,11 +62,13 @@ class StageRuntime:
         self.outputs: dict[str, list[zmq.Socket[Any]]] = defaultdict(list)
         self.control: zmq.Socket[Any] | None = None
         self.stop_requested = False
+        self.reload_requested = False
         self.drain_deadline = float("inf")
         self.next_heartbeat = 0.0
         self.counters: dict[str, int] = defaultdict(int)
         self.state = "starting"
         self.stage: Stage | None = None
+        self._authenticator: Any = None
 
     # -- lifecycle -----------------------------------------------------------------
     def request_stop(self, signum: int, _frame: FrameType | None) -> None:
@@ -76,6 +78,9 @@ class StageRuntime:
             # out too.
             self.drain_deadline = time.monotonic() + self.plan.drain_timeout_s
         self.stop_requested = True
+
+    def request_reload(self, _signum: int, _frame: FrameType | None) -> None:
+        self.reload_requested = True
 
     def run(self) -> int:
         try:
@@ -105,6 +110,19 @@ class StageRuntime:
             self._close()
 
     def _open_sockets(self) -> None:
+        allowed = {
+            e.curve.allowed_dir
+            for e in self.plan.endpoints
+            if e.curve is not None and e.bind and e.curve.allowed_dir
+        }
+        if allowed:
+            # ZAP handler: CURVE servers in this process admit only the listed keys.
+            from zmq.auth.thread import ThreadAuthenticator
+
+            self._authenticator = ThreadAuthenticator(self.context)
+            self._authenticator.start()
+            for directory in allowed:
+                self._authenticator.configure_curve(domain="*", location=directory)
         for endpoint in self.plan.endpoints:
             sock = make_socket(self.context, endpoint)
             if endpoint.socket_type == zmq.PULL:
@@ -130,6 +148,8 @@ class StageRuntime:
             except Exception:
                 log.exception("error while closing stage")
         self._heartbeat(force=True)
+        if self._authenticator is not None:
+            self._authenticator.stop()
         self.context.destroy()  # each socket's own LINGER applies
 
     # -- main loop -----------------------------------------------------------------
@@ -142,6 +162,9 @@ class StageRuntime:
                 stopped = True
                 self.state = "stopping"
                 self._emit(stage.stop())
+            if self.reload_requested:
+                self.reload_requested = False
+                stage.reload()
             if stage.finished() and (self.plan.exit_when_finished or stopped):
                 return
             if now > self.drain_deadline:
@@ -249,7 +272,7 @@ class StageRuntime:
             self.counters["heartbeats_dropped"] += 1
 
 
-def bootstrap(name: str, log_level: str = "INFO") -> None:
+def bootstrap(name: str, log_level: str = "INFO", log_format: str = "text") -> None:
     """What every stage process does first: a recognisable process title, tracebacks
     on fatal signals, logging set up once."""
     try:
@@ -259,7 +282,23 @@ def bootstrap(name: str, log_level: str = "INFO") -> None:
     except ImportError:  # optional nicety
         pass
     faulthandler.enable()
-    setup_logging(name, log_level)
+    setup_logging(name, log_level, log_format)
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGTERM this stage if its supervisor dies, even by SIGKILL, so no
+    orphaned stage keeps a camera or a shared-memory ring (no-op elsewhere)."""
+    import ctypes
+
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def run_stage(plan: StagePlan, control_uri: str | None) -> int:
@@ -267,4 +306,7 @@ def run_stage(plan: StagePlan, control_uri: str | None) -> int:
     runtime = StageRuntime(plan, control_uri)
     signal.signal(signal.SIGTERM, runtime.request_stop)
     signal.signal(signal.SIGINT, runtime.request_stop)
+    signal.signal(signal.SIGHUP, runtime.request_reload)
+    if control_uri:
+        die_with_parent()
     return runtime.run()

@@ -57,6 +57,7 @@ class Stage(ABC):
       ``accepts(port)`` was true.
     - ``tick(now)``: at least every ``tick_interval`` seconds, for timers.
     - ``stop()``: once, when the process is asked to stop; sources end their streams.
+    - ``reload()``: on SIGHUP, between messages.
     - ``close()``: once, last, even after an error.
 
     ``finished()`` true makes the runtime exit the process with status 0.
@@ -90,6 +91,9 @@ class Stage(ABC):
 
     def stop(self) -> Iterable[Emit]:
         return ()
+
+    def reload(self) -> None:
+        """On SIGHUP: re-read what can change without a restart (rules)."""
 
     def finished(self) -> bool:
         return False

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -26,6 +27,7 @@ import zmq
 
 from pipeline.config import SupervisorConfig
 from pipeline.messages import Heartbeat
+from pipeline.sdnotify import Notifier
 from pipeline.transport import Endpoint, LinkOptions, make_socket, receive
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,7 @@ class Supervisor:
         runtime_dir: Path,
         config: SupervisorConfig,
         terminal_prefix: str = "sink.",
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         """``command(stage, control_uri)`` gives the argv that runs one stage."""
         self.config = config
@@ -70,13 +73,54 @@ class Supervisor:
         }
         self.terminal = [n for n in stages if n.startswith(terminal_prefix)]
         self.stop_requested = False
+        self.reload_requested = False
         self.failed = False
         self.restart_count = 0
+        self.status = "starting"
+        self.notifier = Notifier(environ if environ is not None else os.environ)
+        self._next_watchdog = 0.0
 
     def request_stop(self, signum: int, _frame: FrameType | None) -> None:
         if not self.stop_requested:
             log.info("received %s: stopping all stages", signal.Signals(signum).name)
         self.stop_requested = True
+
+    def request_reload(self, signum: int, _frame: FrameType | None) -> None:
+        self.reload_requested = True
+
+    def snapshot(self) -> dict[str, Any]:
+        """The chain's state for /metrics and /readyz (called from another thread)."""
+        return {
+            "status": self.status,
+            "stages": {
+                name: {"state": c.state, "restarts": len(c.restarts), "stats": c.stats}
+                for name, c in list(self.children.items())
+            },
+        }
+
+    def _lifecycle(self) -> None:
+        """Readiness, the systemd watchdog from this progressing loop, and reloads."""
+        if self.status == "starting" and all(
+            c.state in ("running", "done") for c in self.children.values()
+        ):
+            self.status = "running"
+            self.notifier.notify("READY=1\nSTATUS=all stages running")
+            log.info("all %d stages running", len(self.children))
+        self._watchdog()
+        if self.reload_requested:
+            self.reload_requested = False
+            log.info("reloading rules (SIGHUP to the track stages)")
+            for name, child in self.children.items():
+                if name.startswith("track.") and child.alive:
+                    assert child.process is not None
+                    child.process.send_signal(signal.SIGHUP)
+
+    def _watchdog(self) -> None:
+        """WATCHDOG=1 only from loops that make progress, never from a timer thread."""
+        interval = self.notifier.watchdog_interval_s
+        if interval is not None and time.monotonic() >= self._next_watchdog:
+            self.notifier.notify("WATCHDOG=1")
+            self._next_watchdog = time.monotonic() + interval
 
     def run(self, on_tick: Callable[[Supervisor], None] | None = None) -> int:
         """Run the chain to completion (or stop/failure); returns the exit status."""
@@ -93,6 +137,7 @@ class Supervisor:
             while not self._all_done():
                 self._receive(control)
                 self._watch()
+                self._lifecycle()
                 if self.stop_requested or self.failed:
                     break
                 if self._terminal_done():
@@ -100,6 +145,8 @@ class Supervisor:
                     break
                 if on_tick is not None:
                     on_tick(self)
+            self.status = "stopping"
+            self.notifier.notify("STOPPING=1")
             self._stop_all(control)
             if on_tick is not None:
                 on_tick(self)
@@ -216,6 +263,7 @@ class Supervisor:
         deadline = time.monotonic() + self.config.stop_timeout_s
         while any(c.alive for c in live) and time.monotonic() < deadline:
             self._receive(control)
+            self._watchdog()
         for child in live:
             assert child.process is not None
             if child.alive:

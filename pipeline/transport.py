@@ -31,6 +31,18 @@ class LinkOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class CurveKeys:
+    """CURVE keys (Z85 bytes) for one tcp:// socket. A binding socket is the CURVE
+    server and admits only the client keys in ``allowed_dir`` (ZAP); a connecting
+    socket is a client and must know the server's public key (R16)."""
+
+    public: bytes
+    secret: bytes
+    server_public: bytes | None = None
+    allowed_dir: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Endpoint:
     """One end of a link: which socket type, where, and whether this end binds."""
 
@@ -39,6 +51,7 @@ class Endpoint:
     uri: str
     bind: bool
     options: LinkOptions = LinkOptions()
+    curve: CurveKeys | None = None
 
 
 def make_socket(context: zmq.Context[Any], endpoint: Endpoint) -> zmq.Socket[Any]:
@@ -53,6 +66,14 @@ def make_socket(context: zmq.Context[Any], endpoint: Endpoint) -> zmq.Socket[Any
         # Queue nothing for peers that are not connected yet (R13): sends block instead,
         # which is exactly the backpressure a file source wants.
         sock.setsockopt(zmq.IMMEDIATE, 1)
+    if endpoint.curve is not None:
+        keys = endpoint.curve
+        sock.curve_secretkey, sock.curve_publickey = keys.secret, keys.public
+        if endpoint.bind:
+            sock.curve_server = True
+        else:
+            assert keys.server_public is not None
+            sock.curve_serverkey = keys.server_public
     if endpoint.uri.startswith("tcp://"):
         sock.setsockopt(zmq.HEARTBEAT_IVL, options.heartbeat_ivl_ms)
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, options.heartbeat_timeout_ms)

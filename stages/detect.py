@@ -17,7 +17,7 @@ from pipeline.configtypes import StrictModel
 from pipeline.detections import Detections
 from pipeline.errors import SlotOverwrittenError
 from pipeline.messages import Detected, EndOfStream, Frame, StreamStatus, Timing
-from pipeline.metrics import FrameAges
+from pipeline.metrics import FrameAges, Histogram
 from pipeline.shm import RingReader
 from pipeline.stage import Emit, Received, Stage
 
@@ -115,6 +115,7 @@ class DetectStage(Stage):
         self.counters: dict[str, Any] = defaultdict(int)
         self._infer_s = 0.0
         self._ages = FrameAges()
+        self._inference = Histogram()
 
     def setup(self) -> None:
         from stages.yolo import OnnxYolo
@@ -195,6 +196,7 @@ class DetectStage(Stage):
             tensor[valid] if len(valid) < len(frames) else tensor
         )
         self._infer_s += time.perf_counter() - t0
+        self._inference.observe(time.perf_counter() - t0)
         self.counters["batches"] += 1
         self.counters["frames"] += len(valid)
         cfg = self.config
@@ -226,6 +228,7 @@ class DetectStage(Stage):
             "mean_batch": frames / max(1, self.counters["batches"]),
             "infer_ms_per_frame": 1000 * self._infer_s / max(1, frames),
             **self._ages.report("frame_age_in"),
+            "inference": self._inference.report(),
         }
 
     def close(self) -> None:

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import zmq
 
 from pipeline.config import LoadedConfig
+from pipeline.errors import ConfigError
 from pipeline.runtime import StagePlan
-from pipeline.transport import Endpoint, LinkOptions
+from pipeline.transport import CurveKeys, Endpoint, LinkOptions
 from stages.capture import CaptureStage, FileSourceConfig
 from stages.decode import DecodeStage
 from stages.detect import DetectStage
@@ -58,14 +60,21 @@ def build_plan(loaded: LoadedConfig, name: str, runtime_dir: Path) -> StagePlan:
     def uri(endpoint: str) -> str:
         return endpoint_uri(loaded, runtime_dir, endpoint)
 
+    def link(
+        port: str, socket_type: int, endpoint: str, bind: bool, options: LinkOptions
+    ) -> Endpoint:
+        address = uri(endpoint)
+        keys = (
+            curve_keys(loaded, endpoint, bind) if address.startswith("tcp://") else None
+        )
+        return Endpoint(port, socket_type, address, bind, options, keys)
+
     kind, _, target = name.partition(".")
     streams = list(cfg.cameras)
     if kind == "capture" and target in cfg.cameras:
         camera = cfg.cameras[target]
         live = not isinstance(camera.source, FileSourceConfig)
-        endpoint = Endpoint(
-            "packets", zmq.PUSH, uri(f"capture.{target}.out"), True, packets
-        )
+        endpoint = link("packets", zmq.PUSH, f"capture.{target}.out", True, packets)
         if live:
             # a live source never waits for the chain: full queues drop packets
             return StagePlan(
@@ -87,18 +96,16 @@ def build_plan(loaded: LoadedConfig, name: str, runtime_dir: Path) -> StagePlan:
             name,
             kind,
             (
-                Endpoint(
-                    "packets", zmq.PULL, uri(f"capture.{target}.out"), False, packets
-                ),
-                Endpoint("acks", zmq.PULL, uri(f"decode.{target}.acks"), True, events),
-                Endpoint("frames", zmq.PUSH, out_uri, False, frames),
+                link("packets", zmq.PULL, f"capture.{target}.out", False, packets),
+                link("acks", zmq.PULL, f"decode.{target}.acks", True, events),
+                link("frames", zmq.PUSH, "detect.in", False, frames),
             ),
             lambda: DecodeStage(target, camera.decode, prefix),
         )
     if name == "detect":
-        endpoints = [Endpoint("frames", zmq.PULL, uri("detect.in"), True, frames)]
+        endpoints = [link("frames", zmq.PULL, "detect.in", True, frames)]
         endpoints += [
-            Endpoint(f"track.{c}", zmq.PUSH, uri(f"track.{c}.in"), False, frames)
+            link(f"track.{c}", zmq.PUSH, f"track.{c}.in", False, frames)
             for c in streams
         ]
         cameras = {c: cam.detect for c, cam in cfg.cameras.items()}
@@ -111,23 +118,28 @@ def build_plan(loaded: LoadedConfig, name: str, runtime_dir: Path) -> StagePlan:
     if kind == "track" and target in cfg.cameras:
         camera = cfg.cameras[target]
         endpoints = [
-            Endpoint("detections", zmq.PULL, uri(f"track.{target}.in"), True, frames),
-            Endpoint("acks", zmq.PUSH, uri(f"decode.{target}.acks"), False, events),
+            link("detections", zmq.PULL, f"track.{target}.in", True, frames),
+            link("acks", zmq.PUSH, f"decode.{target}.acks", False, events),
         ]
         endpoints += [
-            Endpoint("events", zmq.PUSH, uri(f"sink.{s.name}.in"), False, events)
+            link("events", zmq.PUSH, f"sink.{s.name}.in", False, events)
             for s in cfg.sinks
         ]
         return StagePlan(
             name,
             kind,
             tuple(endpoints),
-            lambda: TrackStage(target, cfg.tracker, camera.rules),
+            lambda: TrackStage(
+                target,
+                cfg.tracker,
+                camera.rules,
+                lambda: _reload_rules(loaded.path, target),
+            ),
         )
     sinks = {s.name: s for s in cfg.sinks}
     if kind == "sink" and target in sinks:
         sink = sinks[target]
-        endpoint = Endpoint("events", zmq.PULL, uri(f"sink.{target}.in"), True, events)
+        endpoint = link("events", zmq.PULL, f"sink.{target}.in", True, events)
         sink_class = JsonlSink if isinstance(sink, JsonlSinkConfig) else SqliteSink
         return StagePlan(
             name,
@@ -144,3 +156,53 @@ def build_plan(loaded: LoadedConfig, name: str, runtime_dir: Path) -> StagePlan:
 def ring_prefix(runtime_dir: Path) -> str:
     """Name prefix of this run's shared-memory rings (unique per runtime folder)."""
     return "fc-" + hashlib.sha256(str(runtime_dir).encode()).hexdigest()[:10]
+
+
+def _reload_rules(path: Path, camera: str) -> list[Any]:
+    """The rules of one camera, read again from the config file (SIGHUP).
+
+    Raises:
+        ConfigError: the edited file is invalid (the caller keeps its rules).
+    """
+    from pipeline.config import load_config
+
+    cameras = load_config(path).config.cameras
+    if camera not in cameras:
+        raise ConfigError(
+            f"camera {camera!r} is no longer in {path}; restart to remove it"
+        )
+    return list(cameras[camera].rules)
+
+
+def curve_keys(loaded: LoadedConfig, endpoint: str, bind: bool) -> CurveKeys | None:
+    """This host's CURVE keys for a tcp:// endpoint, or None when links are plain.
+
+    Raises:
+        ConfigError: a key file is missing or unreadable, or a client end has no
+            server key for the endpoint.
+    """
+    import zmq.auth
+
+    curve = loaded.config.links.curve
+    if curve is None:
+        return None
+    try:
+        public, secret = zmq.auth.load_certificate(curve.secret_key_file)
+        server_public = None
+        if not bind:
+            if endpoint not in curve.server_keys:
+                raise ConfigError(
+                    f"links.curve.server_keys: no public key for endpoint "
+                    f"{endpoint!r}; add the certificate of the host that binds it"
+                )
+            server_public, _ = zmq.auth.load_certificate(curve.server_keys[endpoint])
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"links.curve: cannot read a certificate: {e}") from e
+    if secret is None:
+        raise ConfigError(
+            f"links.curve.secret_key_file {curve.secret_key_file} holds no "
+            "secret key; give the NAME.key_secret file"
+        )
+    return CurveKeys(
+        public, secret, server_public, curve.allowed_clients_dir if bind else None
+    )

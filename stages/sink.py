@@ -23,7 +23,7 @@ class EventSink(Stage):
     def __init__(self, streams: Iterable[str]) -> None:
         self.streams = set(streams)
         self._ended: set[str] = set()
-        self.written = 0
+        self.received = 0
 
     @abstractmethod
     def write(self, events: Sequence[Event]) -> None: ...
@@ -35,7 +35,7 @@ class EventSink(Stage):
         events = [item.message for item in batch if isinstance(item.message, Event)]
         if events:
             self.write(events)
-            self.written += len(events)
+            self.received += len(events)
         self._ended.update(
             item.message.stream_id
             for item in batch
@@ -52,4 +52,4 @@ class EventSink(Stage):
         return self._ended >= self.streams
 
     def stats(self) -> dict[str, Any]:
-        return {"events": self.written}
+        return {"events": self.received, "events_received": self.received}

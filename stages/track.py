@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar, Literal
 
@@ -22,8 +22,9 @@ from pydantic import Field
 from pipeline.configtypes import StrictModel
 from pipeline.convert import from_supervision, to_supervision
 from pipeline.detections import Detections
+from pipeline.errors import FramechainError
 from pipeline.messages import Ack, Detected, EndOfStream, Event, StreamStatus, event_id
-from pipeline.metrics import FrameAges
+from pipeline.metrics import FrameAges, Histogram
 from pipeline.stage import Emit, Received, Stage
 from stages.rules import LineCounter, LineRuleConfig, RuleConfig, ZoneCounter
 
@@ -55,11 +56,17 @@ class TrackStage(Stage):
     kind: ClassVar[str] = "track"
 
     def __init__(
-        self, stream_id: str, tracker: TrackerConfig, rules: Sequence[RuleConfig]
+        self,
+        stream_id: str,
+        tracker: TrackerConfig,
+        rules: Sequence[RuleConfig],
+        load_rules: Callable[[], Sequence[RuleConfig]] | None = None,
     ) -> None:
+        """``load_rules`` re-reads this camera's rules from the config file (SIGHUP)."""
         self.stream_id = stream_id
         self.tracker_config = tracker
         self.rules = list(rules)
+        self.load_rules = load_rules
         self._tracker: Any = None
         self._id_offset = 0
         self._max_track_id = -1
@@ -74,22 +81,43 @@ class TrackStage(Stage):
         self._first_ts = 0.0
         self._last_ts = 0.0
         self._ages = FrameAges()
+        self._latency = Histogram()
 
     def setup(self) -> None:
         import trackers  # noqa: F401  heavy (supervision, scipy): import before frames flow
 
-        for rule in self.rules:
-            if isinstance(rule, LineRuleConfig):
-                self._counters.append(
-                    LineCounter(
-                        np.array(rule.start, np.float64),
-                        np.array(rule.end, np.float64),
-                        rule.band_px,
-                        rule.confirm_frames,
-                    )
-                )
-            else:
-                self._counters.append(ZoneCounter(np.array(rule.polygon, np.float64)))
+        self._counters = [self._counter(rule) for rule in self.rules]
+
+    @staticmethod
+    def _counter(rule: RuleConfig) -> LineCounter | ZoneCounter:
+        if isinstance(rule, LineRuleConfig):
+            return LineCounter(
+                np.array(rule.start, np.float64),
+                np.array(rule.end, np.float64),
+                rule.band_px,
+                rule.confirm_frames,
+            )
+        return ZoneCounter(np.array(rule.polygon, np.float64))
+
+    def reload(self) -> None:
+        """New rules from the config file; the tracker and its ids carry on, and a
+        rule whose settings did not change keeps its state."""
+        if self.load_rules is None:
+            return
+        try:
+            rules = list(self.load_rules())
+        except FramechainError as e:
+            log.error("rules not reloaded, keeping the current ones: %s", e)
+            return
+        old = list(zip(self.rules, self._counters, strict=True))
+        self._counters = [
+            next((c for r, c in old if r == rule), None) or self._counter(rule)
+            for rule in rules
+        ]
+        self.rules = rules
+        self._resolve_classes(self._names)
+        self.counters["reloads"] += 1
+        log.info("%s: %d rules loaded", self.stream_id, len(rules))
 
     def _make_tracker(self, fps: float) -> Any:
         from trackers import ByteTrackTracker
@@ -141,6 +169,9 @@ class TrackStage(Stage):
                 self._done = True
                 emits.append(Emit("events", message))
             emits.append(Emit("acks", Ack(self.stream_id, seq)))
+        self.counters["events_emitted"] += sum(
+            isinstance(e.message, Event) for e in emits
+        )
         return emits
 
     def _status_event(self, status: StreamStatus) -> Event:
@@ -183,6 +214,7 @@ class TrackStage(Stage):
             self._first_ts = now
         self._last_ts = now
         self._ages.add(frame.capture_ts, now)
+        self._latency.observe(now - frame.capture_ts)
         self.counters["frames"] += 1
         return [Emit("events", e) for e in self._rule_events(message, tracked)]
 
@@ -270,5 +302,6 @@ class TrackStage(Stage):
             "next_seq": self._next_seq,
             "fps": (frames - 1) / elapsed if frames > 1 and elapsed > 0 else 0.0,
             **self._ages.report(),
+            "latency": self._latency.report(),
             "counts": dict(self.counts),
         }
