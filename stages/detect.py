@@ -8,7 +8,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -43,6 +43,10 @@ class DetectorConfig(StrictModel):
     )
     iou: float = Field(default=0.7, gt=0, le=1, description="NMS IoU threshold.")
     max_det: int = Field(default=300, ge=1, description="Detections kept per frame.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto",
+        description="auto: CUDA when onnxruntime-gpu is installed, else CPU.",
+    )
     threads: int | None = Field(
         default=None,
         ge=1,
@@ -120,7 +124,9 @@ class DetectStage(Stage):
     def setup(self) -> None:
         from stages.yolo import OnnxYolo
 
-        self._model = OnnxYolo(self.model_path, self.config.imgsz, self.config.threads)
+        self._model = OnnxYolo(
+            self.model_path, self.config.imgsz, self.config.threads, self.config.device
+        )
         self._model.warm_up()
         self._filters = {
             stream: _CameraFilter(cfg, self._model.names, self.config.confidence)

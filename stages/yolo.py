@@ -154,8 +154,22 @@ def read_class_names(path: Path) -> tuple[str, ...]:
     return _load_session(path, threads=1, build=False)[1]
 
 
+def _providers(ort: Any, device: str) -> list[str]:
+    """Execution providers for ``device``: cpu, cuda, or auto (CUDA when the
+    installed onnxruntime has it, e.g. onnxruntime-gpu in the CUDA image)."""
+    available = ort.get_available_providers()
+    if device == "cuda" and "CUDAExecutionProvider" not in available:
+        raise BackendUnavailableError(
+            "detector.device is cuda but this onnxruntime has no CUDA provider; "
+            "pip install onnxruntime-gpu (and the CUDA 12 runtime), or use device: cpu"
+        )
+    if device != "cpu" and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
 def _load_session(
-    path: Path, threads: int, build: bool = True
+    path: Path, threads: int, build: bool = True, device: str = "cpu"
 ) -> tuple[Any, tuple[str, ...], int, str]:
     try:
         import onnxruntime as ort
@@ -172,7 +186,7 @@ def _load_session(
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
         session = ort.InferenceSession(
-            str(path), options, providers=["CPUExecutionProvider"]
+            str(path), options, providers=_providers(ort, device)
         )
     except Exception as e:  # ORT raises its own untyped errors for bad files
         raise ModelFormatError(
@@ -194,10 +208,14 @@ class OnnxYolo:
         dynamic: whether the model accepts any batch and image size.
     """
 
-    def __init__(self, path: Path, imgsz: int, threads: int | None = None) -> None:
+    def __init__(
+        self, path: Path, imgsz: int, threads: int | None = None, device: str = "cpu"
+    ) -> None:
         self.path = path
         threads = threads or os.cpu_count() or 1
-        self.session, self.names, self.stride, task = _load_session(path, threads)
+        self.session, self.names, self.stride, task = _load_session(
+            path, threads, device=device
+        )
         if task != "detect":
             raise ModelFormatError(
                 f"{path.name} is a {task} model; "

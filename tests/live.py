@@ -84,17 +84,26 @@ class ChainRun:
     """Runs a config under the real supervisor (real stage processes) in a thread,
     sampling every stage's heartbeat statistics as they arrive."""
 
-    def __init__(self, tmp: Path, config: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        config: dict[str, Any],
+        wrap: Callable[[str, list[str]], list[str]] | None = None,
+    ) -> None:
+        """``wrap(stage, argv)`` may change how a stage is started (in a namespace)."""
         self.path = tmp / "chain.yaml"
         self.path.write_text(yaml.safe_dump(config, sort_keys=False))
         loaded = load_config(self.path)
         self.runtime = tmp / "run"
         self.runtime.mkdir(mode=0o700, exist_ok=True)
+        plain = stage_command(loaded.path, self.runtime)
+
+        def command(name: str, control: str | None) -> list[str]:
+            argv = plain(name, control)
+            return argv if wrap is None else wrap(name, argv)
+
         self.supervisor = Supervisor(
-            stage_names(loaded),
-            stage_command(loaded.path, self.runtime),
-            self.runtime,
-            loaded.config.supervisor,
+            stage_names(loaded), command, self.runtime, loaded.config.supervisor
         )
         self.samples: list[tuple[float, dict[str, dict[str, Any]]]] = []
         self.code: int | None = None

@@ -299,3 +299,41 @@ def test_json_logs_are_one_object_per_line(tmp_path: Path) -> None:
     entry = json.loads(lines[0])
     assert entry["stage"] == "capture.cam" and entry["level"] == "WARNING"
     assert "hunter2" not in lines[0] and "rtsp://***@10.0.0.2/live" in entry["message"]
+
+
+@pytest.mark.parametrize(
+    "dockerfile", ["Dockerfile", "Dockerfile.cuda", "Dockerfile.jetson"]
+)
+def test_dockerfiles_pass_hadolint_and_run_as_non_root(dockerfile: str) -> None:
+    """Every image: hadolint clean, a numeric non-root USER, a HEALTHCHECK on /healthz
+    with a start period long enough for model loading or engine builds (R25). No
+    Docker engine runs here, so the images themselves are not built by the tests."""
+    hadolint = Path(sys.executable).parent / "hadolint"
+    path = REPO / "docker" / dockerfile
+    result = subprocess.run(
+        [str(hadolint), "--config", str(REPO / ".hadolint.yaml"), str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = path.read_text()
+    users = [line.split()[1] for line in text.splitlines() if line.startswith("USER ")]
+    assert users and all(
+        u.split(":")[0].isdigit() and u.split(":")[0] != "0" for u in users
+    )
+    assert "/healthz" in text and "HEALTHCHECK" in text
+    start = int(text.split("--start-period=")[1].split("s")[0])
+    assert start >= (600 if dockerfile != "Dockerfile" else 120)
+    assert "--privileged" not in text
+
+
+def test_compose_file() -> None:
+    """The example compose file restarts services, sizes shared memory and runs the
+    broker beside framechain, without privileges."""
+    compose = yaml.safe_load((REPO / "docker" / "compose.yaml").read_text())
+    services = compose["services"]
+    assert set(services) == {"framechain", "mosquitto"}
+    assert all(s["restart"] == "unless-stopped" for s in services.values())
+    assert services["framechain"]["shm_size"]
+    assert not any(s.get("privileged") for s in services.values())

@@ -4,6 +4,7 @@ of the traffic shows no plaintext header field (R16)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import yaml
 import zmq
 import zmq.auth
 from conftest import ASSETS, REPO, chain_env
@@ -164,3 +166,98 @@ def test_curve_link_is_encrypted_and_refuses_unknown_keys(tmp_path: Path) -> Non
     data = (tmp_path / "curve.pcap").read_bytes()
     assert len(data) > 460 * 160 * 90 * 3  # the pixels did cross this port
     assert b"crowd" not in data and b"frame" not in data and b"detected" not in data
+
+
+@contextmanager
+def two_hosts() -> Iterator[tuple[str, str]]:
+    """Two network namespaces joined by a veth pair: 10.231.0.1 and 10.231.0.2."""
+    suffix = str(os.getpid())[-5:]
+    a, b = f"fca{suffix}", f"fcb{suffix}"
+
+    def ip(*args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True, timeout=20)
+
+    try:
+        ip("netns", "add", a)
+    except (subprocess.CalledProcessError, FileNotFoundError) as e:
+        pytest.skip(f"network namespaces cannot be created here: {e}")
+    try:
+        ip("netns", "add", b)
+        ip("link", "add", f"va{suffix}", "type", "veth", "peer", "name", f"vb{suffix}")
+        ip("link", "set", f"va{suffix}", "netns", a)
+        ip("link", "set", f"vb{suffix}", "netns", b)
+        for ns, dev, address in (
+            (a, f"va{suffix}", "10.231.0.1/24"),
+            (b, f"vb{suffix}", "10.231.0.2/24"),
+        ):
+            ip("-n", ns, "addr", "add", address, "dev", dev)
+            ip("-n", ns, "link", "set", dev, "up")
+            ip("-n", ns, "link", "set", "lo", "up")
+        yield a, b
+    finally:
+        for ns in (a, b):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=20)
+
+
+@pytest.mark.slow
+def test_two_hosts_over_curve(tmp_path: Path) -> None:
+    """Detect on one host (namespace), the camera side on another: frames go out and
+    detections come back over CURVE links across a real network interface, and the
+    run completes with every frame tracked."""
+    keys, allowed = tmp_path / "keys", tmp_path / "allowed"
+    keys.mkdir()
+    allowed.mkdir()
+    for host in ("edge", "gpu"):
+        zmq.auth.create_certificates(keys, host)
+        shutil.copy(keys / f"{host}.key", allowed / f"{host}.key")
+    with two_hosts() as (edge, gpu):
+        config = {
+            "models_dir": str(ASSETS),
+            "cameras": {
+                "crowd": {
+                    "source": {"kind": "file", "path": str(ASSETS / "traffic.mp4")}
+                }
+            },
+            "sinks": [{"kind": "sqlite", "path": str(tmp_path / "events.db")}],
+            "links": {
+                "endpoints": {
+                    "detect.in": "tcp://10.231.0.2:5701",
+                    "track.crowd.in": "tcp://10.231.0.1:5702",
+                },
+                "curve": {
+                    "secret_key_file": str(keys / "edge.key_secret"),
+                    "allowed_clients_dir": str(allowed),
+                    "server_keys": {
+                        "detect.in": str(keys / "gpu.key"),
+                        "track.crowd.in": str(keys / "edge.key"),
+                    },
+                },
+            },
+        }
+        gpu_config = tmp_path / "gpu.yaml"
+        gpu_side = {
+            **config,
+            "links": {
+                **config["links"],
+                "curve": {
+                    **config["links"]["curve"],
+                    "secret_key_file": str(keys / "gpu.key_secret"),
+                },
+            },
+        }
+        gpu_config.write_text(yaml.safe_dump(gpu_side))
+
+        def place(stage: str, argv: list[str]) -> list[str]:
+            if stage == "detect":  # the GPU host runs its own config (its own key)
+                argv = [gpu_config if a.endswith("chain.yaml") else a for a in argv]
+                return ["ip", "netns", "exec", gpu, *map(str, argv)]
+            return ["ip", "netns", "exec", edge, *argv]
+
+        run = ChainRun(tmp_path, config, wrap=place).start()
+        deadline = time.monotonic() + 120
+        while run.code is None:
+            assert time.monotonic() < deadline, "the two-host chain did not finish"
+            time.sleep(0.2)
+    assert run.code == 0
+    assert run.supervisor.children["track.crowd"].stats["frames"] == 480
+    assert run.supervisor.restart_count == 0

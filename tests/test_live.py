@@ -323,7 +323,7 @@ def test_mjpeg_http_source(
             for _, f in zip(range(120), container.decode(video=0))
         ]
     server = ThreadingHTTPServer(("127.0.0.1", 0), _MjpegHandler)
-    threading.Thread(target=server.serve_forever, daemon=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/stream.mjpg"
     try:
         run = chain(
@@ -516,7 +516,7 @@ def _silent_listener() -> tuple[Any, int]:
             except OSError:
                 return
 
-    threading.Thread(target=accept, daemon=True)
+    threading.Thread(target=accept, daemon=True).start()
     return server, server.getsockname()[1]
 
 
@@ -586,7 +586,7 @@ def test_hls_over_http(
     server = ThreadingHTTPServer(
         ("127.0.0.1", 0), functools.partial(Quiet, directory=str(hls))
     )
-    threading.Thread(target=server.serve_forever, daemon=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/index.m3u8"
     try:
         run = chain(live_config(tmp_path, {"kind": "http", "url": url}, [WHOLE_FRAME]))
