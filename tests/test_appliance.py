@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -177,9 +178,10 @@ def test_metrics_health_and_readiness(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_systemd_notify_and_watchdog(tmp_path: Path) -> None:
-    """Under systemd (Type=notify): READY=1 once every stage runs, WATCHDOG=1 at
-    least every third of WatchdogSec from the supervisor's loop, STOPPING=1 on
-    SIGTERM, on a socket the test provides (R22)."""
+    """Under systemd (Type=notify): READY=1 once every stage runs, WATCHDOG=1 from
+    the supervisor's loop every quarter of WatchdogSec (never two-thirds of it
+    without one, even on a loaded 2-core runner), STOPPING=1 on SIGTERM, on a
+    socket the test provides (R22)."""
     address = str(tmp_path / "notify.sock")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(address)
@@ -208,7 +210,8 @@ def test_systemd_notify_and_watchdog(tmp_path: Path) -> None:
         process.communicate(timeout=30)
         sock.close()
     pings = [t for t, m in received if "WATCHDOG=1" in m]
-    assert max(b - a for a, b in pairwise(pings)) <= 1.5
+    assert max(b - a for a, b in pairwise(pings)) <= 2.0
+    assert statistics.median(b - a for a, b in pairwise(pings)) <= 0.9
 
 
 def test_systemd_units_verify(tmp_path: Path) -> None:
