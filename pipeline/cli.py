@@ -78,6 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         stage_command(loaded.path, runtime_dir),
         runtime_dir,
         loaded.config.supervisor,
+        config_path=loaded.path,
     )
     signal.signal(signal.SIGTERM, supervisor.request_stop)
     signal.signal(signal.SIGINT, supervisor.request_stop)

@@ -17,13 +17,17 @@ from pipeline.configtypes import ConfigPath, StrictModel, environ_snapshot
 from pipeline.errors import ConfigError, FramechainError, ModelFormatError
 from pipeline.log import redact
 from pipeline.models import model_directories, resolve_model
+from stages.annotate import AnnotateConfig
 from stages.capture import FileSourceConfig
 from stages.decode import DecodeConfig
 from stages.detect import CameraDetectConfig, DetectorConfig
 from stages.live import HttpSourceConfig, RtspSourceConfig, UsbSourceConfig
 from stages.rules import RuleConfig
 from stages.sink_jsonl import JsonlSinkConfig
+from stages.sink_mqtt import MqttSinkConfig
 from stages.sink_sqlite import SqliteSinkConfig
+from stages.sink_webhook import WebhookSinkConfig
+from stages.snapshots import SnapshotConfig
 from stages.track import TrackerConfig
 
 CameraName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,48}$")]
@@ -31,7 +35,10 @@ SourceConfig = Annotated[
     FileSourceConfig | RtspSourceConfig | HttpSourceConfig | UsbSourceConfig,
     Field(discriminator="kind"),
 ]
-SinkConfig = Annotated[SqliteSinkConfig | JsonlSinkConfig, Field(discriminator="kind")]
+SinkConfig = Annotated[
+    SqliteSinkConfig | JsonlSinkConfig | MqttSinkConfig | WebhookSinkConfig,
+    Field(discriminator="kind"),
+]
 
 
 class CameraConfig(StrictModel):
@@ -42,6 +49,17 @@ class CameraConfig(StrictModel):
     )
     rules: list[RuleConfig] = Field(
         default_factory=list, description="Analytics rules."
+    )
+    aggregate_s: float | None = Field(
+        default=None,
+        ge=1,
+        description="Emit a counts event per interval of this many seconds.",
+    )
+    snapshots: SnapshotConfig | None = Field(
+        default=None, description="Best crop per track as JPEG, path in its events."
+    )
+    annotate: AnnotateConfig | None = Field(
+        default=None, description="Annotated MP4 and/or MJPEG over HTTP."
     )
 
     @model_validator(mode="after")
@@ -76,6 +94,10 @@ class SupervisorConfig(StrictModel):
         default=120.0,
         gt=0,
         description="A starting stage silent this long is restarted.",
+    )
+    watch_config: bool = Field(
+        default=True,
+        description="Reload rules when the config file changes (as on SIGHUP).",
     )
 
 

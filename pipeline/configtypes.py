@@ -97,6 +97,22 @@ EnvSecret = Annotated[
 ]
 """A secret (a camera URL with credentials): ``${ENV}`` allowed, never printed."""
 
+
+def _reference_only(value: Any) -> Any:
+    """A password field must name where the secret lives, not hold it (R18)."""
+    if isinstance(value, str) and not _ENV_REFERENCE.search(value):
+        raise ValueError(
+            "write the password as ${NAME} and set NAME in the environment or in "
+            "$CREDENTIALS_DIRECTORY; plain-text passwords are refused"
+        )
+    return value
+
+
+SecretRef = Annotated[
+    SecretStr, BeforeValidator(_expand_env), BeforeValidator(_reference_only)
+]
+"""A password: only ``${ENV}`` (or a credential file) is accepted, never printed."""
+
 EnvPath = Annotated[str, BeforeValidator(_expand_env), AfterValidator(_resolve_path)]
 """A file path that may contain ``${ENV}`` references (sources, secrets)."""
 

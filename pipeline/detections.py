@@ -110,24 +110,32 @@ class Detections:
         return np.stack([x, y], axis=1).astype(np.float32, copy=False)
 
     def to_parts(self) -> list[bytes | memoryview]:
-        """The three wire columns of ``messages.Detected`` (empty list when n == 0)."""
+        """The wire columns of ``messages.Detected`` (empty list when n == 0):
+        three, and ``tracker_id`` fourth when the detections are tracked."""
         if not len(self):
             return []
-        return [
+        parts = [
             memoryview(np.ascontiguousarray(self.xyxy, np.float32)),
             memoryview(np.ascontiguousarray(self.confidence, np.float32)),
             memoryview(np.ascontiguousarray(self.class_id, np.int32)),
         ]
+        if self.tracker_id is not None:
+            parts.append(memoryview(np.ascontiguousarray(self.tracker_id, np.int64)))
+        return parts
 
     @classmethod
-    def from_parts(cls, count: int, parts: Sequence[bytes | memoryview]) -> Detections:
+    def from_parts(
+        cls, count: int, parts: Sequence[bytes | memoryview], tracked: bool = False
+    ) -> Detections:
         """Rebuild from wire columns; validates sizes so a bad peer cannot misread."""
         if count == 0:
             return cls.empty()
-        if len(parts) < 3:
-            raise ValueError(f"detections: expected 3 parts, got {len(parts)}")
+        needed = 4 if tracked else 3
+        if len(parts) < needed:
+            raise ValueError(f"detections: expected {needed} parts, got {len(parts)}")
         return cls(
             xyxy=np.frombuffer(parts[0], np.float32).reshape(-1, 4),
             confidence=np.frombuffer(parts[1], np.float32),
             class_id=np.frombuffer(parts[2], np.int32),
+            tracker_id=np.frombuffer(parts[3], np.int64) if tracked else None,
         )

@@ -76,12 +76,19 @@ class Frame(msgspec.Struct, frozen=True, array_like=True, tag="frame"):
 class Detected(msgspec.Struct, frozen=True, array_like=True, tag="detected"):
     """A frame with its detections. When ``count`` > 0, parts 0..2 hold the columns
     ``xyxy`` (count×4 float32, source pixels), ``confidence`` (float32) and
-    ``class_id`` (int32)."""
+    ``class_id`` (int32), and part 3 ``tracker_id`` (int64) when ``tracked``. When
+    ``pixels`` is set, the last part holds the frame's BGR pixels (tcp links, and the
+    track → annotate link, where the shared-memory slot may be reused before use).
+    ``overlay`` carries what annotation draws besides boxes: rule geometry and
+    counts."""
 
     frame: Frame
     count: int
     names: tuple[str, ...] = ()
     timings: tuple[Timing, ...] = ()
+    tracked: bool = False
+    pixels: bool = False
+    overlay: dict[str, Any] = {}
 
 
 class EndOfStream(msgspec.Struct, frozen=True, array_like=True, tag="eos"):
@@ -116,8 +123,11 @@ class Ack(msgspec.Struct, frozen=True, array_like=True, tag="ack"):
 
 
 class Event(msgspec.Struct, frozen=True, array_like=True, tag="event"):
-    """An analytics event. ``event_id`` is stable (camera, rule, kind, track, frame
-    seq), so a redelivered event is stored once."""
+    """An analytics event (schema: ``docs/event.schema.json``). ``event_id`` is stable
+    (camera, rule, kind, track, frame seq), so a redelivered event is stored once.
+    ``confidence`` is the track's mean detection confidence (0 for events without a
+    track); ``low_confidence`` flags it below the rule's threshold; ``snapshot`` is
+    the path of the track's best crop, when snapshots are on."""
 
     event_id: str
     stream_id: str
@@ -132,6 +142,9 @@ class Event(msgspec.Struct, frozen=True, array_like=True, tag="event"):
     direction: str = ""
     value: float = 0.0
     data: dict[str, Any] = {}
+    confidence: float = 0.0
+    low_confidence: bool = False
+    snapshot: str = ""
 
 
 class Heartbeat(msgspec.Struct, frozen=True, array_like=True, tag="heartbeat"):

@@ -87,7 +87,7 @@ def collect(snapshot: dict[str, Any]) -> Iterator[Any]:
     )
     backlog = GaugeMetricFamily(
         "framechain_sink_backlog",
-        "Events produced but not yet received by the sink",
+        "Events produced but not yet delivered by the sink (in flight or spooled)",
         labels=["sink"],
     )
     histograms = {
@@ -133,6 +133,7 @@ def collect(snapshot: dict[str, Any]) -> Iterator[Any]:
         elif kind == "track":
             fps.add_metric([camera], float(stats.get("fps", 0.0)))
             _ages(age, stats, camera, "track", "frame_age")
+            dropped.add_metric([camera, "annotate"], stats.get("dropped.annotate", 0))
             _histogram(histograms["latency"], [camera], stats.get("latency"))
         elif kind == "detect":
             dropped.add_metric(
@@ -142,7 +143,8 @@ def collect(snapshot: dict[str, Any]) -> Iterator[Any]:
         elif kind == "sink":
             received = int(stats.get("events_received", 0))
             events.add_metric([camera], received)
-            backlog.add_metric([camera], max(0, produced - received))
+            spooled = int(stats.get("spooled", 0))
+            backlog.add_metric([camera], max(0, produced - received) + spooled)
     yield from (
         up,
         restarts,

@@ -19,7 +19,7 @@ import zmq
 
 from pipeline.errors import ConfigError, FramechainError, MessageError
 from pipeline.log import setup_logging
-from pipeline.messages import Heartbeat, Packet
+from pipeline.messages import Detected, Heartbeat, Packet
 from pipeline.stage import Emit, Received, Stage
 from pipeline.transport import Endpoint, LinkOptions, make_socket, receive, send
 
@@ -238,8 +238,11 @@ class StageRuntime:
         return sent
 
     def _send(self, emit: Emit, sock: zmq.Socket[Any]) -> None:
-        # Only media packets are ever dropped; status and end-of-stream always go.
-        lossy = emit.port in self.plan.lossy_ports and isinstance(emit.message, Packet)
+        # Only media (packets, annotated frames) is ever dropped; status and
+        # end-of-stream always go.
+        lossy = emit.port in self.plan.lossy_ports and isinstance(
+            emit.message, Packet | Detected
+        )
         while True:
             try:
                 send(sock, emit.message, emit.parts, flags=zmq.NOBLOCK)

@@ -73,8 +73,9 @@ def print_summary(loaded: Any, supervisor: Supervisor, file: IO[str]) -> None:
             )
         counts = stats.get("counts", {})
         for key in sorted(counts):
-            rule, name, direction = key.split("/")
-            lines.append(f"    {rule:<16} {name:<12} {direction:<4} {counts[key]:>6}")
+            rule, *what = key.split("/")  # rule/class/direction or rule/event kind
+            label = " ".join(what)
+            lines.append(f"    {rule:<16} {label:<17} {counts[key]:>6}")
         if not counts:
             lines.append("    no line crossings")
     detect = supervisor.children["detect"].stats
@@ -85,9 +86,10 @@ def print_summary(loaded: Any, supervisor: Supervisor, file: IO[str]) -> None:
         )
     for sink in loaded.config.sinks:
         stats = supervisor.children[f"sink.{sink.name}"].stats
-        lines.append(
-            f"  sink {sink.name}: {stats.get('events', 0)} events -> {sink.path}"
-        )
+        line = f"  sink {sink.name}: {stats.get('events', 0)} events -> {sink.target()}"
+        if stats.get("spooled"):
+            line += f" ({stats['spooled']} not yet delivered, kept in the spool)"
+        lines.append(line)
     cpu = ", ".join(
         f"{name} {child.stats.get('cpu_s', 0):.1f}s"
         for name, child in supervisor.children.items()

@@ -62,8 +62,10 @@ class Supervisor:
         config: SupervisorConfig,
         terminal_prefix: str = "sink.",
         environ: Mapping[str, str] | None = None,
+        config_path: Path | None = None,
     ) -> None:
-        """``command(stage, control_uri)`` gives the argv that runs one stage."""
+        """``command(stage, control_uri)`` gives the argv that runs one stage;
+        ``config_path``: the file watched for rule changes (``watch_config``)."""
         self.config = config
         self.runtime_dir = runtime_dir
         self.control_uri = f"ipc://{runtime_dir}/control"
@@ -79,6 +81,9 @@ class Supervisor:
         self.status = "starting"
         self.notifier = Notifier(environ if environ is not None else os.environ)
         self._next_watchdog = 0.0
+        self.config_path = config_path if config.watch_config else None
+        self._config_stamp = self._stamp()
+        self._next_config_check = 0.0
 
     def request_stop(self, signum: int, _frame: FrameType | None) -> None:
         if not self.stop_requested:
@@ -107,6 +112,7 @@ class Supervisor:
             self.notifier.notify("READY=1\nSTATUS=all stages running")
             log.info("all %d stages running", len(self.children))
         self._watchdog()
+        self._check_config_file()
         if self.reload_requested:
             self.reload_requested = False
             log.info("reloading rules (SIGHUP to the track stages)")
@@ -114,6 +120,27 @@ class Supervisor:
                 if name.startswith("track.") and child.alive:
                     assert child.process is not None
                     child.process.send_signal(signal.SIGHUP)
+
+    def _stamp(self) -> tuple[int, int] | None:
+        if self.config_path is None:
+            return None
+        try:
+            stat = self.config_path.stat()
+        except OSError:
+            return None  # mid-save or removed: keep the rules, look again later
+        return stat.st_mtime_ns, stat.st_size
+
+    def _check_config_file(self) -> None:
+        """Once a second: a changed config file reloads the rules, like SIGHUP."""
+        now = time.monotonic()
+        if self.config_path is None or now < self._next_config_check:
+            return
+        self._next_config_check = now + 1.0
+        stamp = self._stamp()
+        if stamp is not None and stamp != self._config_stamp:
+            self._config_stamp = stamp
+            log.info("%s changed", self.config_path.name)
+            self.reload_requested = True
 
     def _watchdog(self) -> None:
         """WATCHDOG=1 only from loops that make progress, never from a timer thread."""

@@ -106,8 +106,12 @@ class DetectStage(Stage):
         config: DetectorConfig,
         model_path: Path,
         cameras: dict[str, CameraDetectConfig],
+        pixels_for: set[str] | None = None,
     ) -> None:
+        """``pixels_for``: cameras whose track stage needs the pixels (snapshots,
+        annotation); forwarded inline when they are not in shared memory."""
         self.config = config
+        self.pixels_for = pixels_for or set()
         self.model_path = model_path
         self.cameras = cameras
         self.max_batch = config.max_batch
@@ -171,9 +175,12 @@ class DetectStage(Stage):
             )
         finished = time.time()
         for i, detections in results.items():
-            frame = frames[i][0]
+            frame, pixels = frames[i]
             detections = self._filters[frame.stream_id].apply(detections)
-            emit = self._message(frame, detections, started, finished)
+            inline = frame.shm is None and frame.stream_id in self.pixels_for
+            emit = self._message(
+                frame, detections, started, finished, pixels if inline else None
+            )
             out.append((frame.stream_id, frame.seq, emit))
         return [emit for _, _, emit in sorted(out, key=lambda o: (o[0], o[1]))]
 
@@ -214,15 +221,24 @@ class DetectStage(Stage):
         }
 
     def _message(
-        self, frame: Frame, detections: Detections, started: float, finished: float
+        self,
+        frame: Frame,
+        detections: Detections,
+        started: float,
+        finished: float,
+        pixels: np.ndarray | None,
     ) -> Emit:
         message = Detected(
             frame=frame,
             count=len(detections),
             names=self._model.names,
             timings=(*frame.timings, Timing("detect", started, finished)),
+            pixels=pixels is not None,
         )
-        return Emit(f"track.{frame.stream_id}", message, detections.to_parts())
+        parts = detections.to_parts()
+        if pixels is not None:
+            parts.append(memoryview(pixels).cast("B"))
+        return Emit(f"track.{frame.stream_id}", message, parts)
 
     def finished(self) -> bool:
         return self._ended >= set(self.cameras)

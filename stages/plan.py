@@ -6,6 +6,7 @@ travel inline instead of through shared memory)::
 
     capture.<cam>.out  -> decode.<cam>  -> detect.in -> track.<cam>.in -> sink.<name>.in
                           decode.<cam>.acks <- track.<cam> (acknowledgements)
+                                                track.<cam> -> annotate.<cam>.in (lossy)
 """
 
 from __future__ import annotations
@@ -20,12 +21,15 @@ from pipeline.config import LoadedConfig
 from pipeline.errors import ConfigError
 from pipeline.runtime import StagePlan
 from pipeline.transport import CurveKeys, Endpoint, LinkOptions
+from stages.annotate import AnnotateStage
 from stages.capture import CaptureStage, FileSourceConfig
 from stages.decode import DecodeStage
 from stages.detect import DetectStage
 from stages.live import LiveCaptureStage
 from stages.sink_jsonl import JsonlSink, JsonlSinkConfig
-from stages.sink_sqlite import SqliteSink
+from stages.sink_mqtt import MqttSink, MqttSinkConfig
+from stages.sink_sqlite import SqliteSink, SqliteSinkConfig
+from stages.sink_webhook import WebhookSink, WebhookSinkConfig
 from stages.track import TrackStage
 
 
@@ -41,6 +45,7 @@ def stage_names(loaded: LoadedConfig) -> list[str]:
         + [f"decode.{c}" for c in cameras]
         + ["detect"]
         + [f"track.{c}" for c in cameras]
+        + [f"annotate.{c}" for c, cam in loaded.config.cameras.items() if cam.annotate]
         + [f"sink.{s.name}" for s in loaded.config.sinks]
     )
 
@@ -109,11 +114,13 @@ def build_plan(loaded: LoadedConfig, name: str, runtime_dir: Path) -> StagePlan:
             for c in streams
         ]
         cameras = {c: cam.detect for c, cam in cfg.cameras.items()}
+        # track draws and snapshots from the pixels: inline when not in shared memory
+        pixels = {c for c, cam in cfg.cameras.items() if cam.annotate or cam.snapshots}
         return StagePlan(
             name,
             kind,
             tuple(endpoints),
-            lambda: DetectStage(cfg.detector, loaded.model_path, cameras),
+            lambda: DetectStage(cfg.detector, loaded.model_path, cameras, pixels),
         )
     if kind == "track" and target in cfg.cameras:
         camera = cfg.cameras[target]
@@ -125,6 +132,16 @@ def build_plan(loaded: LoadedConfig, name: str, runtime_dir: Path) -> StagePlan:
             link("events", zmq.PUSH, f"sink.{s.name}.in", False, events)
             for s in cfg.sinks
         ]
+        if camera.annotate:
+            endpoints.append(
+                link(
+                    "annotate",
+                    zmq.PUSH,
+                    f"annotate.{target}.in",
+                    False,
+                    LinkOptions(hwm=2, linger_ms=0),
+                )
+            )
         return StagePlan(
             name,
             kind,
@@ -134,23 +151,55 @@ def build_plan(loaded: LoadedConfig, name: str, runtime_dir: Path) -> StagePlan:
                 cfg.tracker,
                 camera.rules,
                 lambda: _reload_rules(loaded.path, target),
+                snapshots=camera.snapshots,
+                aggregate_s=camera.aggregate_s,
+                annotate=camera.annotate is not None,
             ),
+            lossy_ports=frozenset({"annotate"}),
+        )
+    if kind == "annotate" and target in cfg.cameras and cfg.cameras[target].annotate:
+        annotate = cfg.cameras[target].annotate
+        assert annotate is not None
+        endpoint = link(
+            "frames",
+            zmq.PULL,
+            f"annotate.{target}.in",
+            True,
+            LinkOptions(hwm=2, linger_ms=0),
+        )
+        return StagePlan(
+            name, kind, (endpoint,), lambda: AnnotateStage(target, annotate)
         )
     sinks = {s.name: s for s in cfg.sinks}
     if kind == "sink" and target in sinks:
         sink = sinks[target]
         endpoint = link("events", zmq.PULL, f"sink.{target}.in", True, events)
-        sink_class = JsonlSink if isinstance(sink, JsonlSinkConfig) else SqliteSink
         return StagePlan(
             name,
             kind,
             (endpoint,),
-            lambda: sink_class(sink, streams),  # type: ignore[arg-type]
+            lambda: make_sink(loaded, sink, streams),
             exit_when_finished=True,
         )
     raise KeyError(
         f"no stage named {name!r}; this config has {', '.join(stage_names(loaded))}"
     )
+
+
+def make_sink(loaded: LoadedConfig, sink: Any, streams: list[str]) -> Any:
+    """The sink stage for one ``sinks`` entry."""
+    if isinstance(sink, SqliteSinkConfig):
+        return SqliteSink(sink, streams)
+    if isinstance(sink, JsonlSinkConfig):
+        return JsonlSink(sink, streams)
+    if isinstance(sink, WebhookSinkConfig):
+        return WebhookSink(sink, streams)
+    assert isinstance(sink, MqttSinkConfig)
+    rules = {
+        camera: [(rule.name, rule.kind) for rule in cam.rules]
+        for camera, cam in loaded.config.cameras.items()
+    }
+    return MqttSink(sink, streams, rules)
 
 
 def ring_prefix(runtime_dir: Path) -> str:

@@ -27,6 +27,11 @@ class JsonlSinkConfig(StrictModel):
         pattern=r"^[A-Za-z0-9_-]+$",
         description="Sink name, unique among sinks.",
     )
+
+    def target(self) -> str:
+        """Where events go, for the run summary."""
+        return self.path
+
     path: ConfigPath = Field(description="Output file; appended to.")
 
 

@@ -33,10 +33,20 @@ CREATE TABLE IF NOT EXISTS events (
     class_name TEXT NOT NULL,
     direction  TEXT NOT NULL,
     value      REAL NOT NULL,
-    data       TEXT NOT NULL
+    data       TEXT NOT NULL,
+    confidence REAL NOT NULL DEFAULT 0,
+    low_confidence INTEGER NOT NULL DEFAULT 0,
+    snapshot   TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS events_by_stream ON events (stream_id, rule, seq);
+CREATE INDEX IF NOT EXISTS events_by_time ON events (capture_ts);
 """
+# Columns added after the first release, for stores created by older versions.
+ADDED_COLUMNS = {
+    "confidence": "REAL NOT NULL DEFAULT 0",
+    "low_confidence": "INTEGER NOT NULL DEFAULT 0",
+    "snapshot": "TEXT NOT NULL DEFAULT ''",
+}
 
 
 class SqliteSinkConfig(StrictModel):
@@ -46,6 +56,11 @@ class SqliteSinkConfig(StrictModel):
         pattern=r"^[A-Za-z0-9_-]+$",
         description="Sink name, unique among sinks.",
     )
+
+    def target(self) -> str:
+        """Where events go, for the run summary."""
+        return self.path
+
     path: ConfigPath = Field(description="Database file; created if missing.")
 
 
@@ -65,6 +80,12 @@ class SqliteSink(EventSink):
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
+            present = {row[1] for row in self._db.execute("PRAGMA table_info(events)")}
+            for column, declaration in ADDED_COLUMNS.items():
+                if column not in present:
+                    self._db.execute(
+                        f"ALTER TABLE events ADD COLUMN {column} {declaration}"
+                    )
         except (sqlite3.Error, OSError) as e:
             raise FramechainError(
                 f"cannot open event store {path}: {e}; check the directory is writable"
@@ -87,13 +108,17 @@ class SqliteSink(EventSink):
                 e.direction,
                 e.value,
                 json.dumps(e.data, separators=(",", ":")),
+                e.confidence,
+                int(e.low_confidence),
+                e.snapshot,
             )
             for e in events
         ]
         try:
             self._db.execute("BEGIN")
             self._db.executemany(
-                "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
+                "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                rows,
             )
             self._db.execute("COMMIT")
         except sqlite3.Error as e:

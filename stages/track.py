@@ -1,6 +1,8 @@
 """Track: one process per camera. Keeps that camera's ByteTrack state (from the
 maintained ``trackers`` library) and applies the camera's rules, then acknowledges
-each frame to decode.
+each frame to decode. It also keeps each track's mean confidence (the events'
+low-confidence flag) and best crop (snapshots), and hands tracked frames to the
+camera's annotate stage over a lossy link, so drawing never slows counting.
 
 Frames are applied strictly in sequence: a frame that arrives ahead of a gap is left
 for decode to re-send, and one already applied is ignored, so tracker state and events
@@ -13,9 +15,10 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Literal
 
+import msgspec
 import numpy as np
 from pydantic import Field
 
@@ -23,10 +26,30 @@ from pipeline.configtypes import StrictModel
 from pipeline.convert import from_supervision, to_supervision
 from pipeline.detections import Detections
 from pipeline.errors import FramechainError
-from pipeline.messages import Ack, Detected, EndOfStream, Event, StreamStatus, event_id
+from pipeline.messages import (
+    Ack,
+    Detected,
+    EndOfStream,
+    Event,
+    Frame,
+    StreamStatus,
+    event_id,
+)
 from pipeline.metrics import FrameAges, Histogram
+from pipeline.shm import RingReader, SlotOverwrittenError
 from pipeline.stage import Emit, Received, Stage
-from stages.rules import LineCounter, LineRuleConfig, RuleConfig, ZoneCounter
+from stages.aggregate import IntervalCounts
+from stages.rules import (
+    CrowdMonitor,
+    CrowdRuleConfig,
+    LineCounter,
+    LineRuleConfig,
+    RuleConfig,
+    ZoneCounter,
+    ZoneRuleConfig,
+    ZoneVisits,
+)
+from stages.snapshots import SnapshotConfig, SnapshotStore
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +75,22 @@ class TrackerConfig(StrictModel):
     )
 
 
+@dataclass(slots=True)
+class _TrackInfo:
+    """What the stage remembers of a track besides the tracker's own state."""
+
+    confidence_sum: float = 0.0
+    frames: int = 0
+    seen: float = 0.0
+
+    @property
+    def confidence(self) -> float:
+        return self.confidence_sum / self.frames if self.frames else 0.0
+
+
+RuleState = LineCounter | tuple[ZoneCounter, ZoneVisits] | CrowdMonitor
+
+
 class TrackStage(Stage):
     kind: ClassVar[str] = "track"
 
@@ -61,21 +100,33 @@ class TrackStage(Stage):
         tracker: TrackerConfig,
         rules: Sequence[RuleConfig],
         load_rules: Callable[[], Sequence[RuleConfig]] | None = None,
+        snapshots: SnapshotConfig | None = None,
+        aggregate_s: float | None = None,
+        annotate: bool = False,
     ) -> None:
-        """``load_rules`` re-reads this camera's rules from the config file (SIGHUP)."""
+        """``load_rules`` re-reads this camera's rules from the config file (SIGHUP).
+        ``annotate``: emit tracked frames with pixels on the ``annotate`` port."""
         self.stream_id = stream_id
         self.tracker_config = tracker
         self.rules = list(rules)
         self.load_rules = load_rules
+        self.snapshot_config = snapshots
+        self.annotate = annotate
         self._tracker: Any = None
         self._id_offset = 0
         self._max_track_id = -1
         self._tracker_fps = 0.0
-        self._counters: list[LineCounter | ZoneCounter] = []
+        self._states: list[RuleState] = []
         self._rule_classes: list[np.ndarray | None] = []
         self._names: tuple[str, ...] = ()
         self._next_seq = 0
         self._done = False
+        self._tracks: dict[int, _TrackInfo] = {}
+        self._totals: dict[tuple[str, str], int] = defaultdict(int)
+        self._snapshots: SnapshotStore | None = None
+        self._aggregate = IntervalCounts(aggregate_s) if aggregate_s else None
+        self._reader = RingReader()
+        self._last_frame: Frame | None = None
         self.counts: dict[str, int] = defaultdict(int)
         self.counters: dict[str, int] = defaultdict(int)
         self._first_ts = 0.0
@@ -86,10 +137,11 @@ class TrackStage(Stage):
     def setup(self) -> None:
         import trackers  # noqa: F401  heavy (supervision, scipy): import before frames flow
 
-        self._counters = [self._counter(rule) for rule in self.rules]
+        self._states = [self._state(rule) for rule in self.rules]
+        if self.snapshot_config is not None:
+            self._snapshots = SnapshotStore(self.snapshot_config, self.stream_id)
 
-    @staticmethod
-    def _counter(rule: RuleConfig) -> LineCounter | ZoneCounter:
+    def _state(self, rule: RuleConfig) -> RuleState:
         if isinstance(rule, LineRuleConfig):
             return LineCounter(
                 np.array(rule.start, np.float64),
@@ -97,7 +149,23 @@ class TrackStage(Stage):
                 rule.band_px,
                 rule.confirm_frames,
             )
-        return ZoneCounter(np.array(rule.polygon, np.float64))
+        if isinstance(rule, ZoneRuleConfig):
+            polygon = np.array(rule.polygon, np.float64)
+            return ZoneCounter(polygon), ZoneVisits(
+                polygon,
+                rule.confirm_frames,
+                rule.loiter_s,
+                self.tracker_config.lost_track_s,
+            )
+        return CrowdMonitor(
+            None if rule.polygon is None else np.array(rule.polygon, np.float64),
+            rule.threshold,
+            rule.min_duration_s,
+            rule.clear_below or rule.threshold,
+            rule.min_duration_s
+            if rule.clear_duration_s is None
+            else rule.clear_duration_s,
+        )
 
     def reload(self) -> None:
         """New rules from the config file; the tracker and its ids carry on, and a
@@ -109,9 +177,9 @@ class TrackStage(Stage):
         except FramechainError as e:
             log.error("rules not reloaded, keeping the current ones: %s", e)
             return
-        old = list(zip(self.rules, self._counters, strict=True))
-        self._counters = [
-            next((c for r, c in old if r == rule), None) or self._counter(rule)
+        old = list(zip(self.rules, self._states, strict=True))
+        self._states = [
+            next((state for r, state in old if r == rule), None) or self._state(rule)
             for rule in rules
         ]
         self.rules = rules
@@ -167,6 +235,7 @@ class TrackStage(Stage):
                 emits.append(Emit("events", self._status_event(message)))
             elif isinstance(message, EndOfStream):
                 self._done = True
+                emits.extend(Emit("events", e) for e in self._final_events(message))
                 emits.append(Emit("events", message))
             emits.append(Emit("acks", Ack(self.stream_id, seq)))
         self.counters["events_emitted"] += sum(
@@ -209,6 +278,18 @@ class TrackStage(Stage):
             # a fresh tracker after an outage counts from 0 again: keep ids unique
             tracked = replace(tracked, tracker_id=tracked.tracker_id + self._id_offset)
             self._max_track_id = max(self._max_track_id, int(tracked.tracker_id.max()))
+        else:
+            tracked = replace(tracked, tracker_id=np.empty(0, np.int64))
+        assert tracked.tracker_id is not None
+        self._remember(tracked, frame.pts)
+        self._last_frame = frame
+        pixels = None
+        if self._snapshots is not None or self.annotate:
+            pixels = self._pixels(message, parts)
+        if self._snapshots is not None and pixels is not None and len(tracked):
+            self._snapshots.offer(
+                pixels, tracked.xyxy, tracked.confidence, tracked.tracker_id
+            )
         now = time.time()
         if not self._first_ts:
             self._first_ts = now
@@ -216,80 +297,277 @@ class TrackStage(Stage):
         self._ages.add(frame.capture_ts, now)
         self._latency.observe(now - frame.capture_ts)
         self.counters["frames"] += 1
-        return [Emit("events", e) for e in self._rule_events(message, tracked)]
+        emits = [Emit("events", e) for e in self._rule_events(message, tracked)]
+        self._forget(frame.pts)
+        if self.annotate and pixels is not None:
+            emits.append(self._annotated(message, tracked, pixels))
+        return emits
+
+    def _final_events(self, eos: EndOfStream) -> list[Event]:
+        """At the end of a stream: the last, partial aggregate; pending snapshots
+        are written."""
+        if self._snapshots is not None:
+            self._snapshots.expire(set())
+        if self._aggregate is None or self._last_frame is None:
+            return []
+        report = self._aggregate.report(partial=True)
+        if report is None:
+            return []
+        return [
+            self._counts_event(
+                msgspec.structs.replace(self._last_frame, seq=eos.seq), report
+            )
+        ]
+
+    def _remember(self, tracked: Detections, pts: float) -> None:
+        assert tracked.tracker_id is not None
+        for track_id, confidence in zip(
+            tracked.tracker_id.tolist(), tracked.confidence.tolist(), strict=True
+        ):
+            info = self._tracks.get(track_id)
+            if info is None:
+                info = self._tracks[track_id] = _TrackInfo()
+            info.confidence_sum += confidence
+            info.frames += 1
+            info.seen = pts
+
+    def _forget(self, pts: float) -> None:
+        """Tracks unseen for longer than the tracker keeps them are over: write their
+        snapshots and drop what the rules and this stage hold on them."""
+        horizon = pts - self.tracker_config.lost_track_s - 1.0
+        ended = [t for t, info in self._tracks.items() if info.seen < horizon]
+        for track_id in ended:
+            del self._tracks[track_id]
+        if ended and self._snapshots is not None:
+            self._snapshots.expire(set(self._tracks))
+        for state in self._states:
+            if isinstance(state, LineCounter):
+                state.forget(older_than=horizon)
+
+    def _pixels(self, message: Detected, parts: Sequence[Any]) -> np.ndarray | None:
+        frame = message.frame
+        shape = (frame.height, frame.width, 3)
+        try:
+            if message.pixels:
+                return np.frombuffer(parts[-1], np.uint8).reshape(shape)
+            if frame.shm is not None:
+                # decode does not reuse the slot before this frame is acknowledged
+                return self._reader.view(frame.shm, shape)
+        except (SlotOverwrittenError, ValueError) as e:
+            log.warning("no pixels for frame %d: %s", frame.seq, e)
+        self.counters["frames_without_pixels"] += 1
+        return None
+
+    def _annotated(
+        self, message: Detected, tracked: Detections, pixels: np.ndarray
+    ) -> Emit:
+        """A tracked frame for the annotate stage, pixels inline (the ring slot is
+        reused once this frame is acknowledged)."""
+        frame = msgspec.structs.replace(message.frame, shm=None)
+        overlay: dict[str, Any] = {"lines": [], "zones": []}
+        for rule, state in zip(self.rules, self._states, strict=True):
+            if isinstance(rule, LineRuleConfig):
+                overlay["lines"].append(
+                    {
+                        "name": rule.name,
+                        "start": list(rule.start),
+                        "end": list(rule.end),
+                        "in": self._totals[(rule.name, "in")],
+                        "out": self._totals[(rule.name, "out")],
+                    }
+                )
+            elif rule.polygon is not None:
+                count = (
+                    sum((state[0].last or {}).values())
+                    if isinstance(state, tuple)
+                    else int(isinstance(state, CrowdMonitor) and state.active)
+                )
+                overlay["zones"].append(
+                    {
+                        "name": rule.name,
+                        "polygon": [list(p) for p in rule.polygon],
+                        "count": count,
+                        "crowd": isinstance(rule, CrowdRuleConfig),
+                    }
+                )
+        header = Detected(
+            frame,
+            len(tracked),
+            message.names,
+            message.timings,
+            tracked=True,
+            pixels=True,
+            overlay=overlay,
+        )
+        return Emit("annotate", header, [*tracked.to_parts(), pixels.copy()])
+
+    def _event(
+        self,
+        frame: Frame,
+        rule: RuleConfig | None,
+        kind: str,
+        *,
+        track_id: int = -1,
+        class_id: int = -1,
+        direction: str = "",
+        value: float = 0.0,
+        data: dict[str, Any] | None = None,
+    ) -> Event:
+        """One event of this frame; events of a track carry its confidence, the
+        low-confidence flag and its snapshot path."""
+        rule_name = rule.name if rule is not None else "aggregate"
+        confidence, low, snapshot = 0.0, False, ""
+        info = self._tracks.get(track_id) if track_id >= 0 else None
+        if info is not None:
+            confidence = round(info.confidence, 4)
+            low = rule is not None and confidence < rule.low_confidence_below
+        if track_id >= 0 and self._snapshots is not None:
+            snapshot = self._snapshots.path(track_id)
+        return Event(
+            event_id=event_id(self.stream_id, rule_name, kind, track_id, frame.seq),
+            stream_id=self.stream_id,
+            rule=rule_name,
+            kind=kind,
+            seq=frame.seq,
+            pts=frame.pts,
+            capture_ts=frame.capture_ts,
+            track_id=track_id,
+            class_id=class_id,
+            class_name=self._names[class_id] if class_id >= 0 else "",
+            direction=direction,
+            value=value,
+            data=data or {},
+            confidence=confidence,
+            low_confidence=low,
+            snapshot=snapshot,
+        )
 
     def _rule_events(self, message: Detected, tracked: Detections) -> list[Event]:
         frame = message.frame
         events: list[Event] = []
-        track_ids = (
-            tracked.tracker_id
-            if tracked.tracker_id is not None
-            else np.empty(0, np.int64)
-        )
-        for rule, counter, classes in zip(
-            self.rules, self._counters, self._rule_classes, strict=True
+        if self._aggregate is not None:
+            report = self._aggregate.roll(frame.pts)
+            if report is not None:
+                events.append(self._counts_event(frame, report))
+        track_ids = tracked.tracker_id
+        assert track_ids is not None
+        for rule, state, classes in zip(
+            self.rules, self._states, self._rule_classes, strict=True
         ):
-            subset = tracked
-            ids = track_ids
+            subset, ids = tracked, track_ids
             if classes is not None and len(tracked):
                 keep = np.isin(tracked.class_id, classes)
                 subset, ids = tracked[keep], track_ids[keep]
             anchors = subset.anchors(rule.anchor)
-            base = {
-                "stream_id": self.stream_id,
-                "rule": rule.name,
-                "seq": frame.seq,
-                "pts": frame.pts,
-                "capture_ts": frame.capture_ts,
-            }
-            if isinstance(counter, LineCounter):
-                for crossing in counter.update(
-                    anchors, ids, subset.class_id, frame.pts
-                ):
+            if isinstance(state, LineCounter):
+                for crossing in state.update(anchors, ids, subset.class_id, frame.pts):
                     name = self._names[crossing.class_id]
-                    self.counts[f"{rule.name}/{name}/{crossing.direction}"] += 1
+                    direction = crossing.direction
+                    self.counts[f"{rule.name}/{name}/{direction}"] += 1
+                    self._totals[(rule.name, direction)] += 1
+                    if self._aggregate is not None:
+                        self._aggregate.add_crossing(rule.name, direction, name)
                     events.append(
-                        Event(
-                            event_id=event_id(
-                                self.stream_id,
-                                rule.name,
-                                "line_crossing",
-                                crossing.track_id,
-                                frame.seq,
-                            ),
-                            kind="line_crossing",
+                        self._event(
+                            frame,
+                            rule,
+                            "line_crossing",
                             track_id=crossing.track_id,
                             class_id=crossing.class_id,
-                            class_name=name,
-                            direction=crossing.direction,
+                            direction=direction,
                             value=1.0,
-                            **base,
+                            data={
+                                "total_in": self._totals[(rule.name, "in")],
+                                "total_out": self._totals[(rule.name, "out")],
+                            },
                         )
                     )
-                counter.forget(older_than=frame.pts - 60.0)
+            elif isinstance(state, tuple):
+                events.extend(
+                    self._zone_events(message, rule, state, anchors, ids, subset)
+                )
             else:
-                occupancy = counter.update(anchors, subset.class_id)
-                if occupancy is not None:
+                change = state.update(anchors, frame.pts)
+                if change is not None:
+                    self.counts[f"{rule.name}/{change.kind}"] += 1
                     events.append(
-                        Event(
-                            event_id=event_id(
-                                self.stream_id,
-                                rule.name,
-                                "zone_occupancy",
-                                -1,
-                                frame.seq,
-                            ),
-                            kind="zone_occupancy",
-                            value=float(sum(occupancy.values())),
+                        self._event(
+                            frame,
+                            rule,
+                            change.kind,
+                            value=float(change.count),
                             data={
-                                "by_class": {
-                                    self._names[c]: n for c, n in occupancy.items()
-                                }
+                                "since_pts": round(change.at, 3),
+                                "peak": change.peak,
+                                "duration_s": round(change.duration_s, 3),
                             },
-                            **base,
                         )
                     )
         return events
+
+    def _zone_events(
+        self,
+        message: Detected,
+        rule: RuleConfig,
+        state: tuple[ZoneCounter, ZoneVisits],
+        anchors: np.ndarray,
+        ids: np.ndarray,
+        subset: Detections,
+    ) -> list[Event]:
+        occupancy_counter, visits = state
+        events: list[Event] = []
+        occupancy = occupancy_counter.update(anchors, subset.class_id)
+        if self._aggregate is not None:
+            self._aggregate.add_occupancy(
+                rule.name, sum((occupancy_counter.last or {}).values())
+            )
+        if occupancy is not None:
+            events.append(
+                self._event(
+                    message.frame,
+                    rule,
+                    "zone_occupancy",
+                    value=float(sum(occupancy.values())),
+                    data={
+                        "by_class": {self._names[c]: n for c, n in occupancy.items()}
+                    },
+                )
+            )
+        for visit in visits.update(anchors, ids, subset.class_id, message.frame.pts):
+            self.counts[f"{rule.name}/{visit.kind}"] += 1
+            data: dict[str, Any] = {"at_pts": round(visit.at, 3)}
+            if visit.kind != "zone_enter":
+                data["dwell_s"] = round(visit.dwell_s, 3)
+            if visit.reason:
+                data["reason"] = visit.reason
+            events.append(
+                self._event(
+                    message.frame,
+                    rule,
+                    visit.kind,
+                    track_id=visit.track_id,
+                    class_id=visit.class_id,
+                    value=round(visit.dwell_s, 3),
+                    data=data,
+                )
+            )
+        return events
+
+    def _counts_event(self, frame: Frame, report: dict[str, Any]) -> Event:
+        return self._event(
+            frame,
+            None,
+            "counts",
+            value=float(
+                sum(
+                    n
+                    for by_direction in report["lines"].values()
+                    for counts in by_direction.values()
+                    for n in counts.values()
+                )
+            ),
+            data=report,
+        )
 
     def finished(self) -> bool:
         return self._done
@@ -304,4 +582,11 @@ class TrackStage(Stage):
             **self._ages.report(),
             "latency": self._latency.report(),
             "counts": dict(self.counts),
+            "snapshots_written": self._snapshots.written if self._snapshots else 0,
+            "snapshots_failed": self._snapshots.failed if self._snapshots else 0,
         }
+
+    def close(self) -> None:
+        if self._snapshots is not None:
+            self._snapshots.expire(set())
+        self._reader.close()

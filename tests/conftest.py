@@ -41,13 +41,16 @@ def chain_env() -> dict[str, str]:
 
 
 def framechain(
-    *args: str, timeout: float = 180, **kwargs: Any
+    *args: str,
+    timeout: float = 180,
+    env_extra: dict[str, str] | None = None,
+    **kwargs: Any,
 ) -> subprocess.CompletedProcess[str]:
     """Run the real CLI in a subprocess."""
     return subprocess.run(
         [sys.executable, "-m", "pipeline.cli", *args],
         cwd=REPO,
-        env=chain_env(),
+        env={**chain_env(), **(env_extra or {})},
         capture_output=True,
         text=True,
         timeout=timeout,

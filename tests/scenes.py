@@ -4,6 +4,7 @@ Every object's box is known in every frame, so counts can be checked exactly."""
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,25 @@ class Walker:
             self.start[0] + t * (self.end[0] - self.start[0]),
             self.start[1] + t * (self.end[1] - self.start[1]),
         )
+
+
+@dataclass(frozen=True)
+class Route:
+    """A person crop whose box bottom-centre follows straight legs between
+    ``(frame, x, y)`` waypoints (standing still where two share a position)."""
+
+    crop: int
+    waypoints: tuple[tuple[int, float, float], ...]
+
+    def anchor(self, frame: int) -> tuple[float, float] | None:
+        points = self.waypoints
+        if not points[0][0] <= frame <= points[-1][0]:
+            return None
+        for (f0, x0, y0), (f1, x1, y1) in itertools.pairwise(points):
+            if f0 <= frame <= f1:
+                t = (frame - f0) / (f1 - f0)
+                return x0 + t * (x1 - x0), y0 + t * (y1 - y0)
+        raise AssertionError("unreachable")
 
 
 def person_crops(model_path: Path) -> list[np.ndarray]:
@@ -85,7 +105,7 @@ def background() -> np.ndarray:
 
 
 def box_of(
-    walker: Walker, crop: np.ndarray, frame: int
+    walker: Walker | Route, crop: np.ndarray, frame: int
 ) -> tuple[int, int, int, int] | None:
     anchor = walker.anchor(frame)
     if anchor is None:
@@ -96,7 +116,10 @@ def box_of(
 
 
 def render(
-    path: Path, walkers: list[Walker], crops: list[np.ndarray], frames: int
+    path: Path,
+    walkers: list[Walker] | list[Route],
+    crops: list[np.ndarray],
+    frames: int,
 ) -> None:
     """Write the scene to an H.264 mp4 at ``FPS``."""
     backdrop = background()

@@ -1,0 +1,66 @@
+"""Periodic aggregates for dashboards: line counts and zone occupancy per interval.
+
+Intervals are aligned to multiples of ``interval_s`` in frame time, so the same file
+gives the same buckets on every run. An interval is reported at the first frame past
+its end (and the last, partial one when the stream ends), as one ``counts`` event.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class IntervalCounts:
+    interval_s: float
+    start: float | None = None
+    lines: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
+    zones: dict[str, list[float]] = field(default_factory=dict)  # max, sum, frames
+
+    def roll(self, now: float) -> dict[str, Any] | None:
+        """Call before adding a frame's counts: the report of the interval that
+        ``now`` closes, if any."""
+        bucket = math.floor(now / self.interval_s) * self.interval_s
+        if self.start is None:
+            self.start = bucket
+            return None
+        if now < self.start + self.interval_s:
+            return None
+        report = self.report(partial=False)
+        self.start = bucket
+        return report
+
+    def add_crossing(self, rule: str, direction: str, class_name: str) -> None:
+        by_direction = self.lines.setdefault(rule, {})
+        counts = by_direction.setdefault(direction, defaultdict(int))
+        counts[class_name] += 1
+
+    def add_occupancy(self, rule: str, count: int) -> None:
+        stats = self.zones.setdefault(rule, [0.0, 0.0, 0.0])
+        stats[0] = max(stats[0], count)
+        stats[1] += count
+        stats[2] += 1
+
+    def report(self, partial: bool) -> dict[str, Any] | None:
+        """This interval's counts, then reset; None before the first frame."""
+        if self.start is None:
+            return None
+        report = {
+            "start": self.start,
+            "end": self.start + self.interval_s,
+            "partial": partial,
+            "lines": {
+                rule: {d: dict(c) for d, c in by_direction.items()}
+                for rule, by_direction in self.lines.items()
+            },
+            "zones": {
+                rule: {"max": int(s[0]), "mean": round(s[1] / s[2], 3)}
+                for rule, s in self.zones.items()
+                if s[2]
+            },
+        }
+        self.lines, self.zones = {}, {}
+        return report

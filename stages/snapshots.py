@@ -1,0 +1,124 @@
+"""Snapshots: the best-confidence crop of every track, as a JPEG per track.
+
+The best crop so far is kept in memory (a small copy) and written only when an event
+of that track needs its path, or when the track ends, so a track whose confidence
+climbs frame after frame costs one copy per improvement and one file write per event.
+The path of a track's snapshot never changes (``<directory>/<camera>/<track>.jpg``);
+a later, better crop replaces the file atomically.
+
+Snapshots are best effort: a full or read-only disk is logged and counted, and the
+event is still delivered, with an empty ``snapshot`` field.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+from pydantic import Field
+
+from pipeline.configtypes import ConfigPath, StrictModel
+
+log = logging.getLogger(__name__)
+
+
+class SnapshotConfig(StrictModel):
+    directory: ConfigPath = Field(description="Folder for <camera>/<track>.jpg files.")
+    margin: float = Field(
+        default=0.1, ge=0, le=1, description="Border added around the box (fraction)."
+    )
+    quality: int = Field(default=90, ge=10, le=100, description="JPEG quality.")
+    min_size_px: int = Field(
+        default=16, ge=1, description="Smaller boxes are not snapshotted."
+    )
+
+
+@dataclass(slots=True)
+class _Best:
+    confidence: float
+    crop: npt.NDArray[np.uint8] | None  # None once written
+    path: str = ""
+
+
+class SnapshotStore:
+    def __init__(self, config: SnapshotConfig, camera: str) -> None:
+        self.config = config
+        self.folder = Path(config.directory) / camera
+        self._best: dict[int, _Best] = {}
+        self.written = 0
+        self.failed = 0
+
+    def offer(
+        self,
+        pixels: npt.NDArray[np.uint8],
+        xyxy: npt.NDArray[np.float32],
+        confidence: npt.NDArray[np.float32],
+        track_ids: npt.NDArray[np.int64],
+    ) -> None:
+        """Keep each track's crop from this frame where it beats the best so far."""
+        height, width = pixels.shape[:2]
+        margin = self.config.margin
+        for box, conf, track_id in zip(
+            xyxy.tolist(), confidence.tolist(), track_ids.tolist(), strict=True
+        ):
+            best = self._best.get(track_id)
+            if best is not None and best.confidence >= conf:
+                continue
+            x1, y1, x2, y2 = box
+            if min(x2 - x1, y2 - y1) < self.config.min_size_px:
+                continue
+            dx, dy = (x2 - x1) * margin, (y2 - y1) * margin
+            left, top = max(0, int(x1 - dx)), max(0, int(y1 - dy))
+            right, bottom = min(width, int(x2 + dx)), min(height, int(y2 + dy))
+            crop = pixels[top:bottom, left:right].copy()
+            path = best.path if best is not None else ""
+            self._best[track_id] = _Best(conf, crop, path)
+
+    def path(self, track_id: int) -> str:
+        """The track's snapshot file, written now if a better crop is pending; ""
+        when the track has none or it cannot be written."""
+        best = self._best.get(track_id)
+        if best is None:
+            return ""
+        if best.crop is not None:
+            self._write(track_id, best)
+        return best.path
+
+    def expire(self, live: set[int]) -> None:
+        """Write and forget the tracks that are no longer ``live``."""
+        for track_id in [t for t in self._best if t not in live]:
+            best = self._best.pop(track_id)
+            if best.crop is not None:
+                self._write(track_id, best)
+
+    def _write(self, track_id: int, best: _Best) -> None:
+        assert best.crop is not None
+        target = self.folder / f"{track_id}.jpg"
+        temporary = target.with_suffix(".jpg.tmp")
+        try:
+            ok, data = cv2.imencode(
+                ".jpg", best.crop, [cv2.IMWRITE_JPEG_QUALITY, self.config.quality]
+            )
+            if not ok:
+                raise OSError("JPEG encoding failed")
+            self.folder.mkdir(parents=True, exist_ok=True)
+            temporary.write_bytes(data.tobytes())
+            os.replace(temporary, target)
+        except OSError as e:
+            self.failed += 1
+            if self.failed == 1 or self.failed % 100 == 0:
+                log.warning(
+                    "snapshot not written (%d so far): %s; is %s writable and "
+                    "not full?",
+                    self.failed,
+                    e,
+                    self.folder,
+                )
+            return
+        best.crop, best.path = None, str(target)
+        self.written += 1

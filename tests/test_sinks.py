@@ -1,0 +1,300 @@
+"""Network sinks against real servers on loopback: a mosquitto broker that goes away
+for 30 s in the middle of a run, and an HTTP receiver that fails its first requests.
+Every event the run stored in SQLite must arrive, once, in order."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import paho.mqtt.client as mqtt
+import pytest
+import yaml
+from conftest import ASSETS, REPO, chain_env, framechain, read_events
+from live import free_port
+
+LINE = {
+    "kind": "line",
+    "name": "mid",
+    "start": [0, 300],
+    "end": [800, 300],
+    "anchor": "center",
+    "classes": ["person"],
+}
+ZONE = {
+    "kind": "zone",
+    "name": "left",
+    "anchor": "center",
+    "polygon": [[0, 0], [400, 0], [400, 450], [0, 450]],
+}
+CROWD = {"kind": "crowd", "name": "busy", "threshold": 8, "min_duration_s": 1.0}
+
+
+def crowd_config(tmp: Path, sink: dict[str, Any], realtime: bool) -> Path:
+    source = {"kind": "file", "path": str(ASSETS / "crowd.mp4"), "realtime": realtime}
+    config = {
+        "models_dir": str(ASSETS),
+        "cameras": {"crowd": {"source": source, "rules": [LINE, ZONE, CROWD]}},
+        "sinks": [{"kind": "sqlite", "path": str(tmp / "events.db")}, sink],
+    }
+    path = tmp / "sinks.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+class Mosquitto:
+    """A real broker on 127.0.0.1 with persistence, so that queued QoS 1 messages
+    for a persistent subscriber survive a restart."""
+
+    def __init__(self, folder: Path) -> None:
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        if not Path(binary).exists():
+            pytest.fail("mosquitto is not installed; run tests/install-system-deps.sh")
+        self.binary = binary
+        self.port = free_port()
+        self.config = folder / "mosquitto.conf"
+        self.config.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            f"persistence true\npersistence_location {folder}/\n"
+            "max_queued_messages 100000\n"
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [self.binary, "-c", str(self.config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError("mosquitto did not start listening")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+class Subscriber:
+    """A persistent-session QoS 1 subscriber that records every message."""
+
+    def __init__(self, port: int) -> None:
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.lock = threading.Lock()
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id="framechain-test-subscriber",
+            clean_session=False,
+        )
+        client.reconnect_delay_set(0.2, 1)
+        client.on_connect = lambda c, u, f, rc, p: c.subscribe(
+            [("framechain/#", 1), ("homeassistant/#", 1)]
+        )
+        client.on_message = self._on_message
+        client.connect("127.0.0.1", port)
+        client.loop_start()
+        self.client = client
+
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        with self.lock:
+            self.messages.append((message.topic, message.payload, message.retain))
+
+    def events(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [
+                json.loads(payload)
+                for topic, payload, _ in self.messages
+                if "/events/" in topic
+            ]
+
+    def last(self, topic: str) -> bytes | None:
+        with self.lock:
+            values = [p for t, p, _ in self.messages if t == topic]
+        return values[-1] if values else None
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@pytest.mark.slow
+def test_mqtt_broker_outage_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    """Events arrive on the documented topics; the broker stops for 30 s mid-run
+    and comes back: every event stored in SQLite is delivered, none twice, in order;
+    retained totals and Home Assistant discovery configs are right."""
+    broker = Mosquitto(tmp_path)
+    broker.start()
+    subscriber = Subscriber(broker.port)
+    sink = {
+        "kind": "mqtt",
+        "host": "127.0.0.1",
+        "port": broker.port,
+        "retry_max_s": 2,
+        "spool_dir": str(tmp_path / "spool"),
+    }
+    config = crowd_config(tmp_path, sink, realtime=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "run", str(config), "--no-progress"],
+        cwd=REPO,
+        env=chain_env(),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while len(subscriber.events()) < 20 and time.monotonic() < deadline:
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.2)
+        assert len(subscriber.events()) >= 20, "no events over MQTT"
+        broker.stop()
+        outage_started = time.monotonic()
+        time.sleep(30)
+        assert process.poll() is None, "the run ended with the broker down"
+        broker.start()
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 0, stderr[-3000:]
+        deadline = time.monotonic() + 15
+        stored = read_events(tmp_path / "events.db")
+        while len(subscriber.events()) < len(stored) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+        subscriber.close()
+        broker.stop()
+    assert time.monotonic() - outage_started > 30
+    received = subscriber.events()
+    ids = Counter(e["event_id"] for e in received)
+    assert [i for i, n in ids.items() if n > 1] == [], "delivered twice"
+    assert set(ids) == {e["event_id"] for e in stored}
+    assert "unavailable" in stderr and "is back after" in stderr
+    # in order: each camera's events arrive in the order they were produced
+    seqs = [e["seq"] for e in received]
+    assert seqs == sorted(seqs)
+    for event in received[:50]:
+        assert event["stream_id"] == "crowd"
+    ins = sum(
+        1 for e in stored if e["kind"] == "line_crossing" and e["direction"] == "in"
+    )
+    outs = sum(
+        1 for e in stored if e["kind"] == "line_crossing" and e["direction"] == "out"
+    )
+    assert ins + outs > 0
+    assert subscriber.last("framechain/crowd/mid/in") == str(ins).encode()
+    assert subscriber.last("framechain/crowd/mid/out") == str(outs).encode()
+    occupancy = [e for e in stored if e["kind"] == "zone_occupancy"][-1]
+    assert (
+        subscriber.last("framechain/crowd/left/occupancy")
+        == str(int(occupancy["value"])).encode()
+    )
+    assert subscriber.last("framechain/status") == b"offline"  # clean shutdown
+    check_discovery(subscriber)
+
+
+def check_discovery(subscriber: Subscriber) -> None:
+    """Home Assistant discovery: one config per sensor, retained, with the keys HA
+    requires, state topics that the sink publishes, unique ids, one device."""
+    with subscriber.lock:
+        configs = {
+            t: json.loads(p)
+            for t, p, _ in subscriber.messages
+            if t.startswith("homeassistant/") and t.endswith("/config")
+        }
+    expected = {
+        "homeassistant/sensor/framechain_crowd_mid_in/config",
+        "homeassistant/sensor/framechain_crowd_mid_out/config",
+        "homeassistant/sensor/framechain_crowd_left_occupancy/config",
+        "homeassistant/binary_sensor/framechain_crowd_busy_crowd/config",
+    }
+    assert set(configs) == expected
+    for topic, config in configs.items():
+        assert topic.split("/")[2] == config["unique_id"]
+        assert config["state_topic"].startswith("framechain/crowd/")
+        assert config["availability_topic"] == "framechain/status"
+        assert config["device"]["identifiers"] == ["framechain_crowd"]
+        assert config["name"]
+    sensor = configs["homeassistant/sensor/framechain_crowd_mid_in/config"]
+    assert sensor["state_class"] == "total_increasing"
+    occupancy = configs["homeassistant/sensor/framechain_crowd_left_occupancy/config"]
+    assert occupancy["state_class"] == "measurement"
+    assert subscriber.last(sensor["state_topic"]) is not None
+
+
+class _FlakyReceiver(BaseHTTPRequestHandler):
+    """Drops the first connection without answering, answers 503 to the next
+    ``failures - 1``, then stores every event it is given."""
+
+    failures: ClassVar[int] = 4
+    requests: ClassVar[list[int]] = []
+    events: ClassVar[list[dict[str, Any]]] = []
+    authorization: ClassVar[list[str]] = []
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        attempt = len(self.requests)
+        self.requests.append(attempt)
+        self.authorization.append(self.headers.get("Authorization", ""))
+        if attempt == 0:
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if attempt < self.failures:
+            self.send_error(503, "busy")
+            return
+        self.events.extend(json.loads(body)["events"])
+        self.send_response(204)
+        self.end_headers()
+
+
+def test_webhook_retries_until_every_event_arrives_once(tmp_path: Path) -> None:
+    """The receiver drops the first request and fails the next three: the sink
+    backs off and retries, the run ends only once all is delivered, and every event
+    in SQLite arrived exactly once, oldest first, with the configured header."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FlakyReceiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    sink = {
+        "kind": "webhook",
+        "url": f"http://127.0.0.1:{server.server_port}/hook",
+        "headers": {"Authorization": "Bearer ${HOOK_TOKEN}"},
+        "retry_max_s": 2,
+        "batch_size": 50,
+        "spool_dir": str(tmp_path / "spool"),
+    }
+    config = crowd_config(tmp_path, sink, realtime=False)
+    try:
+        result = framechain(
+            "run", str(config), "--no-progress", env_extra={"HOOK_TOKEN": "t0ken"}
+        )
+    finally:
+        server.shutdown()
+    assert result.returncode == 0, result.stderr[-3000:]
+    stored = read_events(tmp_path / "events.db")
+    received = _FlakyReceiver.events
+    ids = Counter(e["event_id"] for e in received)
+    assert [i for i, n in ids.items() if n > 1] == []
+    assert set(ids) == {e["event_id"] for e in stored}
+    assert len(_FlakyReceiver.requests) >= _FlakyReceiver.failures + 1
+    assert set(_FlakyReceiver.authorization) == {"Bearer t0ken"}
+    assert "t0ken" not in result.stderr + result.stdout
+    assert [e["seq"] for e in received] == sorted(e["seq"] for e in received)
+    assert "is back after" in result.stderr
