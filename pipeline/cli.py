@@ -1,4 +1,4 @@
-"""``framechain`` command line: run, stage, validate, bench.
+"""``framechain`` command line: run, stage, validate, events, report, keys, bench.
 
 The only place that prints to the terminal and turns errors into exit codes: 0 done,
 1 failed, 2 invalid config.
@@ -122,6 +122,41 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _event_query(args: argparse.Namespace) -> Any:
+    from pipeline.eventstore import Query, parse_time
+
+    return Query(
+        cameras=args.camera or (),
+        rules=getattr(args, "rule", None) or (),
+        kinds=getattr(args, "kind", None) or (),
+        since=parse_time(args.since) if args.since else None,
+        until=parse_time(args.until) if args.until else None,
+        limit=getattr(args, "limit", None),
+    )
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    from pipeline.eventstore import query, render, store_path
+
+    rows = query(store_path(args.source), _event_query(args))
+    sys.stdout.write(render(rows, args.format))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pipeline.eventstore import query, store_path
+    from pipeline.report import draw_report
+
+    path = store_path(args.source)
+    rows = query(path, _event_query(args))
+    drawn = draw_report(rows, Path(args.out), f"framechain: {path.name}", args.bucket)
+    print(
+        f"{args.out}: {drawn['events']} events, {len(drawn['lines'])} line series, "
+        f"{len(drawn['zones'])} zones, {drawn['bucket_s']:g} s buckets"
+    )
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from pipeline.bench import run_bench
 
@@ -151,6 +186,26 @@ def _parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a config; exit 2 if invalid")
     validate.add_argument("config")
     validate.set_defaults(func=cmd_validate)
+
+    def selection(command: argparse.ArgumentParser) -> None:
+        command.add_argument("source", help="event database (.db) or config (.yaml)")
+        command.add_argument("--camera", action="append", help="repeatable")
+        command.add_argument("--since", help="ISO time, Unix time or 15m / 2h / 7d")
+        command.add_argument("--until", help="same forms as --since")
+
+    events = sub.add_parser("events", help="query stored events")
+    selection(events)
+    events.add_argument("--rule", action="append", help="repeatable")
+    events.add_argument("--kind", action="append", help="e.g. line_crossing")
+    events.add_argument("--limit", type=int)
+    events.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    events.set_defaults(func=cmd_events)
+
+    report = sub.add_parser("report", help="PNG chart of counts and occupancy")
+    selection(report)
+    report.add_argument("--out", default="report.png", help="PNG file to write")
+    report.add_argument("--bucket", type=float, help="seconds per bar (default: auto)")
+    report.set_defaults(func=cmd_report)
 
     keys = sub.add_parser("keys", help="create a CURVE keypair for tcp:// links")
     keys.add_argument("name", help="host or stage name, e.g. edge-01")

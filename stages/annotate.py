@@ -120,19 +120,25 @@ class AnnotateStage(Stage):
         self._annotators: list[Any] = []
         self._labels: Any = None
         self.counters: dict[str, int] = {"frames": 0, "published": 0}
+        self._stopping = False
 
     def setup(self) -> None:
         import supervision as sv
 
         cfg = self.config
-        self._annotators = [sv.BoxAnnotator(thickness=2)]
+        by_track = sv.ColorLookup.TRACK
+        self._annotators = [sv.BoxAnnotator(thickness=2, color_lookup=by_track)]
         if cfg.trace_frames:
             self._annotators.append(
                 sv.TraceAnnotator(
-                    trace_length=cfg.trace_frames, position=sv.Position.BOTTOM_CENTER
+                    trace_length=cfg.trace_frames,
+                    position=sv.Position.BOTTOM_CENTER,
+                    color_lookup=by_track,
                 )
             )
-        self._labels = sv.LabelAnnotator(text_scale=0.5, text_padding=3)
+        self._labels = sv.LabelAnnotator(
+            text_scale=0.5, text_padding=3, color_lookup=by_track
+        )
         if cfg.video is not None:
             self._writer = Mp4Writer(str(cfg.video))
         if cfg.http_port is not None:
@@ -223,6 +229,14 @@ class AnnotateStage(Stage):
             ]
             image = self._labels.annotate(image, sv_detections, labels=labels)
         return image
+
+    def stop(self) -> Iterable[Emit]:
+        """Nothing queued here is worth waiting for (the link is lossy)."""
+        self._stopping = True
+        return ()
+
+    def finished(self) -> bool:
+        return self._stopping
 
     def stats(self) -> dict[str, Any]:
         video = self._writer.frames if self._writer is not None else 0

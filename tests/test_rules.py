@@ -209,3 +209,125 @@ def test_camera_class_filter_and_thresholds(config, kept) -> None:
     result = camera.apply(detections)
     expected = detections[np.array(kept, int)] if kept else Detections.empty()
     assert result.confidence.tolist() == expected.confidence.tolist()
+
+
+def run_zone(path: list[tuple[float, float] | None], confirm: int = 2, loiter=None):
+    """Feed one track along ``path`` (None: not detected that frame) at 1 frame/s."""
+    from stages.rules import ZoneVisits
+
+    zone = ZoneVisits(SQUARE, confirm, loiter, lost_after_s=2.0)
+    out = []
+    for t, point in enumerate(path):
+        anchors = np.array([point] if point else [], np.float32).reshape(-1, 2)
+        ids = np.array([5] if point else [], np.int64)
+        classes = np.array([0] if point else [], np.int32)
+        out += [
+            (v.kind, v.at, v.dwell_s, v.reason)
+            for v in zone.update(anchors, ids, classes, float(t))
+        ]
+    return out
+
+
+@pytest.mark.parametrize(
+    ("path", "confirm", "expected"),
+    [
+        # in at t=1, out at t=4: enter dated t=1, exit dated t=4 with 3 s dwell
+        (
+            [(150, 50), (50, 50), (50, 50), (50, 50), (150, 50), (150, 50)],
+            2,
+            [("zone_enter", 1.0, 0.0, ""), ("zone_exit", 4.0, 3.0, "left")],
+        ),
+        # one frame inside is jitter at confirm 2, an entry at confirm 1
+        ([(150, 50), (99, 50), (101, 50), (150, 50)], 2, []),
+        (
+            [(150, 50), (99, 50), (101, 50)],
+            1,
+            [("zone_enter", 1.0, 0.0, ""), ("zone_exit", 2.0, 1.0, "left")],
+        ),
+        # the tracker loses it inside: exit dated when last seen, reason lost
+        (
+            [(150, 50), (50, 50), (50, 50), None, None, None, None],
+            2,
+            [("zone_enter", 1.0, 0.0, ""), ("zone_exit", 2.0, 1.0, "lost")],
+        ),
+    ],
+)
+def test_zone_visits(path, confirm, expected) -> None:
+    assert run_zone(path, confirm) == expected
+
+
+def test_loitering_is_reported_once_per_visit() -> None:
+    inside = [(50, 50)] * 8
+    visits = run_zone([(150, 50), *inside, (150, 50), (150, 50), *inside], 2, 3.0)
+    loiters = [v for v in visits if v[0] == "loitering"]
+    assert [(at, dwell) for _, at, dwell, _ in loiters] == [(4.0, 3.0), (14.0, 3.0)]
+
+
+@pytest.mark.parametrize(
+    ("counts", "expected"),
+    [
+        # 3 frames at >= 3 starts it (dated t=1); 2 below ends it (dated t=6)
+        (
+            [0, 3, 3, 3, 4, 3, 1, 1, 1],
+            [("crowd_start", 1.0, 3, 3), ("crowd_end", 6.0, 1, 4)],
+        ),
+        # hovering at the threshold: 3, 2, 3, 2 never lasts 2 s either way
+        ([3, 2, 3, 2, 3, 2, 3, 2], []),
+        # once started, dips to 2 (>= clear_below 2) never end it: hysteresis
+        ([3, 3, 3, 2, 2, 2, 2, 3, 2, 2], [("crowd_start", 0.0, 3, 3)]),
+    ],
+)
+def test_crowd_hysteresis(counts, expected) -> None:
+    from stages.rules import CrowdMonitor
+
+    crowd = CrowdMonitor(
+        None, threshold=3, min_duration_s=2.0, clear_below=2, clear_duration_s=2.0
+    )
+    changes = []
+    for t, n in enumerate(counts):
+        change = crowd.update(np.zeros((n, 2), np.float32), float(t))
+        if change is not None:
+            changes.append((change.kind, change.at, change.count, change.peak))
+    assert changes == expected
+
+
+def test_interval_counts_align_to_the_interval() -> None:
+    from stages.aggregate import IntervalCounts
+
+    counts = IntervalCounts(10.0)
+    assert counts.roll(3.0) is None
+    counts.add_crossing("door", "in", "person")
+    counts.add_occupancy("hall", 2)
+    counts.add_occupancy("hall", 4)
+    report = counts.roll(12.5)
+    assert report == {
+        "start": 0.0,
+        "end": 10.0,
+        "partial": False,
+        "lines": {"door": {"in": {"person": 1}}},
+        "zones": {"hall": {"max": 4, "mean": 3.0}},
+    }
+    assert counts.roll(15.0) is None
+    assert counts.report(partial=True)["start"] == 10.0
+
+
+def test_spool_is_ordered_durable_and_remembers_deliveries(tmp_path) -> None:
+    from pipeline.messages import Event
+    from stages.spool import DiskSpool
+
+    def event(i: int) -> Event:
+        return Event(f"cam:r:k:-1:{i}", "cam", "r", "k", i, 0.0, 0.0)
+
+    spool = DiskSpool(tmp_path / "s.db")
+    assert spool.append([event(i) for i in range(5)]) == 5
+    assert spool.append([event(3)]) == 0  # already spooled
+    first = spool.peek(2)
+    assert [e.seq for _, e in first] == [0, 1]
+    spool.delivered(first)
+    spool.close()
+    spool = DiskSpool(tmp_path / "s.db")  # as after a restart
+    assert len(spool) == 3
+    assert spool.append([event(0)]) == 0  # delivered before: not again
+    assert [e.seq for _, e in spool.peek(10)] == [2, 3, 4]
+    spool.dead(spool.peek(1), "HTTP 400")
+    assert [e.seq for _, e in spool.peek(10)] == [3, 4]

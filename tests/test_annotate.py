@@ -1,0 +1,190 @@
+"""What people look at: the annotated MJPEG page in a real headless Chromium, the
+annotated MP4, and the store read back by ``framechain events`` and ``report``."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+import yaml
+from conftest import ASSETS, REPO, chain_env, framechain, read_events
+from live import free_port
+
+LINE = {
+    "kind": "line",
+    "name": "mid",
+    "start": [0, 300],
+    "end": [800, 300],
+    "anchor": "center",
+    "classes": ["person"],
+}
+ZONE = {
+    "kind": "zone",
+    "name": "left",
+    "anchor": "center",
+    "polygon": [[0, 0], [400, 0], [400, 450], [0, 450]],
+}
+LINE_RGB = (255, 215, 0)  # stages.annotate.LINE_COLOUR, as RGB
+CLIP_FRAMES = 460
+
+
+def chromium_screenshot(url: str, out: Path, profile: Path) -> None:
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    if binary is None:
+        pytest.fail("chromium is not installed; run tests/install-system-deps.sh")
+    subprocess.run(
+        [
+            binary,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            "--window-size=900,560",
+            f"--screenshot={out}",
+            url,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+def colour_pixels(image_rgb: np.ndarray, rgb: tuple[int, int, int]) -> int:
+    distance = np.abs(image_rgb.astype(np.int16) - np.array(rgb, np.int16)).sum(axis=2)
+    return int((distance < 60).sum())
+
+
+@pytest.fixture(scope="module")
+def annotated_run(tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("annotate")
+    port = free_port()
+    source = {"kind": "file", "path": str(ASSETS / "crowd.mp4"), "realtime": True}
+    config = {
+        "models_dir": str(ASSETS),
+        "cameras": {
+            "crowd": {
+                "source": source,
+                "rules": [LINE, ZONE],
+                "annotate": {"video": str(tmp / "annotated.mp4"), "http_port": port},
+            }
+        },
+        "sinks": [{"kind": "sqlite", "path": str(tmp / "events.db")}],
+    }
+    path = tmp / "annotate.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "run", str(path), "--no-progress"],
+        cwd=REPO,
+        env=chain_env(),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            assert process.poll() is None, process.communicate()
+            try:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/snapshot.jpg", timeout=5
+                ) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.3)
+        time.sleep(2)  # a few seconds in: people and counts on screen
+        chromium_screenshot(
+            f"http://127.0.0.1:{port}/", tmp / "page.png", tmp / "chromium"
+        )
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, stderr[-3000:]
+    return tmp, stdout
+
+
+def test_mjpeg_page_in_chromium_shows_the_annotated_stream(annotated_run) -> None:
+    """The page rendered by a real browser holds a live frame: not blank, with the
+    counting line drawn in its colour and people boxed in between."""
+    tmp, _ = annotated_run
+    page = cv2.cvtColor(cv2.imread(str(tmp / "page.png")), cv2.COLOR_BGR2RGB)
+    frame = page[20:470, 0:800]  # below the page's one-line caption
+    assert frame.std() > 30, "blank"
+    assert (np.abs(frame.astype(int) - 17).sum(axis=2) > 30).mean() > 0.9, (
+        "the stream does not fill its place on the page"
+    )
+    assert colour_pixels(frame, LINE_RGB) > 500, "no counting line drawn"
+
+
+def test_annotated_video_plays_at_the_source_pace(annotated_run) -> None:
+    """The MP4 decodes, holds nearly every frame, lasts as long as the clip, and
+    differs from the source where the annotations are."""
+    tmp, _ = annotated_run
+    with av.open(str(tmp / "annotated.mp4")) as container:
+        stream = container.streams.video[0]
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+        duration = float(stream.duration * stream.time_base)
+    assert len(frames) >= 0.8 * CLIP_FRAMES, len(frames)
+    assert abs(duration - CLIP_FRAMES / 23.98) < 1.5, duration
+    assert frames[0].shape == (450, 800, 3)
+    drawn = [colour_pixels(f[290:310], LINE_RGB) for f in frames[::20]]
+    assert min(drawn) > 300, drawn
+
+
+def test_events_cli_filters_and_formats(annotated_run) -> None:
+    tmp, _ = annotated_run
+    db = tmp / "events.db"
+    stored = read_events(db)
+    crossings = [e for e in stored if e["kind"] == "line_crossing"]
+    result = framechain(
+        "events", str(db), "--kind", "line_crossing", "--format", "json"
+    )
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert {r["event_id"] for r in rows} == {e["event_id"] for e in crossings}
+    assert [r["capture_ts"] for r in rows] == sorted(r["capture_ts"] for r in rows)
+    result = framechain("events", str(db), "--rule", "left", "--format", "csv")
+    table = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert len(table) == sum(e["rule"] == "left" for e in stored)
+    assert {r["kind"] for r in table} <= {"zone_occupancy", "zone_enter", "zone_exit"}
+    middle = sorted(e["capture_ts"] for e in stored)[len(stored) // 2]
+    result = framechain("events", str(db), "--since", str(middle), "--limit", "5")
+    assert result.returncode == 0 and result.stdout.splitlines()[-1] == "5 events"
+    result = framechain("events", str(db), "--since", "last tuesday")
+    assert result.returncode == 1 and result.stderr.startswith("error: cannot read")
+    assert "Traceback" not in result.stderr
+
+
+def test_report_png_is_a_real_chart(annotated_run) -> None:
+    """The report has both panels' content: bars in two colours and a step line,
+    at a sensible size."""
+    tmp, _ = annotated_run
+    out = tmp / "report.png"
+    result = framechain("report", str(tmp / "events.db"), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "2 line series, 1 zones" in result.stdout
+    image = cv2.cvtColor(cv2.imread(str(out)), cv2.COLOR_BGR2RGB)
+    assert image.shape[0] >= 500 and image.shape[1] >= 800
+    blue, orange = (31, 119, 180), (255, 127, 14)  # matplotlib's first two colours
+    top, bottom = image[: image.shape[0] // 2], image[image.shape[0] // 2 :]
+    assert colour_pixels(top, blue) > 500 and colour_pixels(top, orange) > 500
+    assert colour_pixels(bottom, blue) > 300
+    assert len(np.unique(image.reshape(-1, 3), axis=0)) > 50
