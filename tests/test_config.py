@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import ASSETS, framechain
+from conftest import ASSETS, REPO, framechain
 
 CLIP = ASSETS / "crowd.mp4"
 
@@ -180,6 +180,38 @@ MALFORMED = [
     ("missing sinks", VALID.split("sinks:")[0], "sinks", None, "required"),
     ("bad camera name", variant("  cam1:", "  cam 1:"), "cameras.cam 1", 2, "pattern"),
     ("invalid YAML", VALID + "  - : : [\n", "", 16, "invalid YAML"),
+    (
+        "crowd hysteresis upside down",
+        variant(
+            "        end: [800, 200]",
+            "        end: [800, 200]\n      - kind: crowd\n        name: busy\n"
+            "        threshold: 3\n        clear_below: 5",
+        ),
+        "cameras.cam1.rules[1]",
+        11,
+        "must not exceed threshold",
+    ),
+    (
+        "annotate without an output",
+        variant("    rules:", "    annotate: {jpeg_quality: 70}\n    rules:"),
+        "cameras.cam1.annotate",
+        6,
+        "give video",
+    ),
+    (
+        "MQTT password in plain text",
+        VALID + "  - kind: mqtt\n    host: broker\n    password: hunter2\n",
+        "sinks[1].password",
+        18,
+        "plain-text passwords are refused",
+    ),
+    (
+        "webhook that is not http",
+        VALID + "  - kind: webhook\n    url: ftp://example.com/x\n",
+        "sinks[1].url",
+        17,
+        "must start with http",
+    ),
 ]
 
 
@@ -243,3 +275,12 @@ def test_missing_config_file() -> None:
     result = framechain("validate", "/nonexistent/framechain.yaml", timeout=60)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "cannot read config file" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "config", sorted(p.name for p in (REPO / "configs").glob("*.yaml"))
+)
+def test_shipped_configs_validate(config: str) -> None:
+    """Every example in configs/ is valid as shipped."""
+    result = framechain("validate", f"configs/{config}")
+    assert result.returncode == 0, result.stderr
