@@ -380,9 +380,22 @@ class ZoneVisits:
                 del self.tracks[track_id]
         return visits
 
-    def occupants(self) -> list[int]:
-        """Tracks confirmed inside now."""
-        return [k for k, v in self.tracks.items() if v.inside]
+    def end_all(self) -> list[Visit]:
+        """The camera went away: every track inside exits (``lost``), as last seen."""
+        visits = [
+            Visit(
+                "zone_exit",
+                track_id,
+                state.class_id,
+                state.seen,
+                state.seen - state.since,
+                "lost",
+            )
+            for track_id, state in self.tracks.items()
+            if state.inside
+        ]
+        self.tracks.clear()
+        return visits
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from pipeline.backoff import Backoff
+from pipeline.configtypes import ConfigPath, StrictModel
 from pipeline.messages import Event
 from pipeline.stage import Emit
 from stages.sink import EventSink
@@ -21,23 +24,38 @@ from stages.spool import DiskSpool
 log = logging.getLogger(__name__)
 
 
+class ForwardingSinkConfig(StrictModel):
+    """Settings every network sink has: its name, retry pacing and spool."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="Sink name, unique.")
+    retry_initial_s: float = Field(
+        default=1.0, ge=1, le=60, description="First retry delay (then doubled)."
+    )
+    retry_max_s: float = Field(
+        default=30.0, ge=1, le=3600, description="Retry delay cap."
+    )
+    spool_dir: ConfigPath = Field(
+        default="spool",
+        validate_default=True,
+        description="Folder of the disk spool (<name>.db) used while the far end "
+        "is away.",
+    )
+
+
 class ForwardingSink(EventSink):
     tick_interval = 0.2
 
     def __init__(
-        self,
-        streams: Iterable[str],
-        spool_path: Path,
-        label: str,
-        retry: tuple[float, float] = (1.0, 30.0),
+        self, config: ForwardingSinkConfig, streams: Iterable[str], label: str
     ) -> None:
-        """``label`` names the far end in log lines ("MQTT broker host:1883");
-        ``retry``: first and longest delay between delivery attempts."""
+        """``label`` names the far end in log lines ("MQTT broker host:1883")."""
         super().__init__(streams)
-        self.spool_path = spool_path
+        self.spool_path = Path(config.spool_dir) / f"{config.name}.db"
         self.label = label
         self.spool: DiskSpool | None = None
-        self.backoff = Backoff(initial_s=retry[0], max_s=retry[1])
+        self.backoff = Backoff(
+            initial_s=config.retry_initial_s, max_s=config.retry_max_s
+        )
         self.retry_at = 0.0
         self.delivered = 0
         self.outage_since: float | None = None

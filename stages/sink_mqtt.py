@@ -25,20 +25,19 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import msgspec
 from pydantic import Field
 
-from pipeline.configtypes import ConfigPath, EnvStr, SecretRef, StrictModel
+from pipeline.configtypes import ConfigPath, EnvStr, SecretRef
 from pipeline.messages import Event
-from stages.sink_forward import ForwardingSink
+from stages.sink_forward import ForwardingSink, ForwardingSinkConfig
 
 log = logging.getLogger(__name__)
 
 
-class MqttSinkConfig(StrictModel):
+class MqttSinkConfig(ForwardingSinkConfig):
     kind: Literal["mqtt"] = Field(description="MQTT broker (QoS 1, disk spool).")
     name: str = Field(
         default="mqtt",
@@ -72,18 +71,6 @@ class MqttSinkConfig(StrictModel):
     keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keepalive.")
     max_inflight: int = Field(
         default=64, ge=1, le=1000, description="Unacknowledged events at most."
-    )
-    retry_initial_s: float = Field(
-        default=1.0, ge=1, le=60, description="First retry delay (then doubled)."
-    )
-    retry_max_s: float = Field(
-        default=30.0, ge=1, le=3600, description="Retry delay cap."
-    )
-    spool_dir: ConfigPath = Field(
-        default="spool",
-        validate_default=True,
-        description="Folder of the disk spool (<name>.db) used while the broker "
-        "is away.",
     )
 
     def target(self) -> str:
@@ -170,12 +157,7 @@ class MqttSink(ForwardingSink):
         rules: dict[str, list[tuple[str, str]]] | None = None,
     ) -> None:
         """``rules``: per camera, (rule name, rule kind) pairs, for discovery."""
-        super().__init__(
-            streams,
-            Path(config.spool_dir) / f"{config.name}.db",
-            f"MQTT broker {config.host}:{config.port}",
-            (config.retry_initial_s, config.retry_max_s),
-        )
+        super().__init__(config, streams, f"MQTT broker {config.host}:{config.port}")
         self.config = config
         self.rules = rules or {}
         self.prefix = config.topic_prefix.rstrip("/")

@@ -49,6 +49,20 @@ ADDED_COLUMNS = {
 }
 
 
+def open_wal(path: Path, schema: str) -> sqlite3.Connection:
+    """A durable SQLite file (WAL, every commit synced), created with ``schema``.
+
+    Raises:
+        sqlite3.Error, OSError: cannot create or open it.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.executescript(schema)
+    return db
+
+
 class SqliteSinkConfig(StrictModel):
     kind: Literal["sqlite"] = Field(description="SQLite event store (WAL).")
     name: str = Field(
@@ -75,11 +89,7 @@ class SqliteSink(EventSink):
     def setup(self) -> None:
         path = Path(self.config.path)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(SCHEMA)
+            self._db = open_wal(path, SCHEMA)
             present = {row[1] for row in self._db.execute("PRAGMA table_info(events)")}
             for column, declaration in ADDED_COLUMNS.items():
                 if column not in present:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pipeline.errors import FramechainError
 from pipeline.messages import Event, decode, encode
+from stages.sink_sqlite import open_wal
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -40,11 +41,7 @@ class DiskSpool:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(SCHEMA)
+            self._db = open_wal(path, SCHEMA)
             self._db.execute(
                 "DELETE FROM delivered WHERE at < ?",
                 (time.time() - REMEMBER_DELIVERED_S,),

@@ -45,6 +45,7 @@ from stages.rules import (
     LineCounter,
     LineRuleConfig,
     RuleConfig,
+    Visit,
     ZoneCounter,
     ZoneRuleConfig,
     ZoneVisits,
@@ -232,7 +233,7 @@ class TrackStage(Stage):
             if isinstance(message, Detected):
                 emits.extend(self._apply(message, item.parts))
             elif isinstance(message, StreamStatus):
-                emits.append(Emit("events", self._status_event(message)))
+                emits.extend(Emit("events", e) for e in self._status_events(message))
             elif isinstance(message, EndOfStream):
                 self._done = True
                 emits.extend(Emit("events", e) for e in self._final_events(message))
@@ -243,25 +244,46 @@ class TrackStage(Stage):
         )
         return emits
 
-    def _status_event(self, status: StreamStatus) -> Event:
+    def _status_events(self, status: StreamStatus) -> list[Event]:
         """camera_online / camera_offline, stored like any other event. Going
-        offline also ends every track: nothing is carried across an outage (R6)."""
+        offline also ends every track: nothing is carried across an outage (R6), so
+        tracks inside zones exit (reason ``lost``) and their snapshots are written."""
         kind = f"camera_{status.state}"
         self.counters[kind] += 1
-        if status.state == "offline" and self._tracker is not None:
-            self._id_offset = self._max_track_id + 1
-            self._tracker = None
-        return Event(
-            event_id=event_id(self.stream_id, "camera", kind, -1, status.seq),
-            stream_id=self.stream_id,
-            rule="camera",
-            kind=kind,
-            seq=status.seq,
-            pts=0.0,
-            capture_ts=status.ts,
-            direction=status.reason,
-            data={"reason": status.reason, "detail": status.detail},
+        events = []
+        if status.state == "offline":
+            if self._tracker is not None:
+                self._id_offset = self._max_track_id + 1
+                self._tracker = None
+            if self._last_frame is not None:
+                events = self._end_tracks(self._last_frame)
+        events.append(
+            Event(
+                event_id=event_id(self.stream_id, "camera", kind, -1, status.seq),
+                stream_id=self.stream_id,
+                rule="camera",
+                kind=kind,
+                seq=status.seq,
+                pts=0.0,
+                capture_ts=status.ts,
+                direction=status.reason,
+                data={"reason": status.reason, "detail": status.detail},
+            )
         )
+        return events
+
+    def _end_tracks(self, frame: Frame) -> list[Event]:
+        events = []
+        for rule, state in zip(self.rules, self._states, strict=True):
+            if isinstance(state, tuple):
+                for visit in state[1].end_all():
+                    events.append(self._visit_event(frame, rule, visit))
+            elif isinstance(state, LineCounter):
+                state.tracks.clear()
+        if self._snapshots is not None:
+            self._snapshots.expire(set())
+        self._tracks.clear()
+        return events
 
     def _apply(self, message: Detected, parts: Sequence[Any]) -> list[Emit]:
         frame = message.frame
@@ -534,24 +556,25 @@ class TrackStage(Stage):
                 )
             )
         for visit in visits.update(anchors, ids, subset.class_id, message.frame.pts):
-            self.counts[f"{rule.name}/{visit.kind}"] += 1
-            data: dict[str, Any] = {"at_pts": round(visit.at, 3)}
-            if visit.kind != "zone_enter":
-                data["dwell_s"] = round(visit.dwell_s, 3)
-            if visit.reason:
-                data["reason"] = visit.reason
-            events.append(
-                self._event(
-                    message.frame,
-                    rule,
-                    visit.kind,
-                    track_id=visit.track_id,
-                    class_id=visit.class_id,
-                    value=round(visit.dwell_s, 3),
-                    data=data,
-                )
-            )
+            events.append(self._visit_event(message.frame, rule, visit))
         return events
+
+    def _visit_event(self, frame: Frame, rule: RuleConfig, visit: Visit) -> Event:
+        self.counts[f"{rule.name}/{visit.kind}"] += 1
+        data: dict[str, Any] = {"at_pts": round(visit.at, 3)}
+        if visit.kind != "zone_enter":
+            data["dwell_s"] = round(visit.dwell_s, 3)
+        if visit.reason:
+            data["reason"] = visit.reason
+        return self._event(
+            frame,
+            rule,
+            visit.kind,
+            track_id=visit.track_id,
+            class_id=visit.class_id,
+            value=round(visit.dwell_s, 3),
+            data=data,
+        )
 
     def _counts_event(self, frame: Frame, report: dict[str, Any]) -> Event:
         return self._event(

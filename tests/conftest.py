@@ -86,3 +86,38 @@ def read_events(db: Path) -> list[dict[str, Any]]:
             "SELECT * FROM events ORDER BY stream_id, seq, event_id"
         )
         return [dict(row) for row in rows]
+
+
+# Rules for crowd.mp4 (800×450) shared by the chain tests.
+CROWD_LINE = {
+    "kind": "line",
+    "name": "mid",
+    "start": [0, 300],
+    "end": [800, 300],
+    "anchor": "center",
+    "classes": ["person"],
+}
+CROWD_WHOLE_FRAME = {
+    "kind": "zone",
+    "name": "all",
+    "anchor": "center",
+    "polygon": [[0, 0], [800, 0], [800, 450], [0, 450]],
+}
+CROWD_LEFT_HALF = {
+    "kind": "zone",
+    "name": "left",
+    "anchor": "center",
+    "polygon": [[0, 0], [400, 0], [400, 450], [0, 450]],
+}
+
+
+def spawn_run(config: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """``framechain run CONFIG`` in the background, output captured."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "run", str(config), "--no-progress"],
+        cwd=REPO,
+        env=env or chain_env(),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )

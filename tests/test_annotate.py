@@ -8,7 +8,6 @@ import io
 import json
 import shutil
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -18,23 +17,11 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from conftest import ASSETS, REPO, chain_env, framechain, read_events
+from conftest import ASSETS, framechain, read_events, spawn_run
+from conftest import CROWD_LEFT_HALF as ZONE
+from conftest import CROWD_LINE as LINE
 from live import free_port
 
-LINE = {
-    "kind": "line",
-    "name": "mid",
-    "start": [0, 300],
-    "end": [800, 300],
-    "anchor": "center",
-    "classes": ["person"],
-}
-ZONE = {
-    "kind": "zone",
-    "name": "left",
-    "anchor": "center",
-    "polygon": [[0, 0], [400, 0], [400, 450], [0, 450]],
-}
 LINE_RGB = (255, 215, 0)  # stages.annotate.LINE_COLOUR, as RGB
 CLIP_FRAMES = 460
 
@@ -88,14 +75,7 @@ def annotated_run(tmp_path_factory: pytest.TempPathFactory):
     }
     path = tmp / "annotate.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "run", str(path), "--no-progress"],
-        cwd=REPO,
-        env=chain_env(),
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    process = spawn_run(path)
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:

@@ -20,23 +20,10 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ASSETS, REPO, chain_env, read_events
+from conftest import ASSETS, REPO, chain_env, read_events, spawn_run
+from conftest import CROWD_LINE as LINE
+from conftest import CROWD_WHOLE_FRAME as ZONE
 from live import ChainRun, free_port
-
-LINE = {
-    "kind": "line",
-    "name": "mid",
-    "start": [0, 300],
-    "end": [800, 300],
-    "anchor": "center",
-    "classes": ["person"],
-}
-ZONE = {
-    "kind": "zone",
-    "name": "all",
-    "anchor": "center",
-    "polygon": [[0, 0], [800, 0], [800, 450], [0, 450]],
-}
 
 
 def paced_config(tmp: Path, **extra: Any) -> dict[str, Any]:
@@ -57,14 +44,7 @@ def start_cli(
 ) -> subprocess.Popen[str]:
     path = tmp / "appliance.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "run", str(path), "--no-progress"],
-        cwd=REPO,
-        env=env or chain_env(),
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    return spawn_run(path, env)
 
 
 def get(url: str) -> tuple[int, str]:

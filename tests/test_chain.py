@@ -61,7 +61,7 @@ def test_demo_config_validates() -> None:
 def test_demo_stores_events(clean_run: list[dict[str, Any]]) -> None:
     """The demo run produces crossing and zone events for every frame range."""
     kinds = {e["kind"] for e in clean_run}
-    assert kinds == {"line_crossing", "zone_occupancy"}
+    assert kinds == {"line_crossing", "zone_occupancy", "zone_enter", "zone_exit"}
     crossings = [e for e in clean_run if e["kind"] == "line_crossing"]
     assert len(crossings) >= 3
     assert {e["direction"] for e in crossings} <= {"in", "out"}

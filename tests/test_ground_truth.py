@@ -122,4 +122,9 @@ def test_jsonl_sink_holds_the_same_events(scene_events) -> None:
     events, _, jsonl = scene_events
     lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert sorted(e["event_id"] for e in lines) == sorted(e["event_id"] for e in events)
-    assert {e["kind"] for e in lines} == {"line_crossing", "zone_occupancy"}
+    assert {e["kind"] for e in lines} == {
+        "line_crossing",
+        "zone_occupancy",
+        "zone_enter",
+        "zone_exit",
+    }

@@ -22,22 +22,9 @@ import cv2
 import numpy as np
 import pytest
 from conftest import ASSETS, REPO, chain_env, read_events
+from conftest import CROWD_LINE as LINE
+from conftest import CROWD_WHOLE_FRAME as WHOLE_FRAME
 from live import ChainRun, RtspServer, free_port
-
-LINE = {
-    "kind": "line",
-    "name": "mid",
-    "start": [0, 300],
-    "end": [800, 300],
-    "anchor": "center",
-    "classes": ["person"],
-}
-WHOLE_FRAME = {
-    "kind": "zone",
-    "name": "all",
-    "anchor": "center",
-    "polygon": [[0, 0], [800, 0], [800, 450], [0, 450]],
-}
 
 
 def live_config(

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,7 @@ import cv2
 import jsonschema
 import pytest
 import yaml
-from conftest import REPO, chain_env, read_events
+from conftest import REPO, read_events, spawn_run
 from scenes import FPS, HEIGHT, WIDTH, Route, person_crops, render
 
 FRAMES = 150  # 10 s at 15 fps
@@ -102,14 +100,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, assets: Path) -> dict[str, Any
     }
     path = tmp / "monitoring.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "run", str(path), "--no-progress"],
-        cwd=REPO,
-        env=chain_env(),
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    process = spawn_run(path)
     try:
         # once A has entered the zone (about 2 s in), edit the rules in place
         deadline = time.monotonic() + 90

@@ -8,7 +8,6 @@ import json
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -19,23 +18,11 @@ from typing import Any, ClassVar
 import paho.mqtt.client as mqtt
 import pytest
 import yaml
-from conftest import ASSETS, REPO, chain_env, framechain, read_events
+from conftest import ASSETS, framechain, read_events, spawn_run
+from conftest import CROWD_LEFT_HALF as ZONE
+from conftest import CROWD_LINE as LINE
 from live import free_port
 
-LINE = {
-    "kind": "line",
-    "name": "mid",
-    "start": [0, 300],
-    "end": [800, 300],
-    "anchor": "center",
-    "classes": ["person"],
-}
-ZONE = {
-    "kind": "zone",
-    "name": "left",
-    "anchor": "center",
-    "polygon": [[0, 0], [400, 0], [400, 450], [0, 450]],
-}
 CROWD = {"kind": "crowd", "name": "busy", "threshold": 8, "min_duration_s": 1.0}
 
 
@@ -148,14 +135,7 @@ def test_mqtt_broker_outage_loses_and_duplicates_nothing(tmp_path: Path) -> None
         "spool_dir": str(tmp_path / "spool"),
     }
     config = crowd_config(tmp_path, sink, realtime=True)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "run", str(config), "--no-progress"],
-        cwd=REPO,
-        env=chain_env(),
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    process = spawn_run(config)
     try:
         deadline = time.monotonic() + 90
         while len(subscriber.events()) < 20 and time.monotonic() < deadline:
