@@ -102,9 +102,10 @@ def run(tmp_path_factory: pytest.TempPathFactory, assets: Path) -> dict[str, Any
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     process = spawn_run(path)
     try:
-        # once A has entered the zone (about 2 s in), edit the rules in place
+        # once A has entered the zone (B enters first; A at about 1.8 s, after it
+        # crossed where the late line will be), edit the rules in place
         deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and not _has_event(tmp, "zone_enter"):
+        while time.monotonic() < deadline and _count(tmp, "zone_enter") < 2:
             assert process.poll() is None, process.communicate()
             time.sleep(0.2)
         reloaded_at_seq = _last_seq(tmp)
@@ -124,14 +125,13 @@ def run(tmp_path_factory: pytest.TempPathFactory, assets: Path) -> dict[str, Any
     }
 
 
-def _has_event(tmp: Path, kind: str) -> bool:
+def _count(tmp: Path, kind: str) -> int:
     try:
         with sqlite3.connect(tmp / "events.db") as db:
-            return bool(
-                db.execute("SELECT 1 FROM events WHERE kind = ?", (kind,)).fetchone()
-            )
+            query = "SELECT COUNT(*) FROM events WHERE kind = ?"
+            return int(db.execute(query, (kind,)).fetchone()[0])
     except sqlite3.Error:
-        return False
+        return 0
 
 
 def _last_seq(tmp: Path) -> int:

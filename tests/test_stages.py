@@ -103,3 +103,79 @@ def test_decoded_pixels_match_pyav(assets: Path) -> None:
     got = np.frombuffer(first.parts[0], np.uint8).reshape(expected.shape)
     assert np.array_equal(got, expected)
     decode.close()
+
+
+def tracked_events(confidence: float, pixels: bool = False) -> tuple[list, object]:
+    """Drive a track stage with one box walking down across a line, at a given
+    detection confidence; returns the events and the stage."""
+    from pipeline.detections import Detections
+    from pipeline.messages import Detected, Event
+    from stages.rules import LineRuleConfig, ZoneRuleConfig
+    from stages.track import TrackerConfig, TrackStage
+
+    rules = [
+        LineRuleConfig(
+            kind="line",
+            name="door",
+            start=(0, 100),
+            end=(200, 100),
+            low_confidence_below=0.5,
+        ),
+        ZoneRuleConfig(
+            kind="zone", name="all", polygon=[(0, 0), (200, 0), (200, 200), (0, 200)]
+        ),
+    ]
+    tracker = TrackerConfig(high_confidence=0.4)  # lets a 0.45 box start a track
+    stage = TrackStage("cam", tracker, rules, annotate=pixels)
+    stage.setup()
+    events = []
+    image = np.full((200, 200, 3), 90, np.uint8)
+    for seq in range(30):
+        y = 40 + 4 * seq
+        detections = Detections(
+            np.array([[80, y - 40, 120, y]], np.float32),
+            np.array([confidence], np.float32),
+            np.array([0], np.int32),
+        )
+        frame = Frame("cam", seq, 0.0, seq / 10, 200, 200, 10.0, None)
+        parts = [*detections.to_parts(), memoryview(image).cast("B")]
+        message = Detected(frame, 1, ("person",), pixels=pixels)
+        for emit in stage.process([Received("detections", message, parts)]):
+            if isinstance(emit.message, Event):
+                events.append(emit.message)
+            elif emit.port == "annotate":
+                events.append(emit)
+    return events, stage
+
+
+@pytest.mark.parametrize(("confidence", "low"), [(0.9, False), (0.45, True)])
+def test_events_carry_the_tracks_confidence(confidence: float, low: bool) -> None:
+    """Events of a track carry its mean confidence and the low-confidence flag set
+    by the rule's threshold; events without a track carry neither."""
+    events, _ = tracked_events(confidence)
+    crossing = [e for e in events if e.kind == "line_crossing"]
+    assert len(crossing) == 1 and crossing[0].direction == "in"
+    assert crossing[0].confidence == pytest.approx(confidence, abs=1e-3)
+    assert crossing[0].low_confidence is low
+    occupancy = [e for e in events if e.kind == "zone_occupancy"]
+    assert occupancy and all(
+        e.track_id == -1 and not e.low_confidence for e in occupancy
+    )
+
+
+def test_annotate_port_gets_tracked_frames_with_pixels() -> None:
+    """With annotation on, every frame goes out on the lossy annotate port with the
+    tracker ids, the pixels and the rules' geometry and counts."""
+    from pipeline.detections import Detections
+
+    emits, _ = tracked_events(0.9, pixels=True)
+    frames = [e for e in emits if not hasattr(e, "kind")]
+    assert len(frames) == 30
+    last = frames[-1]
+    assert last.message.tracked and last.message.pixels
+    detections = Detections.from_parts(last.message.count, last.parts, tracked=True)
+    assert detections.tracker_id.tolist() == [0]
+    assert np.asarray(last.parts[-1]).nbytes == 200 * 200 * 3
+    line = last.message.overlay["lines"][0]
+    assert (line["name"], line["in"], line["out"]) == ("door", 1, 0)
+    assert last.message.overlay["zones"][0]["count"] == 1
