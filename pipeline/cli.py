@@ -1,4 +1,5 @@
-"""``framechain`` command line: run, stage, validate, events, report, keys, bench.
+"""``framechain`` command line: run, stage, validate, events, report, replay, keys,
+bench.
 
 The only place that prints to the terminal and turns errors into exit codes: 0 done,
 1 failed, 2 invalid config.
@@ -157,6 +158,32 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    import msgspec
+
+    from pipeline.replay import replay_events
+
+    loaded = _load(args.config)
+    stats: dict[str, Any] = {}
+    encoder = msgspec.json.Encoder()
+    out = Path(args.out).open("wb") if args.out else sys.stdout.buffer
+    try:
+        for event in replay_events(loaded, args.camera, Path(args.recording), stats):
+            out.write(encoder.encode(msgspec.structs.asdict(event)) + b"\n")
+    finally:
+        if args.out:
+            out.close()
+        else:
+            out.flush()
+    rate = stats["frames"] / stats["seconds"] if stats.get("seconds") else 0.0
+    print(
+        f"replayed {stats['frames']} frames into {stats['events']} events; "
+        f"tracking and rules at {rate:.0f} frames/s",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from pipeline.bench import run_bench
 
@@ -206,6 +233,15 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--out", default="report.png", help="PNG file to write")
     report.add_argument("--bucket", type=float, help="seconds per bar (default: auto)")
     report.set_defaults(func=cmd_report)
+
+    replay = sub.add_parser(
+        "replay", help="track and rules on a recording (links.record), no detector"
+    )
+    replay.add_argument("recording", help="file written by links.record")
+    replay.add_argument("--config", required=True, help="rules and tracker settings")
+    replay.add_argument("--camera", help="needed when the config has several")
+    replay.add_argument("--out", help="events as JSON Lines (default: stdout)")
+    replay.set_defaults(func=cmd_replay)
 
     keys = sub.add_parser("keys", help="create a CURVE keypair for tcp:// links")
     keys.add_argument("name", help="host or stage name, e.g. edge-01")

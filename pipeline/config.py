@@ -134,6 +134,11 @@ class LinksConfig(StrictModel):
         default_factory=dict,
         description="Override a link's URI by endpoint name, e.g. detect.in: tcp://...",
     )
+    record: dict[str, ConfigPath] = Field(
+        default_factory=dict,
+        description="Record what a stage receives on an endpoint, e.g. "
+        "track.cam1.in: cam1.fcrec (replay with framechain replay).",
+    )
 
 
 class HttpConfig(StrictModel):
@@ -182,6 +187,27 @@ class FramechainConfig(StrictModel):
                 f"sink names must be unique, got {names}; set name: on each"
             )
         return self
+
+    @model_validator(mode="after")
+    def _known_recorded_links(self) -> FramechainConfig:
+        known = self.endpoint_names()
+        unknown = sorted(set(self.links.record) - known)
+        if unknown:
+            raise ValueError(
+                f"links.record: no endpoint {unknown[0]!r}; this config has "
+                f"{', '.join(sorted(known))}"
+            )
+        return self
+
+    def endpoint_names(self) -> set[str]:
+        """Every link endpoint of the chain this config describes."""
+        names = {"detect.in"} | {f"sink.{s.name}.in" for s in self.sinks}
+        for camera, cam in self.cameras.items():
+            names |= {f"capture.{camera}.out", f"decode.{camera}.acks"}
+            names.add(f"track.{camera}.in")
+            if cam.annotate:
+                names.add(f"annotate.{camera}.in")
+        return names
 
 
 class LoadedConfig:

@@ -12,6 +12,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -20,6 +21,7 @@ import zmq
 from pipeline.errors import ConfigError, FramechainError, MessageError
 from pipeline.log import setup_logging
 from pipeline.messages import Detected, Heartbeat, Packet
+from pipeline.recording import Recorder
 from pipeline.stage import Emit, Received, Stage
 from pipeline.transport import Endpoint, LinkOptions, make_socket, receive, send
 
@@ -45,6 +47,9 @@ class StagePlan:
     # neighbour is cut off by its exit, and it can still answer a re-send.
     exit_when_finished: bool = False
     labels: dict[str, str] = field(default_factory=dict)
+    # input port -> recording file: every message received there is also written
+    # to it (``links.record``), for replay without the stages before it.
+    record: dict[str, Path] = field(default_factory=dict)
 
 
 class _Stopping(Exception):
@@ -69,6 +74,7 @@ class StageRuntime:
         self.state = "starting"
         self.stage: Stage | None = None
         self._authenticator: Any = None
+        self.recorders: dict[str, Recorder] = {}
 
     # -- lifecycle -----------------------------------------------------------------
     def request_stop(self, signum: int, _frame: FrameType | None) -> None:
@@ -85,6 +91,7 @@ class StageRuntime:
     def run(self) -> int:
         try:
             self._open_sockets()
+            self.recorders = {p: Recorder(path) for p, path in self.plan.record.items()}
             self._heartbeat(force=True)
             self.stage = self.plan.build()
             self.stage.setup()
@@ -142,6 +149,8 @@ class StageRuntime:
             )
 
     def _close(self) -> None:
+        for recorder in self.recorders.values():
+            recorder.close()
         if self.stage is not None:
             try:
                 self.stage.close()
@@ -218,6 +227,8 @@ class StageRuntime:
                         log.warning("dropped a message on %s: %s", port, e)
                         continue
                     batch.append(Received(port, message, parts))
+                    if port in self.recorders:
+                        self.recorders[port].write(message, parts)
                     if not stage.accepts(port):
                         break
             if deadline is None:
@@ -263,6 +274,8 @@ class StageRuntime:
         if self.control is None or (not force and now < self.next_heartbeat):
             return
         self.next_heartbeat = now + HEARTBEAT_INTERVAL_S
+        for recorder in self.recorders.values():
+            recorder.flush()
         stats: dict[str, Any] = dict(self.counters)
         times = os.times()
         stats["cpu_s"] = times.user + times.system

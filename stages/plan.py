@@ -12,6 +12,7 @@ travel inline instead of through shared memory)::
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +52,24 @@ def stage_names(loaded: LoadedConfig) -> list[str]:
 
 
 def build_plan(loaded: LoadedConfig, name: str, runtime_dir: Path) -> StagePlan:
-    """The plan of one stage process, by its name (see ``stage_names``).
+    """The plan of one stage process, by its name (see ``stage_names``), with the
+    recordings ``links.record`` asks of its inputs.
 
     Raises:
         KeyError: no stage of that name in this config.
     """
+    plan = _build_plan(loaded, name, runtime_dir)
+    record = {
+        e.port: Path(loaded.config.links.record[endpoint])
+        for endpoint in loaded.config.links.record
+        for e in plan.endpoints
+        if e.socket_type == zmq.PULL
+        and e.uri == endpoint_uri(loaded, runtime_dir, endpoint)
+    }
+    return replace(plan, record=record) if record else plan
+
+
+def _build_plan(loaded: LoadedConfig, name: str, runtime_dir: Path) -> StagePlan:
     cfg = loaded.config
     links = cfg.links
     frames = LinkOptions(hwm=links.frame_hwm, linger_ms=0)

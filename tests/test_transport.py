@@ -140,3 +140,30 @@ def test_invalid_header_is_rejected() -> None:
     with pytest.raises(MessageError):
         decode(b"\x93\xa3bad\x01\x02")
     assert decode(encode(Ack("cam", 7))) == Ack("cam", 7)
+
+
+def test_recording_round_trip_and_cut_short(tmp_path) -> None:
+    """A recording gives back every message with its parts, in order; a file cut
+    mid-message yields what was whole and then says so in one line."""
+    from pipeline.errors import FramechainError
+    from pipeline.messages import Ack, EndOfStream
+    from pipeline.recording import Recorder, replay
+
+    path = tmp_path / "link.fcrec"
+    recorder = Recorder(path)
+    recorder.write(Ack("cam", 1), [b"abc", memoryview(bytes(range(256)))])
+    recorder.write(EndOfStream("cam", 2, "eof", 2), [])
+    recorder.close()
+    got = list(replay(path))
+    assert got == [
+        (Ack("cam", 1), [b"abc", bytes(range(256))]),
+        (EndOfStream("cam", 2, "eof", 2), []),
+    ]
+    path.write_bytes(path.read_bytes()[:-3])
+    messages = []
+    with pytest.raises(FramechainError, match="cut short"):
+        messages.extend(replay(path))
+    assert messages == [got[0]]
+    (tmp_path / "other").write_bytes(b"not a recording")
+    with pytest.raises(FramechainError, match="not a framechain recording"):
+        list(replay(tmp_path / "other"))
