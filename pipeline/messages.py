@@ -60,6 +60,8 @@ class Frame(msgspec.Struct, frozen=True, array_like=True, tag="frame"):
 
     Pixels are in shared memory when ``shm`` is set, else inline in part 0 (tcp links).
     ``seq`` numbers the frames of one stream without gaps; downstream stages check it.
+    ``motion`` false: the camera's motion gate found nothing new in this frame, so
+    detect may reuse the camera's last detections instead of running the model.
     """
 
     stream_id: str
@@ -71,6 +73,7 @@ class Frame(msgspec.Struct, frozen=True, array_like=True, tag="frame"):
     fps: float
     shm: FrameRef | None
     timings: tuple[Timing, ...] = ()
+    motion: bool = True
 
 
 class Detected(msgspec.Struct, frozen=True, array_like=True, tag="detected"):

@@ -80,8 +80,11 @@ def print_summary(loaded: Any, supervisor: Supervisor, file: IO[str]) -> None:
             lines.append("    no line crossings")
     detect = supervisor.children["detect"].stats
     if detect:
+        gated = detect.get("frames_gated", 0)
         lines.append(
-            f"  detect: mean batch {detect.get('mean_batch', 0):.2f}, "
+            f"  detect: {detect.get('frames', 0)} frames inferred"
+            + (f", {gated} skipped by the motion gate" if gated else "")
+            + f", mean batch {detect.get('mean_batch', 0):.2f}, "
             f"{detect.get('infer_ms_per_frame', 0):.1f} ms inference per frame"
         )
     for sink in loaded.config.sinks:

@@ -28,6 +28,7 @@ from pipeline.messages import Ack, EndOfStream, Frame, Packet, StreamStatus, Tim
 from pipeline.metrics import FrameAges
 from pipeline.shm import FrameRing
 from pipeline.stage import Clock, Emit, Received, Stage, WallClock
+from stages.motion import MotionConfig, MotionGate
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,10 @@ class DecodeConfig(StrictModel):
     )
     resize: tuple[int, int] | None = Field(
         default=None, description="Scale frames to [width, height] before they travel."
+    )
+    motion: MotionConfig | None = Field(
+        default=None,
+        description="Motion gate: detect only frames where something moves.",
     )
     threads: int = Field(
         default=1, ge=0, le=64, description="Decoder threads (0: auto)."
@@ -93,6 +98,7 @@ class DecodeStage(Stage):
         self._fps = 0.0
         self._last_progress = time.monotonic()
         self._ages = FrameAges()
+        self._motion = MotionGate(config.motion) if config.motion else None
         self.counters = {
             "decode_errors": 0,
             "resent": 0,
@@ -334,6 +340,7 @@ class DecodeStage(Stage):
             fps=self._effective_fps(),
             shm=ref,
             timings=(Timing("decode", started, time.time()),),
+            motion=self._motion.update(pixels, pts) if self._motion else True,
         )
         self._ages.add(capture_ts)
         return Emit("frames", message, parts)
@@ -354,6 +361,9 @@ class DecodeStage(Stage):
             "in_flight": len(self._outstanding),
             **self._ages.report("frame_age_out"),
             **self.counters,
+            "motion_frames_gated": (
+                self._motion.frames - self._motion.opened if self._motion else 0
+            ),
         }
 
     def close(self) -> None:

@@ -118,6 +118,7 @@ class DetectStage(Stage):
         self.max_wait_s = config.max_wait_ms / 1000
         self._reader = RingReader()
         self._filters: dict[str, _CameraFilter] = {}
+        self._last: dict[str, Detections] = {}  # per camera, for gated frames
         self._ended: set[str] = set()
         self._model: Any = None
         self.counters: dict[str, Any] = defaultdict(int)
@@ -157,6 +158,10 @@ class DetectStage(Stage):
                 out.append((message.stream_id, message.seq, Emit(port, message)))
             elif isinstance(message, Frame):
                 self._ages.add(message.capture_ts, started)
+                reused = self._reuse(message, item.parts, started)
+                if reused is not None:
+                    out.append((message.stream_id, message.seq, reused))
+                    continue
                 try:
                     frames.append((message, self._pixels(message, item.parts)))
                 except SlotOverwrittenError as e:
@@ -177,12 +182,25 @@ class DetectStage(Stage):
         for i, detections in results.items():
             frame, pixels = frames[i]
             detections = self._filters[frame.stream_id].apply(detections)
+            self._last[frame.stream_id] = detections
             inline = frame.shm is None and frame.stream_id in self.pixels_for
             emit = self._message(
                 frame, detections, started, finished, pixels if inline else None
             )
             out.append((frame.stream_id, frame.seq, emit))
         return [emit for _, _, emit in sorted(out, key=lambda o: (o[0], o[1]))]
+
+    def _reuse(self, frame: Frame, parts: Sequence[Any], now: float) -> Emit | None:
+        """A frame the camera's motion gate closed: its last detections again, no
+        inference (None: run the model)."""
+        last = self._last.get(frame.stream_id)
+        if frame.motion or last is None:
+            return None
+        pixels = None
+        if frame.shm is None and frame.stream_id in self.pixels_for:
+            pixels = self._pixels(frame, parts)
+        self.counters["frames_gated"] += 1
+        return self._message(frame, last, now, now, pixels)
 
     def _infer(
         self,
