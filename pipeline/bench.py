@@ -26,8 +26,18 @@ from typing import Any
 
 import yaml
 
+SUITES = ("single", "cameras", "transport", "latency", "soak")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "suite",
+        nargs="?",
+        default="single",
+        choices=SUITES,
+        help="single camera (default), cameras (1..8), transport (1080p hop), "
+        "latency (live source), soak (memory and frame age over minutes)",
+    )
     parser.add_argument(
         "--clip",
         default="crowd.mp4",
@@ -43,6 +53,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--models-dir", default=None, help="default: $FRAMECHAIN_MODELS"
     )
     parser.add_argument("--skip-ultralytics", action="store_true")
+    parser.add_argument(
+        "--cameras", default="1,2,4,8", help="cameras suite: camera counts"
+    )
+    parser.add_argument(
+        "--source", help="latency/soak: an rtsp:// URL (default: the clip, paced)"
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=60, help="latency: seconds per run"
+    )
+    parser.add_argument("--minutes", type=float, default=10, help="soak: duration")
+    parser.add_argument(
+        "--soak-imgsz",
+        type=int,
+        default=1280,
+        help="soak: detector input size (the default makes it slower than the source)",
+    )
     parser.add_argument("--markdown", help="also write the table to this file")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
 
@@ -116,14 +142,92 @@ def _worker_ultralytics(model: Path, clip: Path, imgsz: int) -> dict[str, float]
     }
 
 
+def _worker_loop(model: Path, clip: Path, imgsz: int) -> dict[str, float]:
+    """The hand-written loop people write: Ultralytics predict, supervision's
+    ByteTrack and LineZone, one process, one frame at a time."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    import supervision as sv
+    from ultralytics import YOLO
+
+    yolo = YOLO(str(model), task="detect")
+    tracker = sv.ByteTrack()
+    line = sv.LineZone(start=sv.Point(0, 200), end=sv.Point(4000, 200))
+    started = time.perf_counter()
+    first = last = 0.0
+    frames = 0
+    for result in yolo.predict(
+        source=str(clip), stream=True, imgsz=imgsz, verbose=False
+    ):
+        detections = tracker.update_with_detections(
+            sv.Detections.from_ultralytics(result)
+        )
+        line.trigger(detections)
+        last = time.perf_counter()
+        if frames == 0:
+            first = last
+        frames += 1
+    return {
+        "fps": (frames - 1) / (last - first),
+        "wall_s": last - started,
+        "frames": frames,
+    }
+
+
+def _worker_streams(
+    model: Path, clip: Path, imgsz: int, streams: int
+) -> dict[str, float]:
+    """Ultralytics' own multi-stream mode: a ``.streams`` file, one tracker per
+    stream, batched inference."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    from ultralytics import YOLO
+
+    listing = Path(tempfile.mkdtemp()) / "bench.streams"
+    listing.write_text("\n".join([str(clip)] * streams) + "\n")
+    yolo = YOLO(str(model), task="detect")
+    started = time.perf_counter()
+    first = last = 0.0
+    frames = 0
+    for _ in yolo.track(
+        source=str(listing),
+        stream=True,
+        imgsz=imgsz,
+        verbose=False,
+        tracker="bytetrack.yaml",
+    ):
+        last = time.perf_counter()
+        if frames == 0:
+            first = last
+        frames += 1
+    return {
+        "fps": (frames - 1) / (last - first),
+        "wall_s": last - started,
+        "frames": frames,
+    }
+
+
 def _worker(args: argparse.Namespace) -> int:
+    from pipeline import benchsuite
+
     spec = json.loads(args.worker)
-    if spec["what"] == "limit":
+    what = spec["what"]
+    if what == "limit":
         result = _worker_limit(Path(spec["model"]), tuple(spec["shape"]), spec["batch"])
-    else:
+    elif what == "ultralytics":
         result = _worker_ultralytics(
             Path(spec["model"]), Path(spec["clip"]), spec["imgsz"]
         )
+    elif what == "loop":
+        result = _worker_loop(Path(spec["model"]), Path(spec["clip"]), spec["imgsz"])
+    elif what == "ultralytics-streams":
+        result = _worker_streams(
+            Path(spec["model"]), Path(spec["clip"]), spec["imgsz"], spec["streams"]
+        )
+    elif what == "transport-send":
+        result = benchsuite.worker_transport(spec["mode"])
+    elif what == "transport-recv":
+        result = benchsuite.worker_transport_receive(spec["data"], spec["acks"])
+    else:
+        raise ValueError(f"unknown bench worker {what!r}")
     print(json.dumps(result))
     return 0
 
@@ -197,6 +301,7 @@ def _chain(
 def run_bench(args: argparse.Namespace) -> int:
     if args.worker:
         return _worker(args)
+    from pipeline import benchsuite
     from pipeline.log import setup_logging
 
     setup_logging("bench", "WARNING")
@@ -207,6 +312,19 @@ def run_bench(args: argparse.Namespace) -> int:
         else _resolve(args.clip, args.models_dir)
     )
     shape = _input_shape(clip, args.imgsz)
+    if args.suite != "single":
+        if args.suite == "cameras":
+            table = benchsuite.suite_cameras(args, model, clip, shape)
+        elif args.suite == "transport":
+            table = benchsuite.suite_transport(args)
+        elif args.suite == "latency":
+            table = benchsuite.suite_latency(args, model, clip)
+        else:
+            table = benchsuite.suite_soak(args, model, clip)
+        print(table)
+        if args.markdown:
+            Path(args.markdown).write_text(table + "\n")
+        return 0
     results: dict[str, list[dict[str, float]]] = {}
     base = {"model": str(model), "shape": shape}
     for repeat in range(args.repeats):
@@ -218,6 +336,16 @@ def run_bench(args: argparse.Namespace) -> int:
             _spawn({**base, "what": "limit", "batch": args.batch})
         )
         if not args.skip_ultralytics:
+            results.setdefault("l", []).append(
+                _spawn(
+                    {
+                        "what": "loop",
+                        "model": str(model),
+                        "clip": str(clip),
+                        "imgsz": args.imgsz,
+                    }
+                )
+            )
             results.setdefault("b", []).append(
                 _spawn(
                     {
@@ -272,6 +400,12 @@ def _table(
             f"{_runs(results['b'])} | "
             f"{_median(results['b'], 'wall_s'):.1f} |"
         )
+    if "l" in results:
+        rows.append(
+            f"| (b') hand-written Ultralytics predict + supervision ByteTrack/LineZone "
+            f"loop | {_median(results['l'], 'fps'):.1f} | {_runs(results['l'])} | "
+            f"{_median(results['l'], 'wall_s'):.1f} |"
+        )
     rows.append(
         f"| (c) framechain chain (mean batch "
         f"{_median(results['c'], 'mean_batch'):.2f}) | {c:.1f} | "
@@ -281,6 +415,8 @@ def _table(
     ratios = [f"c/a = {c / limit:.2f} (against the faster limit, {limit:.1f} fps)"]
     if "b" in results:
         ratios.append(f"c/b = {c / _median(results['b'], 'fps'):.2f}")
+    if "l" in results:
+        ratios.append(f"c/b' = {c / _median(results['l'], 'fps'):.2f}")
     header = (
         f"clip {clip.name}, model {model.name}, imgsz {args.imgsz} "
         f"(input {shape[0]}×{shape[1]}), {os.cpu_count()} cores, "

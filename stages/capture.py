@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import msgspec
 from pydantic import Field, field_validator
 
 from pipeline.configtypes import EnvPath, StrictModel
@@ -54,13 +55,13 @@ class CaptureStage(Stage):
         self.stream_id = stream_id
         self.source = source
         self.clock = clock or WallClock()
-        self._packets: Iterator[tuple[Packet, bytes]] | None = None
-        self._pending: tuple[Packet, bytes] | None = None
+        self._packets: Iterator[tuple[Packet, bytes, float | None]] | None = None
+        self._pending: tuple[Packet, bytes, float | None] | None = None
         self._done = False
         self._ended = False
         self._seq = 0
         self._start_wall = 0.0
-        self._start_pts: float | None = None
+        self._start_due: float | None = None
         self._total_frames = -1
         self._container: Any = None
 
@@ -80,11 +81,17 @@ class CaptureStage(Stage):
         self._total_frames = int(stream.frames or -1)
         self._packets = self._read(stream)
 
-    def _read(self, stream: Any) -> Iterator[tuple[Packet, bytes]]:
+    def _read(self, stream: Any) -> Iterator[tuple[Packet, bytes, float | None]]:
+        """Packets in file (decode) order, each with the time it is due when the
+        file plays like a camera: its DTS, continued across loops, so an encoder's
+        steady output rate is what the chain sees (PTS order would burst around
+        B-frames)."""
         ctx = stream.codec_context
         fps = float(stream.average_rate or stream.guessed_rate or 25)
         extradata = bytes(ctx.extradata) if ctx.extradata else None
+        offset = 0.0  # added to the due times of each loop after the first
         while True:
+            first_raw = last_raw = None
             for packet in self._container.demux(stream):
                 if packet.size == 0:  # demuxer flush packet
                     continue
@@ -93,6 +100,12 @@ class CaptureStage(Stage):
                     if packet.pts is not None
                     else None
                 )
+                stamp = packet.dts if packet.dts is not None else packet.pts
+                due = None
+                if stamp is not None:
+                    last_raw = float(stamp * packet.time_base)
+                    first_raw = last_raw if first_raw is None else first_raw
+                    due = last_raw + offset
                 message = Packet(
                     stream_id=self.stream_id,
                     seq=self._seq,
@@ -107,22 +120,24 @@ class CaptureStage(Stage):
                     extradata=extradata if packet.is_keyframe else None,
                 )
                 self._seq += 1
-                yield message, bytes(packet)
+                yield message, bytes(packet), due
             if not self.source.loop:
                 return
             self._container.seek(0)
+            if first_raw is not None and last_raw is not None:
+                offset += last_raw - first_raw + 1 / fps
 
-    def _wait_s(self, packet: Packet) -> float:
+    def _wait_s(self, due_s: float | None) -> float:
         """Seconds until a realtime-paced packet is due (0: send now)."""
-        if not self.source.realtime or packet.pts is None:
+        if not self.source.realtime or due_s is None:
             return 0.0
-        if self._start_pts is None:
-            self._start_pts, self._start_wall = packet.pts, time.monotonic()
-        due = self._start_wall + packet.pts - self._start_pts
+        if self._start_due is None:
+            self._start_due, self._start_wall = due_s, time.monotonic()
+        due = self._start_wall + due_s - self._start_due
         return max(0.0, due - time.monotonic())
 
     def next_awake(self) -> float | None:
-        return None if self._pending is None else self._wait_s(self._pending[0])
+        return None if self._pending is None else self._wait_s(self._pending[2])
 
     def produce(self) -> Iterable[Emit]:
         if self._done or self._packets is None:
@@ -136,11 +151,13 @@ class CaptureStage(Stage):
             except OSError as e:  # PyAV errors are OSErrors
                 log.error("read error on %s: %s", self.stream_id, redact(str(e)))
                 return self._end("error")
-        if self._wait_s(pending[0]) > 0:
+        if self._wait_s(pending[2]) > 0:
             self._pending = pending
             return ()
         self._pending = None
-        packet, payload = pending
+        packet, payload, _ = pending
+        # captured when it leaves, as a camera's packet would be
+        packet = msgspec.structs.replace(packet, capture_ts=self.clock.now())
         return (Emit("packets", packet, (payload,)),)
 
     def _end(self, reason: str) -> Sequence[Emit]:

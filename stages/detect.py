@@ -147,6 +147,7 @@ class DetectStage(Stage):
     def process(self, batch: Sequence[Received]) -> Iterable[Emit]:
         started = time.time()
         frames: list[tuple[Frame, np.ndarray]] = []
+        gated: list[tuple[Frame, Sequence[Any]]] = []
         # (stream, seq, emit): sorted at the end so each stream's order holds
         out: list[tuple[str, int, Emit]] = []
         for item in batch:
@@ -158,9 +159,8 @@ class DetectStage(Stage):
                 out.append((message.stream_id, message.seq, Emit(port, message)))
             elif isinstance(message, Frame):
                 self._ages.add(message.capture_ts, started)
-                reused = self._reuse(message, item.parts, started)
-                if reused is not None:
-                    out.append((message.stream_id, message.seq, reused))
+                if not message.motion and self._gate_open_for(message, frames):
+                    gated.append((message, item.parts))
                     continue
                 try:
                     frames.append((message, self._pixels(message, item.parts)))
@@ -179,28 +179,52 @@ class DetectStage(Stage):
                 )
             )
         finished = time.time()
+        detected: list[tuple[Frame, Detections, np.ndarray]] = []
         for i, detections in results.items():
             frame, pixels = frames[i]
-            detections = self._filters[frame.stream_id].apply(detections)
-            self._last[frame.stream_id] = detections
-            inline = frame.shm is None and frame.stream_id in self.pixels_for
-            emit = self._message(
-                frame, detections, started, finished, pixels if inline else None
+            detected.append(
+                (frame, self._filters[frame.stream_id].apply(detections), pixels)
             )
-            out.append((frame.stream_id, frame.seq, emit))
+        out += self._emit_in_order(detected, gated, started, finished)
         return [emit for _, _, emit in sorted(out, key=lambda o: (o[0], o[1]))]
 
-    def _reuse(self, frame: Frame, parts: Sequence[Any], now: float) -> Emit | None:
-        """A frame the camera's motion gate closed: its last detections again, no
-        inference (None: run the model)."""
-        last = self._last.get(frame.stream_id)
-        if frame.motion or last is None:
-            return None
-        pixels = None
-        if frame.shm is None and frame.stream_id in self.pixels_for:
-            pixels = self._pixels(frame, parts)
-        self.counters["frames_gated"] += 1
-        return self._message(frame, last, now, now, pixels)
+    def _gate_open_for(self, frame: Frame, queued: list[tuple[Frame, Any]]) -> bool:
+        """Whether a frame without motion can reuse detections: the camera has some
+        from an earlier frame (this batch's or a previous one)."""
+        return frame.stream_id in self._last or any(
+            f.stream_id == frame.stream_id for f, _ in queued
+        )
+
+    def _emit_in_order(
+        self,
+        detected: list[tuple[Frame, Detections, np.ndarray]],
+        gated: list[tuple[Frame, Sequence[Any]]],
+        started: float,
+        finished: float,
+    ) -> list[tuple[str, int, Emit]]:
+        """Detected and gated frames in sequence per camera, so that a gated frame
+        reuses the detections of the frame just before it, even in the same batch."""
+        items: list[tuple[str, int, Any]] = [
+            (f.stream_id, f.seq, (f, d, p)) for f, d, p in detected
+        ] + [(f.stream_id, f.seq, (f, None, parts)) for f, parts in gated]
+        out = []
+        for stream, seq, (frame, detections, extra) in sorted(
+            items, key=lambda i: (i[0], i[1])
+        ):
+            pixels = None
+            if detections is None:  # gated: the camera's last detections again
+                detections = self._last.get(stream, Detections.empty())
+                self.counters["frames_gated"] += 1
+                if frame.shm is None and stream in self.pixels_for:
+                    pixels = self._pixels(frame, extra)
+                emit = self._message(frame, detections, started, started, pixels)
+            else:
+                self._last[stream] = detections
+                if frame.shm is None and stream in self.pixels_for:
+                    pixels = extra
+                emit = self._message(frame, detections, started, finished, pixels)
+            out.append((stream, seq, emit))
+        return out
 
     def _infer(
         self,

@@ -182,6 +182,8 @@ def _load_session(
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    if os.environ.get("FRAMECHAIN_ORT_SPIN") == "0":
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if not build:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:

@@ -179,3 +179,25 @@ def test_annotate_port_gets_tracked_frames_with_pixels() -> None:
     line = last.message.overlay["lines"][0]
     assert (line["name"], line["in"], line["out"]) == ("door", 1, 0)
     assert last.message.overlay["zones"][0]["count"] == 1
+
+
+def test_paced_file_is_due_in_decode_order_and_keeps_pace_across_loops(
+    assets: Path,
+) -> None:
+    """A file played like a camera sends packets in decode order at DTS pace, never
+    bunched around B-frames, and the second loop continues one frame after the
+    first ended instead of bursting."""
+    capture = CaptureStage(
+        "cam",
+        FileSourceConfig(
+            kind="file", path=str(assets / "crowd.mp4"), realtime=True, loop=True
+        ),
+    )
+    capture.setup()
+    assert capture._packets is not None
+    dues = [next(capture._packets)[2] for _ in range(2 * 460 + 10)]
+    capture.close()
+    steps = np.diff(np.array(dues, np.float64))
+    frame = 1001 / 24000
+    assert np.all(steps > 0)
+    assert np.allclose(steps, frame, atol=1e-3), steps.max()
