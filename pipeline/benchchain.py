@@ -102,17 +102,11 @@ def run_chain(
     return ChainResult(code, wall, stats, samples)
 
 
-def file_camera(
-    clip: Path, realtime: bool = False, loop: bool = False
-) -> dict[str, Any]:
-    """A camera on a file, with the benchmark's one counting line."""
+def file_camera(clip: Path, live: bool = False) -> dict[str, Any]:
+    """A camera on a file, with the benchmark's one counting line; ``live``: played
+    as a camera, looped, frames dropped when the chain falls behind."""
     return {
-        "source": {
-            "kind": "file",
-            "path": str(clip),
-            "realtime": realtime,
-            "loop": loop,
-        },
+        "source": {"kind": "file", "path": str(clip), "live": live, "loop": live},
         "rules": [
             {"kind": "line", "name": "mid", "start": [0, 200], "end": [4000, 200]}
         ],

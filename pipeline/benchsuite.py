@@ -317,7 +317,7 @@ def _live_camera(args: Any, clip: Path) -> dict[str, Any]:
             "source": {"kind": "rtsp", "url": args.source},
             "rules": file_camera(clip)["rules"],
         }
-    return file_camera(clip, realtime=True, loop=True)
+    return file_camera(clip, live=True)
 
 
 def _histogram_quantile(histogram: dict[str, Any], q: float) -> float:
@@ -357,7 +357,7 @@ def suite_latency(args: Any, model: Path, clip: Path) -> str:
                 "fps": float(track["fps"]),
             }
         )
-    source = args.source or f"{clip.name} paced at its own frame rate, looped"
+    source = args.source or f"{clip.name} played live (paced, looped, lossy)"
     rows = [
         "| run | capture→event p50 (ms) | p99 (ms) | worst 1 s window p99 (ms) | "
         "histogram p50 / p99 bucket (ms) | fps |",
@@ -390,7 +390,13 @@ def suite_soak(args: Any, model: Path, clip: Path) -> str:
         result = run_chain(
             config, Path(tmp), sample_every_s=10.0, stop_after_s=minutes * 60
         )
-    samples = [s for s in result.samples if "track.live" in s.stats]
+    samples = [
+        s
+        for s in result.samples
+        if "track.live" in s.stats
+        and len(s.rss_mb) == len(result.stats)
+        and all(s.rss_mb.values())
+    ]
     warm = next(s for s in samples if s.at >= 60)
     last = samples[-1]
     rows = [
@@ -430,7 +436,7 @@ def suite_soak(args: Any, model: Path, clip: Path) -> str:
         for s in samples
         if s.at >= minutes * 60 * 3 / 4
     ]
-    source = args.source or f"{clip.name} paced at its own frame rate, looped"
+    source = args.source or f"{clip.name} played live (paced, looped, lossy)"
     return "\n".join(
         [
             f"{minutes:g} minutes, source {source}, model {model.name} at imgsz "

@@ -35,6 +35,11 @@ class FileSourceConfig(StrictModel):
     loop: bool = Field(
         default=False, description="Start over at the end (demos, soak)."
     )
+    live: bool = Field(
+        default=False,
+        description="Play it as a camera would (implies realtime): when the chain "
+        "falls behind, frames are dropped and counted instead of waited for.",
+    )
 
     @field_validator("path")
     @classmethod
@@ -118,6 +123,7 @@ class CaptureStage(Stage):
                     fps=fps,
                     total_frames=self._total_frames,
                     extradata=extradata if packet.is_keyframe else None,
+                    live=self.source.live,
                 )
                 self._seq += 1
                 yield message, bytes(packet), due
@@ -129,7 +135,7 @@ class CaptureStage(Stage):
 
     def _wait_s(self, due_s: float | None) -> float:
         """Seconds until a realtime-paced packet is due (0: send now)."""
-        if not self.source.realtime or due_s is None:
+        if not (self.source.realtime or self.source.live) or due_s is None:
             return 0.0
         if self._start_due is None:
             self._start_due, self._start_wall = due_s, time.monotonic()

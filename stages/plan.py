@@ -92,9 +92,17 @@ def _build_plan(loaded: LoadedConfig, name: str, runtime_dir: Path) -> StagePlan
     streams = list(cfg.cameras)
     if kind == "capture" and target in cfg.cameras:
         camera = cfg.cameras[target]
-        live = not isinstance(camera.source, FileSourceConfig)
+        file = isinstance(camera.source, FileSourceConfig)
         endpoint = link("packets", zmq.PUSH, f"capture.{target}.out", True, packets)
-        if live:
+        if file and camera.source.live:  # type: ignore[union-attr]
+            return StagePlan(
+                name,
+                kind,
+                (endpoint,),
+                lambda: CaptureStage(target, camera.source),  # type: ignore[arg-type]
+                lossy_ports=frozenset({"packets"}),
+            )
+        if not file:
             # a live source never waits for the chain: full queues drop packets
             return StagePlan(
                 name,
