@@ -54,6 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--skip-ultralytics", action="store_true")
     parser.add_argument(
+        "--overlap",
+        action="store_true",
+        help="detector.overlap on: prepare a batch while the previous one is inferred",
+    )
+    parser.add_argument(
         "--cameras", default="1,2,4,8", help="cameras suite: camera counts"
     )
     parser.add_argument(
@@ -246,7 +251,7 @@ def _spawn(spec: dict[str, Any]) -> dict[str, float]:
 
 # -- framechain ---------------------------------------------------------------
 def _chain(
-    model: Path, clip: Path, imgsz: int, batch: int, tmp: Path
+    model: Path, clip: Path, imgsz: int, batch: int, tmp: Path, overlap: bool = True
 ) -> dict[str, float]:
     from pipeline.config import load_config
     from pipeline.supervisor import Supervisor, remove_stale_rings, stage_command
@@ -268,7 +273,12 @@ def _chain(
                 ],
             }
         },
-        "detector": {"model": model.name, "imgsz": imgsz, "max_batch": batch},
+        "detector": {
+            "model": model.name,
+            "imgsz": imgsz,
+            "max_batch": batch,
+            "overlap": overlap,
+        },
         "sinks": [{"kind": "sqlite", "path": str(tmp / "events.db")}],
     }
     path = tmp / "bench.yaml"
@@ -358,7 +368,7 @@ def run_bench(args: argparse.Namespace) -> int:
             )
         with tempfile.TemporaryDirectory(prefix="framechain-bench-") as tmp:
             results.setdefault("c", []).append(
-                _chain(model, clip, args.imgsz, args.batch, Path(tmp))
+                _chain(model, clip, args.imgsz, args.batch, Path(tmp), args.overlap)
             )
     table = _table(results, args, model, clip, shape)
     print(table)

@@ -7,6 +7,8 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -46,6 +48,12 @@ class DetectorConfig(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto",
         description="auto: CUDA when onnxruntime-gpu is installed, else CPU.",
+    )
+    overlap: bool = Field(
+        default=False,
+        description="Prepare the next batch while the model runs the current one "
+        "(for many-core and GPU boxes; on 2 cores it costs batch size: "
+        "docs/benchmarks.md).",
     )
     threads: int | None = Field(
         default=None,
@@ -98,8 +106,21 @@ class _CameraFilter:
         return detections if keep.all() else detections[keep]
 
 
+@dataclass
+class _Batch:
+    """One received batch on its way through the model."""
+
+    started: float
+    frames: list[tuple[Frame, np.ndarray]] = field(default_factory=list)
+    # (frame indices, their letterboxes, the inference running on them)
+    groups: list[tuple[list[int], list[Any], Future[Any]]] = field(default_factory=list)
+    gated: list[tuple[Frame, Sequence[Any]]] = field(default_factory=list)
+    other: list[tuple[str, int, Emit]] = field(default_factory=list)
+
+
 class DetectStage(Stage):
     kind: ClassVar[str] = "detect"
+    tick_interval = 0.001  # hands on a finished batch when no new one comes
 
     def __init__(
         self,
@@ -119,6 +140,8 @@ class DetectStage(Stage):
         self._reader = RingReader()
         self._filters: dict[str, _CameraFilter] = {}
         self._last: dict[str, Detections] = {}  # per camera, for gated frames
+        self._pending: _Batch | None = None  # its inference is running
+        self._pool: ThreadPoolExecutor | None = None
         self._ended: set[str] = set()
         self._model: Any = None
         self.counters: dict[str, Any] = defaultdict(int)
@@ -133,6 +156,7 @@ class DetectStage(Stage):
             self.model_path, self.config.imgsz, self.config.threads, self.config.device
         )
         self._model.warm_up()
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="inference")
         self._filters = {
             stream: _CameraFilter(cfg, self._model.names, self.config.confidence)
             for stream, cfg in self.cameras.items()
@@ -145,47 +169,119 @@ class DetectStage(Stage):
         return np.frombuffer(parts[0], np.uint8).reshape(shape)
 
     def process(self, batch: Sequence[Received]) -> Iterable[Emit]:
-        started = time.time()
-        frames: list[tuple[Frame, np.ndarray]] = []
-        gated: list[tuple[Frame, Sequence[Any]]] = []
-        # (stream, seq, emit): sorted at the end so each stream's order holds
-        out: list[tuple[str, int, Emit]] = []
+        """Prepare this batch and start its inference; with ``overlap``, return the
+        previous batch's results (its inference ran while this one was prepared),
+        else this batch's own."""
+        prepared = self._prepare(batch)
+        if not self.config.overlap:
+            return self._complete(prepared)
+        out = self._complete(self._pending) if self._pending is not None else []
+        self._pending = prepared
+        return out
+
+    def tick(self, now: float) -> Iterable[Emit]:
+        """No new batch came: hand on the one in flight once the model is done."""
+        pending = self._pending
+        if pending is None or not all(f.done() for _, _, f in pending.groups):
+            return ()
+        self._pending = None
+        return self._complete(pending)
+
+    def next_awake(self) -> float | None:
+        return 0.002 if self._pending is not None else None
+
+    def stop(self) -> Iterable[Emit]:
+        pending, self._pending = self._pending, None
+        return self._complete(pending) if pending is not None else ()
+
+    def _prepare(self, batch: Sequence[Received]) -> _Batch:
+        """Sort the batch, letterbox its frames and queue their inference."""
+        prepared = _Batch(time.time())
         for item in batch:
             message = item.message
             if isinstance(message, EndOfStream | StreamStatus):
                 if isinstance(message, EndOfStream):
                     self._ended.add(message.stream_id)
                 port = f"track.{message.stream_id}"
-                out.append((message.stream_id, message.seq, Emit(port, message)))
+                prepared.other.append(
+                    (message.stream_id, message.seq, Emit(port, message))
+                )
             elif isinstance(message, Frame):
-                self._ages.add(message.capture_ts, started)
-                if not message.motion and self._gate_open_for(message, frames):
-                    gated.append((message, item.parts))
+                self._ages.add(message.capture_ts, prepared.started)
+                if not message.motion and self._gate_open_for(message, prepared.frames):
+                    prepared.gated.append((message, item.parts))
                     continue
                 try:
-                    frames.append((message, self._pixels(message, item.parts)))
+                    prepared.frames.append((message, self._pixels(message, item.parts)))
                 except SlotOverwrittenError as e:
                     self.counters["frames_missed"] += 1
                     log.warning("%s", e)
         groups: dict[tuple[int, int], list[int]] = defaultdict(list)
-        boxes = [self._model.letterbox(f.height, f.width) for f, _ in frames]
+        boxes = [self._model.letterbox(f.height, f.width) for f, _ in prepared.frames]
         for i, box in enumerate(boxes):
             groups[(box.input_h, box.input_w)].append(i)
-        results: dict[int, Detections] = {}
         for indices in groups.values():
-            results.update(
-                self._infer(
-                    [frames[i] for i in indices], [boxes[i] for i in indices], indices
-                )
+            valid, tensor = self._tensor(
+                [prepared.frames[i] for i in indices], [boxes[i] for i in indices]
             )
-        finished = time.time()
+            if valid:
+                kept = [indices[j] for j in valid]
+                assert self._pool is not None
+                future = self._pool.submit(self._run_model, tensor)
+                prepared.groups.append((kept, [boxes[i] for i in kept], future))
+        return prepared
+
+    def _tensor(
+        self, frames: list[tuple[Frame, np.ndarray]], boxes: list[Any]
+    ) -> tuple[list[int], np.ndarray]:
+        """The letterboxed input tensor, and which frames were still intact in
+        their slots after being copied into it."""
+        from stages.yolo import preprocess
+
+        tensor = preprocess([pixels for _, pixels in frames], boxes)
+        valid = []
+        for j, (frame, _) in enumerate(frames):
+            try:
+                if frame.shm is not None:
+                    self._reader.verify(frame.shm, (frame.height, frame.width, 3))
+                valid.append(j)
+            except SlotOverwrittenError as e:
+                self.counters["frames_missed"] += 1
+                log.warning("%s", e)
+        if len(valid) < len(frames):
+            tensor = tensor[valid]
+        return valid, tensor
+
+    def _run_model(self, tensor: np.ndarray) -> tuple[np.ndarray, float]:
+        """On the inference thread (ONNX Runtime releases the GIL)."""
+        t0 = time.perf_counter()
+        output = self._model.infer(tensor)
+        return output, time.perf_counter() - t0
+
+    def _complete(self, prepared: _Batch) -> list[Emit]:
+        """Wait for the batch's inference, decode it, and emit every message of the
+        batch in each camera's order."""
+        from stages.yolo import postprocess
+
+        cfg = self.config
         detected: list[tuple[Frame, Detections, np.ndarray]] = []
-        for i, detections in results.items():
-            frame, pixels = frames[i]
-            detected.append(
-                (frame, self._filters[frame.stream_id].apply(detections), pixels)
-            )
-        out += self._emit_in_order(detected, gated, started, finished)
+        for indices, boxes, future in prepared.groups:
+            output, seconds = future.result()
+            self._infer_s += seconds
+            self._inference.observe(seconds)
+            self.counters["batches"] += 1
+            self.counters["frames"] += len(indices)
+            for k, (i, box) in enumerate(zip(indices, boxes, strict=True)):
+                frame, pixels = prepared.frames[i]
+                detections = postprocess(
+                    output[k], box, cfg.confidence, cfg.iou, cfg.max_det
+                )
+                detections = self._filters[frame.stream_id].apply(detections)
+                detected.append((frame, detections, pixels))
+        finished = time.time()
+        out = prepared.other + self._emit_in_order(
+            detected, prepared.gated, prepared.started, finished
+        )
         return [emit for _, _, emit in sorted(out, key=lambda o: (o[0], o[1]))]
 
     def _gate_open_for(self, frame: Frame, queued: list[tuple[Frame, Any]]) -> bool:
@@ -226,42 +322,6 @@ class DetectStage(Stage):
             out.append((stream, seq, emit))
         return out
 
-    def _infer(
-        self,
-        frames: list[tuple[Frame, np.ndarray]],
-        boxes: list[Any],
-        indices: list[int],
-    ) -> dict[int, Detections]:
-        from stages.yolo import postprocess, preprocess
-
-        tensor = preprocess([pixels for _, pixels in frames], boxes)
-        valid = []
-        for j, (frame, _) in enumerate(frames):
-            try:
-                if frame.shm is not None:
-                    self._reader.verify(frame.shm, (frame.height, frame.width, 3))
-                valid.append(j)
-            except SlotOverwrittenError as e:
-                self.counters["frames_missed"] += 1
-                log.warning("%s", e)
-        if not valid:
-            return {}
-        t0 = time.perf_counter()
-        output = self._model.infer(
-            tensor[valid] if len(valid) < len(frames) else tensor
-        )
-        self._infer_s += time.perf_counter() - t0
-        self._inference.observe(time.perf_counter() - t0)
-        self.counters["batches"] += 1
-        self.counters["frames"] += len(valid)
-        cfg = self.config
-        return {
-            indices[j]: postprocess(
-                output[k], boxes[j], cfg.confidence, cfg.iou, cfg.max_det
-            )
-            for k, j in enumerate(valid)
-        }
-
     def _message(
         self,
         frame: Frame,
@@ -283,7 +343,7 @@ class DetectStage(Stage):
         return Emit(f"track.{frame.stream_id}", message, parts)
 
     def finished(self) -> bool:
-        return self._ended >= set(self.cameras)
+        return self._ended >= set(self.cameras) and self._pending is None
 
     def stats(self) -> dict[str, Any]:
         frames = self.counters["frames"]
@@ -296,4 +356,6 @@ class DetectStage(Stage):
         }
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
         self._reader.close()

@@ -201,3 +201,86 @@ def test_paced_file_is_due_in_decode_order_and_keeps_pace_across_loops(
     frame = 1001 / 24000
     assert np.all(steps > 0)
     assert np.allclose(steps, frame, atol=1e-3), steps.max()
+
+
+@pytest.mark.parametrize(("live", "lossy"), [(False, frozenset()), (True, {"packets"})])
+def test_a_live_file_drops_like_a_camera(tmp_path: Path, assets: Path, live, lossy):
+    """A file played ``live`` gets a lossy capture link and live packets (decode then
+    keeps only the newest frames); a plain file keeps backpressure and drops nothing."""
+    import yaml
+
+    from pipeline.config import load_config
+    from stages.plan import build_plan
+
+    source = {"kind": "file", "path": str(assets / "crowd.mp4"), "live": live}
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "models_dir": str(assets),
+                "cameras": {"cam": {"source": source}},
+                "sinks": [{"kind": "sqlite", "path": str(tmp_path / "e.db")}],
+            }
+        )
+    )
+    plan = build_plan(load_config(config), "capture.cam", tmp_path)
+    assert plan.lossy_ports == lossy
+    capture = plan.build()
+    capture.setup()
+    first = next(capture._packets)[0]
+    capture.close()
+    assert first.live is live
+
+
+def detect_all(assets: Path, overlap: bool) -> list:
+    """Twelve real frames through a detect stage in batches of four, then the end
+    of the stream; returns what it sent, in order."""
+    import time
+
+    import av
+
+    from pipeline.detections import Detections
+    from stages.detect import CameraDetectConfig, DetectorConfig, DetectStage
+
+    stage = DetectStage(
+        DetectorConfig(overlap=overlap),
+        assets / "yolo11n.onnx",
+        {"cam": CameraDetectConfig()},
+    )
+    stage.setup()
+    received = []
+    with av.open(str(assets / "crowd.mp4")) as container:
+        for seq, frame in enumerate(container.decode(video=0)):
+            pixels = frame.to_ndarray(format="bgr24")
+            header = Frame(
+                "cam", seq, 0.0, seq / 24, pixels.shape[1], pixels.shape[0], 24.0, None
+            )
+            received.append(Received("frames", header, [pixels.tobytes()]))
+            if seq == 11:
+                break
+    received.append(Received("frames", EndOfStream("cam", 12, "eof", 12)))
+    out = []
+    for start in range(0, len(received), 4):
+        out += stage.process(received[start : start + 4])
+    while not stage.finished():
+        out += stage.tick(time.time())
+        time.sleep(0.001)
+    stage.close()
+    result = []
+    for emit in out:
+        if isinstance(emit.message, EndOfStream):
+            result.append(("eos", emit.message.seq, None))
+        else:
+            d = Detections.from_parts(emit.message.count, emit.parts)
+            result.append(("frame", emit.message.frame.seq, d.xyxy.round(2).tolist()))
+    return result
+
+
+def test_detect_overlap_keeps_results_and_order(assets: Path) -> None:
+    """Preparing a batch while the previous one is inferred changes nothing but
+    speed: the same detections, each camera's order kept, the end of stream last."""
+    plain, overlapped = detect_all(assets, False), detect_all(assets, True)
+    assert [kind for kind, _, _ in plain] == ["frame"] * 12 + ["eos"]
+    assert [seq for _, seq, _ in plain] == list(range(13))
+    assert overlapped == plain
+    assert sum(len(boxes) for _, _, boxes in plain[:-1]) > 12 * 5  # a crowd
