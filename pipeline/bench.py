@@ -21,10 +21,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 SUITES = ("single", "cameras", "transport", "latency", "soak")
 
@@ -121,21 +120,17 @@ def _worker_limit(model: Path, shape: tuple[int, int], batch: int) -> dict[str, 
     return {"fps": runs * batch / elapsed}
 
 
-def _worker_ultralytics(model: Path, clip: Path, imgsz: int) -> dict[str, float]:
-    os.environ.setdefault("YOLO_OFFLINE", "1")
-    from ultralytics import YOLO
-
-    yolo = YOLO(str(model), task="detect")
+def _steady(
+    results: Iterable[Any], each: Callable[[Any], None] | None = None
+) -> dict[str, float]:
+    """Consume a stream of results: steady-state fps (frames after the first over
+    the time from the first to the last), wall time from the start, frames."""
     started = time.perf_counter()
     first = last = 0.0
     frames = 0
-    for _ in yolo.track(
-        source=str(clip),
-        stream=True,
-        imgsz=imgsz,
-        verbose=False,
-        tracker="bytetrack.yaml",
-    ):
+    for result in results:
+        if each is not None:
+            each(result)
         last = time.perf_counter()
         if frames == 0:
             first = last
@@ -145,6 +140,22 @@ def _worker_ultralytics(model: Path, clip: Path, imgsz: int) -> dict[str, float]
         "wall_s": last - started,
         "frames": frames,
     }
+
+
+def _worker_ultralytics(model: Path, clip: Path, imgsz: int) -> dict[str, float]:
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    from ultralytics import YOLO
+
+    yolo = YOLO(str(model), task="detect")
+    return _steady(
+        yolo.track(
+            source=str(clip),
+            stream=True,
+            imgsz=imgsz,
+            verbose=False,
+            tracker="bytetrack.yaml",
+        )
+    )
 
 
 def _worker_loop(model: Path, clip: Path, imgsz: int) -> dict[str, float]:
@@ -159,23 +170,14 @@ def _worker_loop(model: Path, clip: Path, imgsz: int) -> dict[str, float]:
     yolo = YOLO(str(model), task="detect")
     tracker = ByteTrackTracker()
     line = sv.LineZone(start=sv.Point(0, 200), end=sv.Point(4000, 200))
-    started = time.perf_counter()
-    first = last = 0.0
-    frames = 0
-    for result in yolo.predict(
-        source=str(clip), stream=True, imgsz=imgsz, verbose=False
-    ):
-        detections = tracker.update(sv.Detections.from_ultralytics(result))
-        line.trigger(detections)
-        last = time.perf_counter()
-        if frames == 0:
-            first = last
-        frames += 1
-    return {
-        "fps": (frames - 1) / (last - first),
-        "wall_s": last - started,
-        "frames": frames,
-    }
+
+    def track_and_count(result: Any) -> None:
+        line.trigger(tracker.update(sv.Detections.from_ultralytics(result)))
+
+    return _steady(
+        yolo.predict(source=str(clip), stream=True, imgsz=imgsz, verbose=False),
+        track_and_count,
+    )
 
 
 def _worker_streams(
@@ -251,60 +253,21 @@ def _spawn(spec: dict[str, Any]) -> dict[str, float]:
 
 # -- framechain ---------------------------------------------------------------
 def _chain(
-    model: Path, clip: Path, imgsz: int, batch: int, tmp: Path, overlap: bool = True
+    model: Path, clip: Path, imgsz: int, batch: int, tmp: Path, overlap: bool = False
 ) -> dict[str, float]:
-    from pipeline.config import load_config
-    from pipeline.supervisor import Supervisor, remove_stale_rings, stage_command
-    from stages.plan import ring_prefix, stage_names
+    from pipeline.benchchain import chain_config, file_camera, run_chain
 
-    config = {
-        "models_dir": str(model.parent),
-        "log_level": "WARNING",
-        "cameras": {
-            "bench": {
-                "source": {"kind": "file", "path": str(clip)},
-                "rules": [
-                    {
-                        "kind": "line",
-                        "name": "mid",
-                        "start": [0, 200],
-                        "end": [4000, 200],
-                    }
-                ],
-            }
-        },
-        "detector": {
-            "model": model.name,
-            "imgsz": imgsz,
-            "max_batch": batch,
-            "overlap": overlap,
-        },
-        "sinks": [{"kind": "sqlite", "path": str(tmp / "events.db")}],
-    }
-    path = tmp / "bench.yaml"
-    path.write_text(yaml.safe_dump(config))
-    loaded = load_config(path)
-    runtime = tmp / "run"
-    runtime.mkdir(mode=0o700, exist_ok=True)
-    supervisor = Supervisor(
-        stage_names(loaded),
-        stage_command(loaded.path, runtime),
-        runtime,
-        loaded.config.supervisor,
-    )
-    started = time.perf_counter()
-    code = supervisor.run()
-    wall = time.perf_counter() - started
-    remove_stale_rings(ring_prefix(runtime))
-    stats = supervisor.children["track.bench"].stats
-    detect = supervisor.children["detect"].stats
-    if code != 0:
+    config = chain_config(model, {"bench": file_camera(clip)}, tmp, imgsz, batch)
+    config["detector"]["overlap"] = overlap
+    result = run_chain(config, tmp)
+    if result.code != 0:
         raise RuntimeError("the framechain chain failed during the benchmark")
+    stats = result.stats["track.bench"]
     return {
         "fps": float(stats["fps"]),
-        "wall_s": wall,
+        "wall_s": result.wall_s,
         "frames": stats["frames"],
-        "mean_batch": float(detect.get("mean_batch", 0)),
+        "mean_batch": float(result.stats["detect"].get("mean_batch", 0)),
     }
 
 
