@@ -164,8 +164,11 @@ class MqttSink(ForwardingSink):
         self.status_topic = f"{self.prefix}/status"
         self._connection: _Connection | None = None
         self._connect_started = 0.0
-        # spool position -> message ids not yet acknowledged, in publish order
-        self._inflight: dict[int, tuple[Event, set[int]]] = {}
+        # spool position -> (event, message id -> index of its messages not yet
+        # acknowledged), in publish order
+        self._inflight: dict[int, tuple[Event, dict[int, int]]] = {}
+        # spool position -> indices of its messages to send again after a reconnect
+        self._resend: dict[int, set[int]] = {}
         self._last_position = 0
         self._encoder = msgspec.json.Encoder()
 
@@ -183,6 +186,9 @@ class MqttSink(ForwardingSink):
         with connection.lock:
             state, reason = connection.state, connection.reason
             acked, connection.acked = connection.acked, set()
+        # acknowledgements that arrived before a disconnect still count: only what
+        # the broker never acknowledged is sent again
+        self._collect(acked)
         if state == "connecting":
             if now - self._connect_started > 10:
                 self._drop_connection("connect timed out")
@@ -193,23 +199,29 @@ class MqttSink(ForwardingSink):
         if self._connect_started:  # first pass on a new session
             self._connect_started = 0.0
             self._announce()
-        self._collect(acked)
         self._publish_more()
 
     def _drop_connection(self, reason: str) -> None:
         if self._connection is not None:
             self._connection.close()
         self._connection = None
-        self._inflight.clear()  # the spool re-sends what was not acknowledged
+        # the spool re-sends what was not acknowledged, and of an event only the
+        # messages the broker did not acknowledge
+        for position, (_, pending) in self._inflight.items():
+            self._resend[position] = set(pending.values())
+        self._inflight.clear()
         self._last_position = 0
         self.failed(reason)
 
     def _collect(self, acked: set[int]) -> None:
-        """Remove from the spool the oldest events whose messages are all acked."""
+        """Remove from the spool the oldest events whose messages are all acked
+        (in order: a later event waits for an earlier one)."""
+        for _, pending in self._inflight.values():
+            for mid in acked & pending.keys():
+                del pending[mid]
         done = []
-        for position, (event, mids) in self._inflight.items():
-            mids -= acked
-            if mids:
+        for position, (event, pending) in self._inflight.items():
+            if pending:
                 break
             done.append((position, event))
         for position, _ in done:
@@ -224,14 +236,18 @@ class MqttSink(ForwardingSink):
             return
         client = self._connection.client
         for position, event in self.spool.peek(room, self._last_position):
-            mids = set()
-            for topic, payload, retain in self.messages(event):
+            wanted = self._resend.pop(position, None)
+            pending: dict[int, int] = {}
+            for index, (topic, payload, retain) in enumerate(self.messages(event)):
+                if wanted is not None and index not in wanted:
+                    continue  # the broker has this one already
                 info = client.publish(topic, payload, qos=1, retain=retain)
                 if info.rc != 0:
+                    self._resend[position] = (wanted or set()) | set(pending.values())
                     self._drop_connection(f"publish failed (rc {info.rc})")
                     return
-                mids.add(info.mid)
-            self._inflight[position] = (event, mids)
+                pending[info.mid] = index
+            self._inflight[position] = (event, pending)
             self._last_position = position
 
     def messages(self, event: Event) -> list[tuple[str, bytes, bool]]:
