@@ -13,6 +13,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from pipeline.errors import FramechainError
 from pipeline.messages import Event, decode, encode
@@ -99,19 +100,25 @@ class DiskSpool:
 
     def delivered(self, items: Sequence[tuple[int, Event]]) -> None:
         """Acknowledged by the far end: remove, and remember the ids."""
-        self._move(items, "INSERT OR IGNORE INTO delivered VALUES (?, ?)", time.time())
+        now = time.time()
+        self._move(
+            items,
+            "INSERT OR IGNORE INTO delivered VALUES (?, ?)",
+            [(e.event_id, now) for _, e in items],
+        )
 
     def dead(self, items: Sequence[tuple[int, Event]], reason: str) -> None:
         """Refused for good by the far end: set aside (kept for inspection)."""
-        self._move(items, "INSERT OR IGNORE INTO dead VALUES (?, ?, ?)", None, reason)
+        self._move(
+            items,
+            "INSERT OR IGNORE INTO dead VALUES (?, ?, ?)",
+            [(e.event_id, encode(e), reason) for _, e in items],
+        )
 
     def _move(
-        self,
-        items: Sequence[tuple[int, Event]],
-        sql: str,
-        at: float | None,
-        reason: str = "",
+        self, items: Sequence[tuple[int, Event]], sql: str, rows: list[tuple[Any, ...]]
     ) -> None:
+        """Delete ``items`` from the outbox and insert ``rows`` in one transaction."""
         if not items:
             return
         try:
@@ -119,10 +126,6 @@ class DiskSpool:
             self._db.executemany(
                 "DELETE FROM outbox WHERE position = ?", [(p,) for p, _ in items]
             )
-            if at is not None:
-                rows = [(e.event_id, at) for _, e in items]
-            else:
-                rows = [(e.event_id, encode(e), reason) for _, e in items]  # type: ignore[misc]
             self._db.executemany(sql, rows)
             self._db.execute("COMMIT")
         except sqlite3.Error as e:
