@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-SUITES = ("single", "cameras", "transport", "latency", "soak")
+SUITES = ("single", "cameras", "transport", "latency", "soak", "backends")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="single",
         choices=SUITES,
         help="single camera (default), cameras (1..8), transport (1080p hop), "
-        "latency (live source), soak (memory and frame age over minutes)",
+        "latency (live source), soak (memory and frame age over minutes), "
+        "backends (one model in every runtime)",
     )
     parser.add_argument(
         "--clip",
@@ -73,6 +74,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1280,
         help="soak: detector input size (the default makes it slower than the source)",
     )
+    parser.add_argument(
+        "--models",
+        default="yolo11n.onnx,yolo11n.pt,yolo11n_int8_openvino_model",
+        help="backends: comma-separated model files or names (.onnx, .pt, "
+        "OpenVINO folders, .engine)",
+    )
+    parser.add_argument("--batches", default="1,4", help="backends: batch sizes")
+    parser.add_argument("--device", default="cpu", help="backends: cpu, cuda or auto")
     parser.add_argument("--markdown", help="also write the table to this file")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
 
@@ -103,12 +112,16 @@ def _frames(clip: Path) -> int:
 
 
 # -- workers (each runs in its own process) ---------------------------------
-def _worker_limit(model: Path, shape: tuple[int, int], batch: int) -> dict[str, float]:
+def _worker_limit(
+    model: Path, shape: tuple[int, int], batch: int, device: str = "cpu"
+) -> dict[str, Any]:
     import numpy as np
 
-    from stages.yolo import OnnxYolo
+    from stages.backends import load_backend
 
-    yolo = OnnxYolo(model, max(shape))
+    yolo = load_backend(model, max(shape), device=device)
+    if not yolo.dynamic:
+        shape = yolo.imgsz  # a fixed-input model runs at its own size
     tensor = np.random.default_rng(0).random((batch, 3, *shape), dtype=np.float32)
     for _ in range(3):
         yolo.infer(tensor)
@@ -117,7 +130,7 @@ def _worker_limit(model: Path, shape: tuple[int, int], batch: int) -> dict[str, 
     for _ in range(runs):
         yolo.infer(tensor)
     elapsed = time.perf_counter() - started
-    return {"fps": runs * batch / elapsed}
+    return {"fps": runs * batch / elapsed, "runtime": yolo.runtime}
 
 
 def _steady(
@@ -218,7 +231,12 @@ def _worker(args: argparse.Namespace) -> int:
     spec = json.loads(args.worker)
     what = spec["what"]
     if what == "limit":
-        result = _worker_limit(Path(spec["model"]), tuple(spec["shape"]), spec["batch"])
+        result = _worker_limit(
+            Path(spec["model"]),
+            tuple(spec["shape"]),
+            spec["batch"],
+            spec.get("device", "cpu"),
+        )
     elif what == "ultralytics":
         result = _worker_ultralytics(
             Path(spec["model"]), Path(spec["clip"]), spec["imgsz"]
@@ -292,6 +310,9 @@ def run_bench(args: argparse.Namespace) -> int:
             table = benchsuite.suite_transport(args)
         elif args.suite == "latency":
             table = benchsuite.suite_latency(args, model, clip)
+        elif args.suite == "backends":
+            models = [_resolve(m, args.models_dir) for m in args.models.split(",")]
+            table = benchsuite.suite_backends(args, models, shape)
         else:
             table = benchsuite.suite_soak(args, model, clip)
         print(table)

@@ -12,7 +12,10 @@ medians over repeats where a repeat is affordable, and prints a markdown table:
 - latency: capture-to-event time with a live source (RTSP URL, or a file paced like
   a camera);
 - soak: a looped, camera-paced source faster than the detector for N minutes: RSS
-  and open files of every stage, frame age over time, drops.
+  and open files of every stage, frame age over time, drops;
+- backends: the same model in each runtime (ONNX Runtime, PyTorch, OpenVINO fp32 and
+  int8, TensorRT where present) on pre-made tensors at several batch sizes: the
+  limit each backend sets, as a ratio to the first.
 """
 
 from __future__ import annotations
@@ -155,6 +158,43 @@ def suite_cameras(args: Any, model: Path, clip: Path, shape: tuple[int, int]) ->
         "wall time)"
     )
     return "\n".join([header, "", *rows, "", "; ".join(ratios)])
+
+
+# -- backends -----------------------------------------------------------------
+def suite_backends(args: Any, models: list[Path], shape: tuple[int, int]) -> str:
+    batches = [int(b) for b in args.batches.split(",")]
+    rows = [
+        "| model | runtime | batch | images/s (median) | runs | vs first |",
+        "|---|---|---:|---:|---|---:|",
+    ]
+    first: dict[int, float] = {}
+    for model in models:
+        for batch in batches:
+            spec = {
+                "what": "limit",
+                "model": str(model),
+                "shape": list(shape),
+                "batch": batch,
+                "device": args.device,
+            }
+            runs = [_result(_spawn(spec)) for _ in range(args.repeats)]
+            fps = _median([r["fps"] for r in runs])
+            first.setdefault(batch, fps)
+            each = ", ".join(f"{r['fps']:.1f}" for r in runs)
+            rows.append(
+                f"| {model.name} | {runs[0]['runtime']} | {batch} | {fps:.1f} | "
+                f"{each} | "
+                f"{fps / first[batch]:.2f} |"
+            )
+    return "\n".join(
+        [
+            f"input {shape[1]}×{shape[0]} (the clip letterboxed), device "
+            f"{args.device}, {os.cpu_count()} cores, {args.repeats} repeats, each in "
+            "a fresh process: inference only, on pre-made tensors",
+            "",
+            *rows,
+        ]
+    )
 
 
 # -- transport ----------------------------------------------------------------

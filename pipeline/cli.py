@@ -1,5 +1,5 @@
 """``framechain`` command line: run, stage, validate, events, report, replay, keys,
-bench.
+bench, export.
 
 The only place that prints to the terminal and turns errors into exit codes: 0 done,
 1 failed, 2 invalid config.
@@ -184,6 +184,47 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from pipeline.export import compile_model
+    from pipeline.modelcache import CompileSpec, default_cache_dir
+    from pipeline.models import model_directories, resolve_model
+
+    source = resolve_model(args.model, model_directories(None, os.environ, Path.cwd()))
+    precision = "int8" if args.int8 else "fp16" if args.half else "fp32"
+    spec = CompileSpec(
+        format=args.format,
+        imgsz=args.imgsz,
+        batch=args.batch,
+        dynamic=not args.static,
+        precision=precision,
+        calibration=str(Path(args.data).resolve()) if args.data else None,
+    )
+    if args.int8 and not args.data:
+        raise ConfigError("--int8 needs --data FOLDER of calibration images")
+    cache = Path(args.cache) if args.cache else default_cache_dir()
+    entry, drift = compile_model(source, spec, cache, args.max_drift)
+    result = entry.path
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        name = source.stem + {"onnx": ".onnx", "engine": ".engine"}.get(
+            args.format,
+            f"_{precision}_openvino_model" if args.int8 else "_openvino_model",
+        )
+        result = out / name
+        if result.is_dir():
+            shutil.rmtree(result)
+        if entry.path.is_dir():
+            shutil.copytree(entry.path, result)
+        else:
+            shutil.copy2(entry.path, result)
+    state = f"built ({entry.reason})" if entry.built else "reused from the cache"
+    print(f"{result}: {args.format} {precision}, {state}, key {entry.key}")
+    if drift is not None:
+        print(f"int8 accepted: {drift.describe()}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from pipeline.bench import run_bench
 
@@ -247,6 +288,29 @@ def _parser() -> argparse.ArgumentParser:
     keys.add_argument("name", help="host or stage name, e.g. edge-01")
     keys.add_argument("--dir", default=".", help="where to write NAME.key(_secret)")
     keys.set_defaults(func=cmd_keys)
+
+    export = sub.add_parser(
+        "export", help="compile a .pt to onnx / openvino / TensorRT, through the cache"
+    )
+    export.add_argument("model", help="an Ultralytics .pt (name or path)")
+    export.add_argument(
+        "--format", choices=("onnx", "openvino", "engine"), default="onnx"
+    )
+    export.add_argument("--imgsz", type=int, default=640)
+    export.add_argument("--batch", type=int, default=1, help="(largest) batch")
+    export.add_argument("--static", action="store_true", help="fixed batch and size")
+    export.add_argument("--half", action="store_true", help="fp16")
+    export.add_argument("--int8", action="store_true", help="int8 (needs --data)")
+    export.add_argument("--data", help="folder of calibration images for int8")
+    export.add_argument(
+        "--max-drift",
+        type=float,
+        default=0.1,
+        help="refuse an int8 build whose detections drift more than this (1 − F1)",
+    )
+    export.add_argument("--cache", help="model cache folder (FRAMECHAIN_CACHE)")
+    export.add_argument("--out", help="also copy the result into this folder")
+    export.set_defaults(func=cmd_export)
 
     from pipeline.bench import add_arguments
 

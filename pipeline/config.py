@@ -22,6 +22,7 @@ from stages.capture import FileSourceConfig
 from stages.decode import DecodeConfig
 from stages.detect import CameraDetectConfig, DetectorConfig
 from stages.live import HttpSourceConfig, RtspSourceConfig, UsbSourceConfig
+from stages.privacy import PrivacyConfig
 from stages.rules import RuleConfig
 from stages.sink_jsonl import JsonlSinkConfig
 from stages.sink_mqtt import MqttSinkConfig
@@ -60,6 +61,10 @@ class CameraConfig(StrictModel):
     )
     annotate: AnnotateConfig | None = Field(
         default=None, description="Annotated MP4 and/or MJPEG over HTTP."
+    )
+    privacy: PrivacyConfig | None = Field(
+        default=None,
+        description="Hide people (or other classes) in annotated output and snapshots.",
     )
 
     @model_validator(mode="after")
@@ -211,8 +216,8 @@ class FramechainConfig(StrictModel):
 
 
 class LoadedConfig:
-    """A validated config plus what loading resolved: its file, the model path and
-    the model's class names."""
+    """A validated config plus what loading resolved: its file, the model path, the
+    model's class names, and the crop classifier's model path when there is one."""
 
     def __init__(
         self,
@@ -220,11 +225,13 @@ class LoadedConfig:
         config: FramechainConfig,
         model_path: Path,
         class_names: tuple[str, ...],
+        classifier_path: Path | None = None,
     ) -> None:
         self.path = path
         self.config = config
         self.model_path = model_path
         self.class_names = class_names
+        self.classifier_path = classifier_path
 
 
 # -- YAML positions --------------------------------------------------------------------
@@ -348,21 +355,43 @@ def _resolve(
     lines: Mapping[tuple[Any, ...], int],
 ) -> LoadedConfig:
     """Checks that need more than the YAML itself: the model and its class names."""
-    from stages.yolo import read_class_names
+    from stages.backends import read_model_info
 
     model_line = lines.get(("detector", "model"))
     directories = model_directories(config.models_dir, environ, base_dir)
     try:
         model_path = resolve_model(config.detector.model, directories)
-        if model_path.suffix != ".onnx":
+        if config.detector.compile and model_path.suffix != ".pt":
             raise ModelFormatError(
-                f"{model_path.name}: unsupported model format {model_path.suffix!r}; "
-                "framechain runs Ultralytics ONNX exports (.onnx)"
+                f"detector.compile builds from an Ultralytics .pt checkpoint, and "
+                f"{model_path.name} is not one; give the .pt, or drop compile"
             )
-        names = read_class_names(model_path)
+        info = read_model_info(model_path)
+        names = info.names
+        if info.task == "classify":
+            raise ModelFormatError(
+                f"{model_path.name} is a classify model; give a detect or segment "
+                "model here, and the classifier under detector.classifier"
+            )
     except FramechainError as e:
         problem = _format("detector.model", model_line, str(e))
         raise ConfigError(problem) from None
+    classifier_path = None
+    classifier = config.detector.classifier
+    if classifier is not None:
+        try:
+            classifier_path = resolve_model(classifier.model, directories)
+            task = read_model_info(classifier_path).task
+            if task != "classify":
+                raise ModelFormatError(
+                    f"{classifier_path.name} is a {task} model; the classifier needs "
+                    "an Ultralytics -cls export"
+                )
+        except FramechainError as e:
+            line = lines.get(("detector", "classifier", "model"))
+            raise ConfigError(
+                _format("detector.classifier.model", line, str(e))
+            ) from None
     problems = []
     known = set(names)
     for camera, cam in config.cameras.items():
@@ -370,6 +399,16 @@ def _resolve(
         if cam.detect.classes:
             wanted.append(
                 (("cameras", camera, "detect", "classes"), cam.detect.classes)
+            )
+        if (
+            classifier is not None
+            and classifier.classes
+            and camera == next(iter(config.cameras))
+        ):
+            wanted.append((("detector", "classifier", "classes"), classifier.classes))
+        if cam.privacy is not None:
+            wanted.append(
+                (("cameras", camera, "privacy", "classes"), cam.privacy.classes)
             )
         if isinstance(cam.detect.confidence, dict):
             wanted.append(
@@ -379,6 +418,18 @@ def _resolve(
                 )
             )
         for i, rule in enumerate(cam.rules):
+            if getattr(rule, "min_mask_overlap", None) and info.task != "segment":
+                text, line = _display(
+                    ("cameras", camera, "rules", i, "min_mask_overlap"), lines, None
+                )
+                problems.append(
+                    _format(
+                        text,
+                        line,
+                        f"needs a segmentation model; {model_path.name} is a "
+                        f"{info.task} model (use e.g. yolo11n-seg)",
+                    )
+                )
             if rule.classes:
                 wanted.append(
                     (("cameras", camera, "rules", i, "classes"), rule.classes)
@@ -397,4 +448,4 @@ def _resolve(
                 )
     if problems:
         raise ConfigError(problems[0], problems)
-    return LoadedConfig(path.resolve(), config, model_path, names)
+    return LoadedConfig(path.resolve(), config, model_path, names, classifier_path)

@@ -13,15 +13,31 @@ if TYPE_CHECKING:
     import supervision as sv
 
 
-def to_supervision(detections: Detections) -> sv.Detections:
+def to_supervision(
+    detections: Detections, frame_shape: tuple[int, int] | None = None
+) -> sv.Detections:
+    """supervision's type; full-frame masks are built only when ``frame_shape``
+    (height, width) is given, since they cost a frame's worth of bytes each."""
     import supervision as sv
 
+    mask = None
+    if detections.masks is not None and frame_shape is not None:
+        mask = (
+            np.stack(
+                [
+                    detections.masks.dense(i, *frame_shape)
+                    for i in range(len(detections))
+                ]
+            )
+            if len(detections)
+            else np.zeros((0, *frame_shape), bool)
+        )
     return sv.Detections(
         xyxy=detections.xyxy.astype(np.float32, copy=False),
         confidence=detections.confidence,
         class_id=detections.class_id,
         tracker_id=detections.tracker_id,
-        mask=detections.mask,
+        mask=mask,
         data=dict(detections.data),
     )
 
@@ -46,12 +62,13 @@ def from_supervision(detections: sv.Detections) -> Detections:
             if detections.tracker_id is None
             else np.asarray(detections.tracker_id, np.int64)
         ),
-        mask=detections.mask,
+        data={k: np.asarray(v) for k, v in detections.data.items()},
     )
 
 
 def from_ultralytics(result: Any) -> Detections:
-    """From one ``ultralytics.engine.results.Results`` (detection task)."""
+    """From one ``ultralytics.engine.results.Results`` (detection or segmentation:
+    masks are scaled from the model input back to the source frame)."""
     boxes = result.boxes
     tracker_id = None
     if boxes.id is not None:
@@ -61,4 +78,17 @@ def from_ultralytics(result: Any) -> Detections:
         confidence=boxes.conf.cpu().numpy().astype(np.float32),
         class_id=boxes.cls.cpu().numpy().astype(np.int32),
         tracker_id=tracker_id,
+        masks=_ultralytics_masks(result),
     )
+
+
+def _ultralytics_masks(result: Any) -> Any:
+    if result.masks is None:
+        return None
+    from ultralytics.utils import ops
+
+    from pipeline.masks import BoxMasks
+
+    data = result.masks.data
+    full = ops.scale_masks(data[None].float(), result.orig_shape)[0] > 0.5
+    return BoxMasks.from_dense(full.cpu().numpy())

@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from pipeline.masks import BoxMasks
+
 
 def _check(name: str, array: np.ndarray, shape: tuple[int, ...]) -> None:
     if array.shape != shape:
@@ -25,7 +27,8 @@ class Detections:
         confidence: (n,) float32 in [0, 1].
         class_id: (n,) int32 model class ids.
         tracker_id: (n,) int64 track ids, or None before tracking (-1: not tracked).
-        mask: (n, H, W) bool instance masks, or None.
+        masks: instance masks (segmentation models), kept inside their boxes, or
+            None.
         data: extra per-detection columns, each of length n.
     """
 
@@ -33,7 +36,7 @@ class Detections:
     confidence: npt.NDArray[np.float32]
     class_id: npt.NDArray[np.int32]
     tracker_id: npt.NDArray[np.int64] | None = None
-    mask: npt.NDArray[np.bool_] | None = None
+    masks: BoxMasks | None = None
     data: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -43,8 +46,8 @@ class Detections:
         _check("class_id", self.class_id, (n,))
         if self.tracker_id is not None:
             _check("tracker_id", self.tracker_id, (n,))
-        if self.mask is not None and len(self.mask) != n:
-            raise ValueError(f"mask: expected {n} masks, got {len(self.mask)}")
+        if self.masks is not None and len(self.masks) != n:
+            raise ValueError(f"masks: expected {n} masks, got {len(self.masks)}")
         for key, column in self.data.items():
             if len(column) != n:
                 raise ValueError(
@@ -65,7 +68,7 @@ class Detections:
             confidence=self.confidence[index],
             class_id=self.class_id[index],
             tracker_id=None if self.tracker_id is None else self.tracker_id[index],
-            mask=None if self.mask is None else self.mask[index],
+            masks=None if self.masks is None else self.masks[index],
             data={k: v[index] for k, v in self.data.items()},
         )
 
@@ -88,13 +91,15 @@ class Detections:
             columns = [getattr(d, name) for d in items]
             return None if any(c is None for c in columns) else np.concatenate(columns)
 
+        masks = [d.masks for d in items if d.masks is not None]
+
         keys = set.intersection(*(set(d.data) for d in items))
         return cls(
             xyxy=np.concatenate([d.xyxy for d in items]),
             confidence=np.concatenate([d.confidence for d in items]),
             class_id=np.concatenate([d.class_id for d in items]),
             tracker_id=cat("tracker_id"),
-            mask=cat("mask"),
+            masks=BoxMasks.merge(masks) if len(masks) == len(items) else None,
             data={k: np.concatenate([d.data[k] for d in items]) for k in keys},
         )
 
@@ -111,7 +116,9 @@ class Detections:
 
     def to_parts(self) -> list[bytes | memoryview]:
         """The wire columns of ``messages.Detected`` (empty list when n == 0):
-        three, and ``tracker_id`` fourth when the detections are tracked."""
+        three, ``tracker_id`` next when the detections are tracked, then the two
+        mask parts when there are masks, then the classifier's ``label`` (int32)
+        and ``label_score`` (float32) columns when crops were classified."""
         if not len(self):
             return []
         parts = [
@@ -121,16 +128,30 @@ class Detections:
         ]
         if self.tracker_id is not None:
             parts.append(memoryview(np.ascontiguousarray(self.tracker_id, np.int64)))
+        if self.masks is not None:
+            parts += self.masks.to_parts()
+        if "label" in self.data:
+            parts.append(memoryview(np.ascontiguousarray(self.data["label"], np.int32)))
+            parts.append(
+                memoryview(np.ascontiguousarray(self.data["label_score"], np.float32))
+            )
         return parts
 
     @classmethod
     def from_parts(
-        cls, count: int, parts: Sequence[bytes | memoryview], tracked: bool = False
+        cls,
+        count: int,
+        parts: Sequence[bytes | memoryview],
+        tracked: bool = False,
+        masks: bool = False,
+        labels: bool = False,
     ) -> Detections:
         """Rebuild from wire columns; validates sizes so a bad peer cannot misread."""
         if count == 0:
             return cls.empty()
-        needed = 4 if tracked else 3
+        columns = 4 if tracked else 3
+        label_at = columns + (2 if masks else 0)
+        needed = label_at + (2 if labels else 0)
         if len(parts) < needed:
             raise ValueError(f"detections: expected {needed} parts, got {len(parts)}")
         return cls(
@@ -138,4 +159,17 @@ class Detections:
             confidence=np.frombuffer(parts[1], np.float32),
             class_id=np.frombuffer(parts[2], np.int32),
             tracker_id=np.frombuffer(parts[3], np.int64) if tracked else None,
+            masks=(
+                BoxMasks.from_parts(count, parts[columns : columns + 2])
+                if masks
+                else None
+            ),
+            data=(
+                {
+                    "label": np.frombuffer(parts[label_at], np.int32),
+                    "label_score": np.frombuffer(parts[label_at + 1], np.float32),
+                }
+                if labels
+                else {}
+            ),
         )

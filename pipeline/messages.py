@@ -80,8 +80,13 @@ class Detected(msgspec.Struct, frozen=True, array_like=True, tag="detected"):
     """A frame with its detections. When ``count`` > 0, parts 0..2 hold the columns
     ``xyxy`` (count×4 float32, source pixels), ``confidence`` (float32) and
     ``class_id`` (int32), and part 3 ``tracker_id`` (int64) when ``tracked``. When
-    ``pixels`` is set, the last part holds the frame's BGR pixels (tcp links, and the
-    track → annotate link, where the shared-memory slot may be reused before use).
+    ``masks`` is set (segmentation models), the next two parts hold the instance
+    masks inside their boxes (``pipeline.masks.BoxMasks``). When ``labels`` (the crop
+    classifier's label names) is not empty, the next two parts hold each
+    detection's label id (int32, -1: not classified) and its score (float32). When
+    ``pixels`` is set,
+    the last part holds the frame's BGR pixels (tcp links, and the track → annotate
+    link, where the shared-memory slot may be reused before use).
     ``overlay`` carries what annotation draws besides boxes: rule geometry and
     counts."""
 
@@ -92,6 +97,8 @@ class Detected(msgspec.Struct, frozen=True, array_like=True, tag="detected"):
     tracked: bool = False
     pixels: bool = False
     overlay: dict[str, Any] = {}
+    masks: bool = False
+    labels: tuple[str, ...] = ()
 
 
 class EndOfStream(msgspec.Struct, frozen=True, array_like=True, tag="eos"):

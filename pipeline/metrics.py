@@ -7,18 +7,32 @@ from collections import deque
 
 
 class FrameAges:
-    """Frame age (now − capture time) over the last ``size`` frames: the number that
-    shows whether latency is bounded (R9, R10)."""
+    """Frame age (now − capture time) of the frames seen in the last ``window_s``
+    seconds: the number that shows whether latency is bounded *now* (R9, R10).
 
-    def __init__(self, size: int = 256) -> None:
-        self._ages: deque[float] = deque(maxlen=size)
+    The window is measured in time, not frames, so a slow stage (a few frames a
+    second) does not go on reporting a start-up spike for half a minute, and a fast
+    one does not forget a stall after a fraction of a second. ``max_frames`` only
+    bounds memory."""
+
+    def __init__(self, window_s: float = 10.0, max_frames: int = 4096) -> None:
+        self._window_s = window_s
+        self._seen: deque[tuple[float, float]] = deque(maxlen=max_frames)
 
     def add(self, capture_ts: float, now: float | None = None) -> None:
-        self._ages.append((time.time() if now is None else now) - capture_ts)
+        now = time.time() if now is None else now
+        self._seen.append((now, now - capture_ts))
 
-    def report(self, prefix: str = "frame_age") -> dict[str, float]:
-        """``{prefix}_p50_s`` and ``{prefix}_p99_s`` (0 before the first frame)."""
-        ages = sorted(self._ages)
+    def report(
+        self, prefix: str = "frame_age", now: float | None = None
+    ) -> dict[str, float]:
+        """``{prefix}_p50_s`` and ``{prefix}_p99_s`` over the window (0 before the
+        first frame). The newest frame is always kept, so a stream that stopped still
+        reports the age its last frame had instead of looking perfectly fresh."""
+        horizon = (time.time() if now is None else now) - self._window_s
+        while len(self._seen) > 1 and self._seen[0][0] < horizon:
+            self._seen.popleft()
+        ages = sorted(age for _, age in self._seen)
         if not ages:
             return {f"{prefix}_p50_s": 0.0, f"{prefix}_p99_s": 0.0}
         return {

@@ -8,6 +8,7 @@ import faulthandler
 import logging
 import os
 import signal
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -94,7 +95,7 @@ class StageRuntime:
             self.recorders = {p: Recorder(path) for p, path in self.plan.record.items()}
             self._heartbeat(force=True)
             self.stage = self.plan.build()
-            self.stage.setup()
+            self._setup(self.stage)
             self.state = "running"
             self._heartbeat(force=True)
             self._loop(self.stage)
@@ -268,6 +269,49 @@ class StageRuntime:
             self._heartbeat()
             if time.monotonic() > self.drain_deadline:
                 raise _Stopping
+
+    def _setup(self, stage: Stage) -> None:
+        """Run the stage's setup while a helper thread keeps the supervisor's
+        heartbeats coming: loading a model, or compiling a TensorRT engine into the
+        cache, can take minutes, and a silent stage would be killed as hung. Setup
+        itself stays on this thread, since what it opens (SQLite connections,
+        sockets) belongs to the thread that will use it; the helper has a control
+        socket of its own (ZeroMQ sockets are not shared between threads)."""
+        if not self.control_uri:
+            stage.setup()
+            return
+        done = threading.Event()
+
+        def keep_alive() -> None:
+            sock = make_socket(
+                self.context,
+                Endpoint(
+                    "control",
+                    zmq.PUSH,
+                    self.control_uri or "",
+                    bind=False,
+                    options=LinkOptions(hwm=8, linger_ms=0),
+                ),
+            )
+            try:
+                while not done.wait(HEARTBEAT_INTERVAL_S):
+                    beat = Heartbeat(
+                        self.plan.name, os.getpid(), time.time(), "starting", {}
+                    )
+                    try:
+                        send(sock, beat, flags=zmq.NOBLOCK)
+                    except zmq.Again:
+                        pass
+            finally:
+                sock.close(linger=0)
+
+        helper = threading.Thread(target=keep_alive, name="keep-alive", daemon=True)
+        helper.start()
+        try:
+            stage.setup()
+        finally:
+            done.set()
+            helper.join()
 
     def _heartbeat(self, force: bool = False) -> None:
         now = time.monotonic()

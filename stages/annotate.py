@@ -168,11 +168,19 @@ class AnnotateStage(Stage):
             pixels = np.frombuffer(item.parts[-1], np.uint8).reshape(
                 frame.height, frame.width, 3
             )
-            detections = Detections.from_parts(message.count, item.parts, tracked=True)
+            detections = Detections.from_parts(
+                message.count,
+                item.parts,
+                tracked=True,
+                masks=message.masks,
+                labels=bool(message.labels),
+            )
             wants_jpeg = self._server is not None and self._server.latest.wanted
             if self._writer is None and not wants_jpeg:
                 continue
-            image = self.draw(pixels, detections, message.names, message.overlay)
+            image = self.draw(
+                pixels, detections, message.names, message.overlay, message.labels
+            )
             self.counters["frames"] += 1
             if self._writer is not None:
                 try:
@@ -196,6 +204,7 @@ class AnnotateStage(Stage):
         detections: Detections,
         names: tuple[str, ...],
         overlay: dict[str, Any],
+        labels: tuple[str, ...] = (),
     ) -> np.ndarray:
         image = pixels.copy()
         for zone in overlay.get("zones", []):
@@ -214,20 +223,25 @@ class AnnotateStage(Stage):
                 (min(start[0], end[0]) + 4, min(start[1], end[1]) - 8),
                 LINE_COLOUR,
             )
+        if detections.masks is not None and len(detections):
+            paint_masks(image, detections)
         if len(detections):
             sv_detections = to_supervision(detections)
             for annotator in self._annotators:
                 image = annotator.annotate(image, sv_detections)
-            labels = [
+            secondary = detections.data.get("label", np.full(len(detections), -1))
+            texts = [
                 f"#{t} {names[c] if 0 <= c < len(names) else c} {p:.2f}"
-                for t, c, p in zip(
+                + (f" {labels[k]}" if 0 <= k < len(labels) else "")
+                for t, c, p, k in zip(
                     detections.tracker_id.tolist(),  # type: ignore[union-attr]
                     detections.class_id.tolist(),
                     detections.confidence.tolist(),
+                    secondary.tolist(),
                     strict=True,
                 )
             ]
-            image = self._labels.annotate(image, sv_detections, labels=labels)
+            image = self._labels.annotate(image, sv_detections, labels=texts)
         return image
 
     def stop(self) -> Iterable[Emit]:
@@ -247,6 +261,32 @@ class AnnotateStage(Stage):
             self._writer.close()
         if self._server is not None:
             self._server.close()
+
+
+def paint_masks(image: np.ndarray, detections: Detections, alpha: float = 0.45) -> None:
+    """Tint each instance mask in its track's colour, in place, touching only the
+    pixels inside the masks' boxes."""
+    import supervision as sv
+
+    assert detections.masks is not None
+    palette = sv.ColorPalette.DEFAULT
+    ids = (
+        detections.tracker_id
+        if detections.tracker_id is not None
+        else np.arange(len(detections))
+    )
+    height, width = image.shape[:2]
+    for i, track_id in enumerate(ids.tolist()):
+        x, y, w, h = (int(v) for v in detections.masks.boxes[i])
+        x1, y1 = min(x + w, width), min(y + h, height)
+        if x1 <= x or y1 <= y:
+            continue
+        inside = detections.masks.crop(i)[: y1 - y, : x1 - x]
+        region = image[y:y1, x:x1]
+        colour = np.array(palette.by_idx(track_id).as_bgr(), np.float32)
+        region[inside] = (region[inside] * (1 - alpha) + colour * alpha).astype(
+            np.uint8
+        )
 
 
 def _label(

@@ -8,20 +8,21 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from pipeline.configtypes import StrictModel
+from pipeline.configtypes import ConfigPath, StrictModel
 from pipeline.detections import Detections
-from pipeline.errors import SlotOverwrittenError
+from pipeline.errors import ModelFormatError, SlotOverwrittenError
 from pipeline.messages import Detected, EndOfStream, Frame, StreamStatus, Timing
 from pipeline.metrics import FrameAges, Histogram
 from pipeline.shm import RingReader
 from pipeline.stage import Emit, Received, Stage
+from stages.classify import ClassifierConfig, crops_to_classify, label_columns
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,13 @@ class DetectorConfig(StrictModel):
     max_det: int = Field(default=300, ge=1, description="Detections kept per frame.")
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto",
-        description="auto: CUDA when onnxruntime-gpu is installed, else CPU.",
+        description="auto: the GPU when the model's runtime has one (onnxruntime-gpu, "
+        "CUDA PyTorch, TensorRT), else CPU.",
+    )
+    half: bool = Field(
+        default=False,
+        description="fp16 inference for .pt models on CUDA (exported models carry "
+        "their own precision).",
     )
     overlap: bool = Field(
         default=False,
@@ -61,6 +68,47 @@ class DetectorConfig(StrictModel):
         le=256,
         description="Inference threads (default: all cores).",
     )
+    compile: Literal["onnx", "openvino", "engine"] | None = Field(
+        default=None,
+        description="Compile the .pt model at start into this format (engine: "
+        "TensorRT) through the model cache: reused while the model, GPU, runtime "
+        "versions and settings are unchanged, rebuilt when any changes or the "
+        "cached file is corrupt.",
+    )
+    precision: Literal["fp32", "fp16", "int8"] = Field(
+        default="fp32", description="Precision of the compiled model."
+    )
+    calibration: ConfigPath | None = Field(
+        default=None,
+        description="Folder of calibration images (precision int8).",
+    )
+    max_drift: float = Field(
+        default=0.1,
+        gt=0,
+        le=1,
+        description="Refuse an int8 build whose detections differ more than this "
+        "(1 - F1) from the full-precision model on the calibration images.",
+    )
+    classifier: ClassifierConfig | None = Field(
+        default=None,
+        description="Classify detection crops with an Ultralytics -cls model.",
+    )
+    cache_dir: ConfigPath | None = Field(
+        default=None,
+        description="Model cache folder (default: $FRAMECHAIN_CACHE or "
+        "~/.cache/framechain).",
+    )
+
+    @model_validator(mode="after")
+    def _compile_settings(self) -> DetectorConfig:
+        if self.precision != "fp32" and self.compile is None:
+            raise ValueError(
+                "precision applies to compiled models; set compile (onnx, openvino "
+                "or engine), or use half: true for a .pt on CUDA"
+            )
+        if self.precision == "int8" and self.calibration is None:
+            raise ValueError("precision int8 needs calibration: a folder of images")
+        return self
 
     @field_validator("imgsz")
     @classmethod
@@ -128,12 +176,17 @@ class DetectStage(Stage):
         model_path: Path,
         cameras: dict[str, CameraDetectConfig],
         pixels_for: set[str] | None = None,
+        classifier_path: Path | None = None,
     ) -> None:
         """``pixels_for``: cameras whose track stage needs the pixels (snapshots,
-        annotation); forwarded inline when they are not in shared memory."""
+        annotation); forwarded inline when they are not in shared memory.
+        ``classifier_path``: the crop classifier's model (``config.classifier``)."""
         self.config = config
         self.pixels_for = pixels_for or set()
         self.model_path = model_path
+        self.classifier_path = classifier_path
+        self._classifier: Any = None
+        self._classify_ids: np.ndarray | None = None
         self.cameras = cameras
         self.max_batch = config.max_batch
         self.max_wait_s = config.max_wait_ms / 1000
@@ -150,17 +203,60 @@ class DetectStage(Stage):
         self._inference = Histogram()
 
     def setup(self) -> None:
-        from stages.yolo import OnnxYolo
+        from stages.backends import load_backend
 
-        self._model = OnnxYolo(
-            self.model_path, self.config.imgsz, self.config.threads, self.config.device
-        )
+        cfg = self.config
+        path = self._compiled() if cfg.compile else self.model_path
+        try:
+            self._model = load_backend(
+                path, cfg.imgsz, cfg.threads, cfg.device, cfg.half
+            )
+        except ModelFormatError:
+            if not cfg.compile:
+                raise
+            # verified by checksum, yet refused by the runtime (a driver update
+            # the key cannot see): rebuild once rather than fail the camera
+            log.warning("cached %s refused by its runtime; rebuilding", path.name)
+            path = self._compiled(invalidate=path)
+            self._model = load_backend(
+                path, cfg.imgsz, cfg.threads, cfg.device, cfg.half
+            )
         self._model.warm_up()
+        if cfg.classifier is not None and self.classifier_path is not None:
+            from stages.classify import CropClassifier
+
+            self._classifier = CropClassifier(
+                self.classifier_path, cfg.classifier.threads or cfg.threads
+            )
+            if cfg.classifier.classes is not None:
+                index = {n: i for i, n in enumerate(self._model.names)}
+                self._classify_ids = np.array(
+                    [index[n] for n in cfg.classifier.classes if n in index], np.int32
+                )
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="inference")
         self._filters = {
             stream: _CameraFilter(cfg, self._model.names, self.config.confidence)
             for stream, cfg in self.cameras.items()
         }
+
+    def _compiled(self, invalidate: Path | None = None) -> Path:
+        from pipeline.export import compile_model
+        from pipeline.modelcache import CompileSpec, ModelCache, default_cache_dir
+
+        cfg = self.config
+        assert cfg.compile is not None
+        cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
+        if invalidate is not None:
+            ModelCache(cache).invalidate(invalidate)
+        spec = CompileSpec(
+            format=cfg.compile,
+            imgsz=cfg.imgsz,
+            batch=cfg.max_batch,
+            precision=cfg.precision,
+            calibration=str(cfg.calibration) if cfg.calibration else None,
+        )
+        entry, _ = compile_model(self.model_path, spec, cache, cfg.max_drift)
+        return entry.path
 
     def _pixels(self, frame: Frame, parts: Sequence[Any]) -> np.ndarray:
         shape = (frame.height, frame.width, 3)
@@ -252,8 +348,8 @@ class DetectStage(Stage):
             tensor = tensor[valid]
         return valid, tensor
 
-    def _run_model(self, tensor: np.ndarray) -> tuple[np.ndarray, float]:
-        """On the inference thread (ONNX Runtime releases the GIL)."""
+    def _run_model(self, tensor: np.ndarray) -> tuple[list[np.ndarray], float]:
+        """On the inference thread (every runtime releases the GIL)."""
         t0 = time.perf_counter()
         output = self._model.infer(tensor)
         return output, time.perf_counter() - t0
@@ -264,9 +360,12 @@ class DetectStage(Stage):
         from stages.yolo import postprocess
 
         cfg = self.config
+        classes = len(self._model.names)
         detected: list[tuple[Frame, Detections, np.ndarray]] = []
         for indices, boxes, future in prepared.groups:
-            output, seconds = future.result()
+            outputs, seconds = future.result()
+            heads = outputs[0]
+            protos = outputs[1] if self._model.task == "segment" else None
             self._infer_s += seconds
             self._inference.observe(seconds)
             self.counters["batches"] += 1
@@ -274,15 +373,49 @@ class DetectStage(Stage):
             for k, (i, box) in enumerate(zip(indices, boxes, strict=True)):
                 frame, pixels = prepared.frames[i]
                 detections = postprocess(
-                    output[k], box, cfg.confidence, cfg.iou, cfg.max_det
+                    heads[k],
+                    box,
+                    cfg.confidence,
+                    cfg.iou,
+                    cfg.max_det,
+                    classes,
+                    None if protos is None else protos[k],
                 )
                 detections = self._filters[frame.stream_id].apply(detections)
                 detected.append((frame, detections, pixels))
+        if self._classifier is not None:
+            detected = self._classify(detected)
         finished = time.time()
         out = prepared.other + self._emit_in_order(
             detected, prepared.gated, prepared.started, finished
         )
         return [emit for _, _, emit in sorted(out, key=lambda o: (o[0], o[1]))]
+
+    def _classify(
+        self, detected: list[tuple[Frame, Detections, np.ndarray]]
+    ) -> list[tuple[Frame, Detections, np.ndarray]]:
+        """Label the batch's chosen crops in one classifier call."""
+        config = self.config.classifier
+        assert config is not None
+        chosen = [
+            crops_to_classify(pixels, d.xyxy, d.class_id, self._classify_ids, config)
+            for _, d, pixels in detected
+        ]
+        labels, scores = self._classifier.classify(
+            [crop for _, crops in chosen for crop in crops]
+        )
+        self.counters["crops_classified"] += len(labels)
+        out, start = [], 0
+        for (frame, detections, pixels), (rows, _) in zip(
+            detected, chosen, strict=True
+        ):
+            end = start + len(rows)
+            columns = label_columns(
+                len(detections), rows, labels[start:end], scores[start:end]
+            )
+            out.append((frame, replace(detections, data=columns), pixels))
+            start = end
+        return out
 
     def _gate_open_for(self, frame: Frame, queued: list[tuple[Frame, Any]]) -> bool:
         """Whether a frame without motion can reuse detections: the camera has some
@@ -336,6 +469,8 @@ class DetectStage(Stage):
             names=self._model.names,
             timings=(*frame.timings, Timing("detect", started, finished)),
             pixels=pixels is not None,
+            masks=detections.masks is not None,
+            labels=self._classifier.names if "label" in detections.data else (),
         )
         parts = detections.to_parts()
         if pixels is not None:

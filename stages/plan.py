@@ -142,7 +142,13 @@ def _build_plan(loaded: LoadedConfig, name: str, runtime_dir: Path) -> StagePlan
             name,
             kind,
             tuple(endpoints),
-            lambda: DetectStage(cfg.detector, loaded.model_path, cameras, pixels),
+            lambda: DetectStage(
+                cfg.detector,
+                loaded.model_path,
+                cameras,
+                pixels,
+                classifier_path=loaded.classifier_path,
+            ),
         )
     if kind == "track" and target in cfg.cameras:
         camera = cfg.cameras[target]
@@ -176,6 +182,7 @@ def _build_plan(loaded: LoadedConfig, name: str, runtime_dir: Path) -> StagePlan
                 snapshots=camera.snapshots,
                 aggregate_s=camera.aggregate_s,
                 annotate=camera.annotate is not None,
+                privacy=camera.privacy,
             ),
             lossy_ports=frozenset({"annotate"}),
         )

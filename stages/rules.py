@@ -8,11 +8,12 @@ Geometry conventions (image pixels, y grows downwards):
 - A crossing counts only where the object's path meets the segment between the two
   end points, and only once the anchor has stayed more than ``band_px`` away from the
   line on the new side for ``confirm_frames`` frames, so jitter does not count twice.
-- A zone holds the objects whose anchor lies inside its polygon (even-odd rule). A
-  track enters (or exits) once its anchor has been inside (or outside) for
-  ``confirm_frames`` frames; the event's time is the first of those frames, so dwell
-  time is not inflated by the debounce. A track the tracker loses while inside exits
-  with reason ``lost``.
+- A zone holds the objects whose anchor lies inside its polygon (even-odd rule), or
+  with ``min_mask_overlap`` (segmentation models) those with at least that share of
+  their mask inside it. A track enters (or exits) once it has been inside (or
+  outside) for ``confirm_frames`` frames; the event's time is the first of those
+  frames, so dwell time is not inflated by the debounce. A track the tracker loses
+  while inside exits with reason ``lost``.
 - A crowd rule watches the number of tracked objects in a polygon (or the whole
   frame): it starts once that number has stayed at or above ``threshold`` for
   ``min_duration_s`` and ends only once it has stayed below ``clear_below`` for
@@ -101,6 +102,14 @@ class ZoneRuleConfig(RuleBase):
         default=None,
         gt=0,
         description="Emit a loitering event when a track stays this long.",
+    )
+    min_mask_overlap: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="Segmentation models: an object is inside when at least this "
+        "share of its mask lies in the polygon (instead of its anchor point), and "
+        "occupancy events report the share of the zone that masks cover.",
     )
 
     @model_validator(mode="after")
@@ -262,10 +271,15 @@ class ZoneCounter:
     last: dict[int, int] | None = None
 
     def update(
-        self, anchors: npt.NDArray[np.float32], class_ids: npt.NDArray[np.int32]
+        self,
+        anchors: npt.NDArray[np.float32],
+        class_ids: npt.NDArray[np.int32],
+        inside: npt.NDArray[np.bool_] | None = None,
     ) -> dict[int, int] | None:
-        """Occupancy per class id for this frame, or None when unchanged."""
-        inside = points_in_polygon(anchors, self.polygon)
+        """Occupancy per class id for this frame, or None when unchanged.
+        ``inside`` overrides the anchor test (mask-overlap zones)."""
+        if inside is None:
+            inside = points_in_polygon(anchors, self.polygon)
         ids, counts = np.unique(class_ids[inside], return_counts=True)
         occupancy = dict(zip(ids.tolist(), counts.tolist(), strict=True))
         if occupancy == self.last:
@@ -318,8 +332,10 @@ class ZoneVisits:
         track_ids: npt.NDArray[np.int64],
         class_ids: npt.NDArray[np.int32],
         now: float,
+        inside: npt.NDArray[np.bool_] | None = None,
     ) -> list[Visit]:
-        inside = points_in_polygon(anchors, self.polygon)
+        if inside is None:
+            inside = points_in_polygon(anchors, self.polygon)
         visits: list[Visit] = []
         for i, track_id in enumerate(track_ids.tolist()):
             is_inside = bool(inside[i])

@@ -15,7 +15,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal
 
 import msgspec
@@ -26,6 +26,7 @@ from pipeline.configtypes import StrictModel
 from pipeline.convert import from_supervision, to_supervision
 from pipeline.detections import Detections
 from pipeline.errors import FramechainError
+from pipeline.masks import polygon_region
 from pipeline.messages import (
     Ack,
     Detected,
@@ -39,6 +40,7 @@ from pipeline.metrics import FrameAges, Histogram
 from pipeline.shm import RingReader, SlotOverwrittenError
 from pipeline.stage import Emit, Received, Stage
 from stages.aggregate import IntervalCounts
+from stages.privacy import PrivacyConfig, redact
 from stages.rules import (
     CrowdMonitor,
     CrowdRuleConfig,
@@ -83,6 +85,14 @@ class _TrackInfo:
     confidence_sum: float = 0.0
     frames: int = 0
     seen: float = 0.0
+    label_votes: dict[int, float] = field(default_factory=dict)  # label -> scores
+
+    @property
+    def label(self) -> int:
+        """The classifier label with the most score over the track, or -1."""
+        if not self.label_votes:
+            return -1
+        return max(self.label_votes, key=self.label_votes.__getitem__)
 
     @property
     def confidence(self) -> float:
@@ -104,15 +114,19 @@ class TrackStage(Stage):
         snapshots: SnapshotConfig | None = None,
         aggregate_s: float | None = None,
         annotate: bool = False,
+        privacy: PrivacyConfig | None = None,
     ) -> None:
         """``load_rules`` re-reads this camera's rules from the config file (SIGHUP).
-        ``annotate``: emit tracked frames with pixels on the ``annotate`` port."""
+        ``annotate``: emit tracked frames with pixels on the ``annotate`` port.
+        ``privacy``: hide these classes in those frames and in snapshots."""
         self.stream_id = stream_id
         self.tracker_config = tracker
         self.rules = list(rules)
         self.load_rules = load_rules
         self.snapshot_config = snapshots
         self.annotate = annotate
+        self.privacy = privacy
+        self._private_classes = np.empty(0, np.int32)
         self._tracker: Any = None
         self._id_offset = 0
         self._max_track_id = -1
@@ -120,9 +134,11 @@ class TrackStage(Stage):
         self._states: list[RuleState] = []
         self._rule_classes: list[np.ndarray | None] = []
         self._names: tuple[str, ...] = ()
+        self._labels: tuple[str, ...] = ()  # the crop classifier's
         self._next_seq = 0
         self._done = False
         self._tracks: dict[int, _TrackInfo] = {}
+        self._regions: dict[tuple[str, int, int], np.ndarray] = {}  # zone rasters
         self._totals: dict[tuple[str, str], int] = defaultdict(int)
         self._snapshots: SnapshotStore | None = None
         self._aggregate = IntervalCounts(aggregate_s) if aggregate_s else None
@@ -203,6 +219,20 @@ class TrackStage(Stage):
             high_conf_det_threshold=cfg.high_confidence,
         )
 
+    def _track(self, detections: Detections) -> Detections:
+        """ByteTrack over the detections; rows it does not confirm are dropped.
+        Masks and classifier labels do not go through the tracker: a row-index
+        column brings each tracked row's own back."""
+        assert self._tracker is not None
+        rows = replace(detections, data={"row": np.arange(len(detections))}, masks=None)
+        tracked = from_supervision(self._tracker.update(to_supervision(rows)))
+        if tracked.tracker_id is not None and len(tracked):
+            tracked = tracked[tracked.tracker_id >= 0]
+        row = tracked.data.get("row", np.empty(0, np.int64)).astype(np.int64)
+        if detections.masks is not None:
+            tracked = replace(tracked, masks=detections.masks[row])
+        return replace(tracked, data={k: v[row] for k, v in detections.data.items()})
+
     def _resolve_classes(self, names: tuple[str, ...]) -> None:
         index = {name: i for i, name in enumerate(names)}
         self._names = names
@@ -212,6 +242,10 @@ class TrackStage(Stage):
             else np.array([index[c] for c in rule.classes if c in index], np.int32)
             for rule in self.rules
         ]
+        if self.privacy is not None:
+            self._private_classes = np.array(
+                [index[c] for c in self.privacy.classes if c in index], np.int32
+            )
 
     def process(self, batch: Sequence[Received]) -> Iterable[Emit]:
         emits: list[Emit] = []
@@ -289,13 +323,14 @@ class TrackStage(Stage):
         frame = message.frame
         if message.names != self._names:
             self._resolve_classes(message.names)
+        self._labels = message.labels
         if self._tracker is None or abs(frame.fps - self._tracker_fps) > 1e-3:
             self._tracker = self._make_tracker(frame.fps)
             self._tracker_fps = frame.fps
-        detections = Detections.from_parts(message.count, parts)
-        tracked = from_supervision(self._tracker.update(to_supervision(detections)))
-        if tracked.tracker_id is not None and len(tracked):
-            tracked = tracked[tracked.tracker_id >= 0]
+        detections = Detections.from_parts(
+            message.count, parts, masks=message.masks, labels=bool(message.labels)
+        )
+        tracked = self._track(detections)
         if tracked.tracker_id is not None and len(tracked):
             # a fresh tracker after an outage counts from 0 again: keep ids unique
             tracked = replace(tracked, tracker_id=tracked.tracker_id + self._id_offset)
@@ -308,6 +343,8 @@ class TrackStage(Stage):
         pixels = None
         if self._snapshots is not None or self.annotate:
             pixels = self._pixels(message, parts)
+        if pixels is not None and self.privacy is not None:
+            pixels = redact(pixels, detections, self._private_classes, self.privacy)
         if self._snapshots is not None and pixels is not None and len(tracked):
             self._snapshots.offer(
                 pixels, tracked.xyxy, tracked.confidence, tracked.tracker_id
@@ -343,8 +380,10 @@ class TrackStage(Stage):
 
     def _remember(self, tracked: Detections, pts: float) -> None:
         assert tracked.tracker_id is not None
-        for track_id, confidence in zip(
-            tracked.tracker_id.tolist(), tracked.confidence.tolist(), strict=True
+        labels = tracked.data.get("label")
+        scores = tracked.data.get("label_score")
+        for i, (track_id, confidence) in enumerate(
+            zip(tracked.tracker_id.tolist(), tracked.confidence.tolist(), strict=True)
         ):
             info = self._tracks.get(track_id)
             if info is None:
@@ -352,6 +391,11 @@ class TrackStage(Stage):
             info.confidence_sum += confidence
             info.frames += 1
             info.seen = pts
+            if labels is not None and scores is not None and labels[i] >= 0:
+                label = int(labels[i])
+                info.label_votes[label] = info.label_votes.get(label, 0.0) + float(
+                    scores[i]
+                )
 
     def _forget(self, pts: float) -> None:
         """Tracks unseen for longer than the tracker keeps them are over: write their
@@ -420,6 +464,8 @@ class TrackStage(Stage):
             tracked=True,
             pixels=True,
             overlay=overlay,
+            masks=tracked.masks is not None,
+            labels=message.labels if "label" in tracked.data else (),
         )
         return Emit("annotate", header, [*tracked.to_parts(), pixels.copy()])
 
@@ -443,6 +489,8 @@ class TrackStage(Stage):
         if info is not None:
             confidence = round(info.confidence, 4)
             low = rule is not None and confidence < rule.low_confidence_below
+            if info.label >= 0 and info.label < len(self._labels):
+                data = {**(data or {}), "label": self._labels[info.label]}
         if track_id >= 0 and self._snapshots is not None:
             snapshot = self._snapshots.path(track_id)
         return Event(
@@ -538,7 +586,8 @@ class TrackStage(Stage):
     ) -> list[Event]:
         occupancy_counter, visits = state
         events: list[Event] = []
-        occupancy = occupancy_counter.update(anchors, subset.class_id)
+        inside, coverage = self._mask_membership(message.frame, rule, subset)
+        occupancy = occupancy_counter.update(anchors, subset.class_id, inside)
         if self._aggregate is not None:
             self._aggregate.add_occupancy(
                 rule.name, sum((occupancy_counter.last or {}).values())
@@ -551,13 +600,36 @@ class TrackStage(Stage):
                     "zone_occupancy",
                     value=float(sum(occupancy.values())),
                     data={
-                        "by_class": {self._names[c]: n for c, n in occupancy.items()}
+                        "by_class": {self._names[c]: n for c, n in occupancy.items()},
+                        **({} if coverage is None else {"coverage": coverage}),
                     },
                 )
             )
-        for visit in visits.update(anchors, ids, subset.class_id, message.frame.pts):
+        for visit in visits.update(
+            anchors, ids, subset.class_id, message.frame.pts, inside
+        ):
             events.append(self._visit_event(message.frame, rule, visit))
         return events
+
+    def _mask_membership(
+        self, frame: Frame, rule: RuleConfig, subset: Detections
+    ) -> tuple[np.ndarray | None, float | None]:
+        """For a mask-overlap zone: which objects have enough of their mask inside,
+        and the share of the zone the masks cover (None, None otherwise)."""
+        share = getattr(rule, "min_mask_overlap", None)
+        if share is None or subset.masks is None or rule.polygon is None:
+            return None, None
+        key = (rule.name, frame.height, frame.width)
+        region = self._regions.get(key)
+        if region is None:
+            polygon = np.asarray(rule.polygon, np.float64)
+            region = self._regions[key] = polygon_region(
+                polygon, frame.height, frame.width
+            )
+        areas = subset.masks.area()
+        inside = subset.masks.area_inside(region) >= share * np.maximum(areas, 1)
+        coverage = subset.masks.coverage(region) / max(1, int(region.sum()))
+        return inside & (areas > 0), round(coverage, 4)
 
     def _visit_event(self, frame: Frame, rule: RuleConfig, visit: Visit) -> Event:
         self.counts[f"{rule.name}/{visit.kind}"] += 1

@@ -1,27 +1,21 @@
-"""Ultralytics YOLO models on ONNX Runtime: metadata, letterbox, batch preprocessing
-and NMS, matching Ultralytics' own predictor (same letterbox rounding, class-aware NMS
-with the same offset, boxes scaled back the same way) so results agree with it.
-
-onnxruntime is imported only when a model is loaded, so a missing runtime fails with
-one line when the detect stage starts, not at import.
+"""Ultralytics YOLO pre- and post-processing shared by every backend: letterbox,
+batch preprocessing, NMS and segmentation masks, matching Ultralytics' own predictor
+(same letterbox rounding, class-aware NMS with the same offset, boxes scaled back the
+same way) so results agree with it. The runtimes themselves are in ``stages.backends``.
 """
 
 from __future__ import annotations
 
-import ast
 import logging
-import os
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
 from pipeline.detections import Detections
-from pipeline.errors import BackendUnavailableError, ModelFormatError
+from pipeline.masks import BoxMasks
 
 log = logging.getLogger(__name__)
 
@@ -106,14 +100,19 @@ def postprocess(
     conf: float,
     iou: float,
     max_det: int,
+    num_classes: int | None = None,
+    protos: npt.NDArray[np.float32] | None = None,
 ) -> Detections:
-    """Decode one image's raw head output (4 + classes, anchors): confidence filter,
-    best class per box, class-aware NMS, boxes back to source pixels."""
-    scores = output[4:]
+    """Decode one image's raw head output (4 + classes [+ mask coefficients],
+    anchors): confidence filter, best class per box, class-aware NMS, boxes back to
+    source pixels; with ``protos`` (a segmentation model's prototypes), the kept
+    boxes' masks too."""
+    num_classes = len(output) - 4 if num_classes is None else num_classes
+    scores = output[4 : 4 + num_classes]
     best = scores.max(axis=0)
     candidates = np.flatnonzero(best > conf)
     if candidates.size == 0:
-        return Detections.empty()
+        return Detections.empty() if protos is None else _with_no_masks()
     class_id = scores[:, candidates].argmax(axis=0).astype(np.int32)
     confidence = best[candidates].astype(np.float32)
     cx, cy, w, h = output[:4, candidates]
@@ -123,148 +122,55 @@ def postprocess(
     xywh = np.concatenate([shifted[:, :2], shifted[:, 2:] - shifted[:, :2]], axis=1)
     keep = cv2.dnn.NMSBoxes(xywh, confidence.astype(np.float64), conf, iou)
     keep = np.asarray(keep, np.int64).reshape(-1)[:max_det]
-    return Detections(
-        xyxy=box.to_source(xyxy[keep].astype(np.float32)),
-        confidence=confidence[keep],
-        class_id=class_id[keep],
+    source_xyxy = box.to_source(xyxy[keep].astype(np.float32))
+    detections = Detections(
+        xyxy=source_xyxy, confidence=confidence[keep], class_id=class_id[keep]
     )
+    if protos is None:
+        return detections
+    coefficients = output[4 + num_classes :, candidates[keep]].T
+    masks = segment_masks(protos, coefficients, source_xyxy, box)
+    # like Ultralytics: a detection whose mask is empty is dropped
+    return replace(detections, masks=masks)[masks.area() > 0]
 
 
-def _parse_metadata(
-    meta: dict[str, str], path: Path
-) -> tuple[tuple[str, ...], int, str]:
-    if "names" not in meta:
-        raise ModelFormatError(
-            f"{path.name} is not an Ultralytics YOLO export (no class names in its "
-            "metadata); export the model with Ultralytics (yolo export format=onnx)"
-        )
-    try:
-        names_map = ast.literal_eval(meta["names"])
-        names = tuple(str(names_map[i]) for i in range(len(names_map)))
-        stride = int(ast.literal_eval(meta.get("stride", "32")))
-    except (ValueError, SyntaxError, KeyError, TypeError) as e:
-        raise ModelFormatError(
-            f"{path.name}: unreadable Ultralytics metadata ({e})"
-        ) from e
-    return names, stride, meta.get("task", "detect")
+def _with_no_masks() -> Detections:
+    return replace(Detections.empty(), masks=BoxMasks.empty())
 
 
-def read_class_names(path: Path) -> tuple[str, ...]:
-    """Class names from a model's metadata, without building an inference session."""
-    return _load_session(path, threads=1, build=False)[1]
+def segment_masks(
+    protos: npt.NDArray[np.float32],
+    coefficients: npt.NDArray[np.float32],
+    xyxy: npt.NDArray[np.float32],
+    box: Letterbox,
+) -> BoxMasks:
+    """Instance masks in source pixels, each computed only inside its box.
 
-
-def _providers(ort: Any, device: str) -> list[str]:
-    """Execution providers for ``device``: cpu, cuda, or auto (CUDA when the
-    installed onnxruntime has it, e.g. onnxruntime-gpu in the CUDA image)."""
-    available = ort.get_available_providers()
-    if device == "cuda" and "CUDAExecutionProvider" not in available:
-        raise BackendUnavailableError(
-            "detector.device is cuda but this onnxruntime has no CUDA provider; "
-            "pip install onnxruntime-gpu (and the CUDA 12 runtime), or use device: cpu"
-        )
-    if device != "cpu" and "CUDAExecutionProvider" in available:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
-
-
-def _load_session(
-    path: Path, threads: int, build: bool = True, device: str = "cpu"
-) -> tuple[Any, tuple[str, ...], int, str]:
-    try:
-        import onnxruntime as ort
-    except ImportError as e:
-        raise BackendUnavailableError(
-            "onnxruntime is not installed; pip install onnxruntime (CPU) or "
-            "onnxruntime-gpu (CUDA)"
-        ) from e
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    if os.environ.get("FRAMECHAIN_ORT_SPIN") == "0":
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if not build:
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    try:
-        session = ort.InferenceSession(
-            str(path), options, providers=_providers(ort, device)
-        )
-    except Exception as e:  # ORT raises its own untyped errors for bad files
-        raise ModelFormatError(
-            f"{path.name} is not a loadable ONNX model "
-            f"({str(e).splitlines()[0][:200]}); "
-            "re-export it or check the file is complete"
-        ) from e
-    names, stride, task = _parse_metadata(
-        session.get_modelmeta().custom_metadata_map, path
-    )
-    return session, names, stride, task
-
-
-class OnnxYolo:
-    """An Ultralytics YOLO detector on ONNX Runtime (CPU).
-
-    Attributes:
-        names: class names by id, from the model's metadata.
-        dynamic: whether the model accepts any batch and image size.
+    The mask logits (coefficients × prototypes) live at a quarter of the model
+    input; every source pixel of a box samples them bilinearly at its own centre
+    mapped through the letterbox, which is what Ultralytics' two resizes (prototypes
+    to input, input to source) amount to, without building either full-size image.
+    A pixel is set where the logit is positive.
     """
-
-    def __init__(
-        self, path: Path, imgsz: int, threads: int | None = None, device: str = "cpu"
-    ) -> None:
-        self.path = path
-        threads = threads or os.cpu_count() or 1
-        self.session, self.names, self.stride, task = _load_session(
-            path, threads, device=device
-        )
-        if task != "detect":
-            raise ModelFormatError(
-                f"{path.name} is a {task} model; "
-                "the ONNX detect backend runs detect models"
+    n_protos, proto_h, proto_w = protos.shape
+    logits = (coefficients @ protos.reshape(n_protos, -1)).reshape(-1, proto_h, proto_w)
+    scale_x = (box.new_w / box.src_w) * proto_w / box.input_w
+    scale_y = (box.new_h / box.src_h) * proto_h / box.input_h
+    shift_x = box.left * proto_w / box.input_w
+    shift_y = box.top * proto_h / box.input_h
+    origins, crops = [], []
+    for logit, (x1, y1, x2, y2) in zip(logits, xyxy.tolist(), strict=True):
+        u0, v0 = int(np.ceil(x1)), int(np.ceil(y1))
+        u1, v1 = max(u0, int(np.ceil(x2))), max(v0, int(np.ceil(y2)))
+        map_x = ((np.arange(u0, u1, dtype=np.float32) + 0.5) * scale_x + shift_x) - 0.5
+        map_y = ((np.arange(v0, v1, dtype=np.float32) + 0.5) * scale_y + shift_y) - 0.5
+        grid_x, grid_y = np.meshgrid(map_x, map_y)
+        if grid_x.size:
+            sampled = cv2.remap(
+                logit, grid_x, grid_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
             )
-        model_input = self.session.get_inputs()[0]
-        self.input_name = model_input.name
-        batch, _, height, width = model_input.shape
-        self.dynamic = not (isinstance(height, int) and isinstance(width, int))
-        self.max_batch = batch if isinstance(batch, int) else None
-        self.imgsz = (imgsz, imgsz) if self.dynamic else (int(height), int(width))
-        outputs = self.session.get_outputs()[0].shape
-        if isinstance(outputs[1], int) and outputs[1] != 4 + len(self.names):
-            raise ModelFormatError(
-                f"{path.name}: output has {outputs[1]} channels, expected "
-                f"{4 + len(self.names)} (4 box + {len(self.names)} classes); "
-                "only YOLOv8/YOLO11-style detection heads are supported"
-            )
-        log.info(
-            "loaded %s: %d classes, %s input, %d threads",
-            path.name,
-            len(self.names),
-            "dynamic" if self.dynamic else self.imgsz,
-            threads,
-        )
-
-    def warm_up(self) -> None:
-        """One inference on zeros, so the first real frames do not pay for the
-        runtime's lazy initialisation."""
-        side = max(self.imgsz)
-        self.infer(
-            np.zeros(
-                (1, 3, side, side) if not self.dynamic else (1, 3, side // 2, side),
-                np.float32,
-            )
-        )
-
-    def letterbox(self, src_h: int, src_w: int) -> Letterbox:
-        return Letterbox.fit(
-            src_h, src_w, self.imgsz, self.stride, minimal=self.dynamic
-        )
-
-    def infer(self, tensor: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """Run the model on a (n, 3, H, W) tensor, chunked to a static batch size."""
-        step = self.max_batch or len(tensor)
-        outputs = [
-            self.session.run(None, {self.input_name: tensor[i : i + step]})[0]
-            for i in range(0, len(tensor), step)
-        ]
-        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
+        else:
+            sampled = np.zeros((v1 - v0, u1 - u0), np.float32)
+        origins.append((u0, v0))
+        crops.append(sampled > 0)
+    return BoxMasks.from_crops(origins, crops)

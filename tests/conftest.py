@@ -121,3 +121,53 @@ def spawn_run(config: Path, env: dict[str, str] | None = None) -> subprocess.Pop
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
+
+
+@pytest.fixture(scope="session")
+def seg_onnx(assets: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """yolo11n-seg.pt exported to ONNX (dynamic shapes) by `framechain export`, once
+    per session: the shared assets hold the segmentation model only as .pt."""
+    out = tmp_path_factory.mktemp("seg-model")
+    result = framechain(
+        "export",
+        str(assets / "yolo11n-seg.pt"),
+        "--format",
+        "onnx",
+        "--out",
+        str(out),
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    (path,) = out.glob("*.onnx")
+    return path
+
+
+@pytest.fixture(scope="session")
+def cls_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An Ultralytics -cls model exported to ONNX by `framechain export`. The shared
+    assets hold no trained classifier and nothing may be downloaded, so this is
+    YOLO11n-cls built from its architecture (seeded, untrained): its labels mean
+    nothing, but it is a real export, so preprocessing, batching and parity with
+    Ultralytics' predictor are tested for real."""
+    import torch
+    from ultralytics import YOLO
+
+    out = tmp_path_factory.mktemp("cls-model")
+    torch.manual_seed(0)
+    checkpoint = out / "yolo11n-cls.pt"
+    YOLO("yolo11n-cls.yaml").save(str(checkpoint))
+    result = framechain(
+        "export",
+        str(checkpoint),
+        "--format",
+        "onnx",
+        "--imgsz",
+        "224",
+        "--cache",
+        str(out / "cache"),
+        "--out",
+        str(out),
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return out / "yolo11n-cls.onnx"

@@ -61,15 +61,16 @@ def person_crops(model_path: Path) -> list[np.ndarray]:
     scaled to ``PERSON_HEIGHT`` pixels tall."""
     import ultralytics
 
-    from stages.yolo import OnnxYolo, postprocess, preprocess
+    from stages.backends import load_backend
+    from stages.yolo import postprocess, preprocess
 
-    model = OnnxYolo(model_path, 640, threads=2)
+    model = load_backend(model_path, 640, threads=2, device="cpu")
     crops = []
     for name in ("bus.jpg", "zidane.jpg"):
         image = cv2.imread(str(Path(ultralytics.__file__).parent / "assets" / name))
         box = model.letterbox(*image.shape[:2])
         detections = postprocess(
-            model.infer(preprocess([image], [box]))[0], box, 0.25, 0.7, 300
+            model.infer(preprocess([image], [box]))[0][0], box, 0.25, 0.7, 300
         )
         for (x1, y1, x2, y2), conf, cls in zip(
             detections.xyxy, detections.confidence, detections.class_id, strict=True

@@ -206,6 +206,50 @@ MALFORMED = [
         "plain-text passwords are refused",
     ),
     (
+        "mask overlap with a detection model",
+        variant(
+            "      - kind: line\n        name: door\n        start: [0, 200]\n"
+            "        end: [800, 200]",
+            "      - kind: zone\n        name: z\n"
+            "        polygon: [[0, 0], [400, 0], [400, 400]]\n"
+            "        min_mask_overlap: 0.5",
+        ),
+        "cameras.cam1.rules[0].min_mask_overlap",
+        10,
+        "needs a segmentation model",
+    ),
+    (
+        "int8 without calibration images",
+        variant(
+            "  model: yolo11n.onnx",
+            "  model: yolo11n.pt\n  compile: openvino\n  precision: int8",
+        ),
+        "detector",
+        11,
+        "needs calibration",
+    ),
+    (
+        "compile from an exported model",
+        variant("  model: yolo11n.onnx", "  model: yolo11n.onnx\n  compile: engine"),
+        "detector.model",
+        12,
+        "builds from an Ultralytics .pt",
+    ),
+    (
+        "truncated TensorRT engine",
+        variant("model: yolo11n.onnx", "model: ENGINE"),
+        "detector.model",
+        12,
+        "no Ultralytics metadata header",
+    ),
+    (
+        "privacy class the model lacks",
+        variant("    rules:", "    privacy: {classes: [face]}\n    rules:"),
+        "cameras.cam1.privacy.classes",
+        6,
+        "unknown class 'face'",
+    ),
+    (
         "webhook that is not http",
         VALID + "  - kind: webhook\n    url: ftp://example.com/x\n",
         "sinks[1].url",
@@ -228,7 +272,11 @@ def test_malformed_config_gives_one_line(
     config = tmp_path / "bad.yaml"
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes((ASSETS / "yolo11n.onnx").read_bytes()[:100_000])
-    config.write_text(text.replace("CORRUPT", str(corrupt)))
+    engine = tmp_path / "broken.engine"
+    engine.write_bytes(b"\xff\xff\xff\x7f" + b"\0" * 64)
+    config.write_text(
+        text.replace("CORRUPT", str(corrupt)).replace("ENGINE", str(engine))
+    )
     result = framechain("validate", str(config), timeout=60)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr

@@ -1,14 +1,17 @@
 """Detection parity: the detect stage, running as a real process fed by real
 capture and decode processes, gives the same detections as Ultralytics' own
-predictor on the same model file and frames."""
+predictor on the same model file and frames, for every backend installed here
+(ONNX Runtime, PyTorch .pt, OpenVINO IR) and for segmentation masks."""
 
 from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
+import pytest
 import zmq
 from conftest import REPO, camera_config, chain_env, write_config
 
@@ -30,10 +33,16 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / (area_a[:, None] + area_b[None, :] - inter)
 
 
-def detect_stage_outputs(tmp_path: Path, clip: Path) -> list[Detections]:
+def detect_stage_outputs(
+    tmp_path: Path, clip: Path, detector: dict[str, Any] | None = None
+) -> list[Detections]:
     """Run capture, decode and detect as `framechain stage` processes; this test plays
     the track stage: it receives detections and acknowledges frames."""
-    config = write_config(tmp_path / "parity.yaml", {"cam": camera_config(clip)})
+    config = write_config(
+        tmp_path / "parity.yaml",
+        {"cam": camera_config(clip)},
+        detector=detector or {"model": "yolo11n.onnx"},
+    )
     runtime = tmp_path / "run"
     runtime.mkdir(mode=0o700)
     command = stage_command(config, runtime)
@@ -64,7 +73,9 @@ def detect_stage_outputs(tmp_path: Path, clip: Path) -> list[Detections]:
             assert pull.poll(60_000), "detect stage produced nothing for 60 s"
             message, parts = receive(pull)
             assert isinstance(message, Detected)
-            results[message.frame.seq] = Detections.from_parts(message.count, parts)
+            results[message.frame.seq] = Detections.from_parts(
+                message.count, parts, masks=message.masks
+            )
             send(acks, Ack("cam", message.frame.seq))
         return [results[i] for i in range(FRAMES)]
     finally:
@@ -75,34 +86,114 @@ def detect_stage_outputs(tmp_path: Path, clip: Path) -> list[Detections]:
         context.destroy(linger=0)
 
 
+def crowd_frames(clip: Path) -> list[np.ndarray]:
+    with av.open(str(clip)) as container:
+        return [
+            f.to_ndarray(format="bgr24")
+            for _, f in zip(range(FRAMES), container.decode(video=0))
+        ]
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.count_nonzero(a | b)
+    return np.count_nonzero(a & b) / union if union else 1.0
+
+
+def assert_parity(
+    ours: list[Detections],
+    model: Any,
+    frames: list[np.ndarray],
+    conf_tolerance: float = 0.01,
+) -> dict[str, float]:
+    """Same count per frame, same classes, mean box IoU >= 0.99, confidences within
+    ``conf_tolerance``, and for masks mean mask IoU >= 0.95 (masks compared at the
+    source resolution, where both sides put them)."""
+    from pipeline.convert import from_ultralytics
+
+    ious, conf_diffs, mask_ious = [], [], []
+    for i, (frame, mine) in enumerate(zip(frames, ours, strict=True)):
+        result = model.predict(frame, imgsz=640, conf=0.25, iou=0.7, verbose=False)[0]
+        theirs = from_ultralytics(result)
+        assert len(mine) == len(theirs), f"frame {i}: {len(mine)} vs {len(theirs)}"
+        if not len(mine):
+            continue
+        iou = box_iou(mine.xyxy, theirs.xyxy)
+        match = iou.argmax(axis=1)
+        ious += iou[np.arange(len(mine)), match].tolist()
+        conf_diffs += np.abs(mine.confidence - theirs.confidence[match]).tolist()
+        assert (mine.class_id == theirs.class_id[match]).all()
+        if theirs.masks is not None:
+            assert mine.masks is not None, "the model segments but no masks came"
+            height, width = frame.shape[:2]
+            mask_ious += [
+                mask_iou(
+                    mine.masks.dense(k, height, width),
+                    theirs.masks.dense(int(m), height, width),
+                )
+                for k, m in enumerate(match)
+            ]
+    assert len(ious) > 10 * FRAMES // 2  # a crowd: many boxes were compared
+    assert np.mean(ious) >= 0.99, np.mean(ious)
+    assert max(conf_diffs) <= conf_tolerance, max(conf_diffs)
+    if mask_ious:
+        assert np.mean(mask_ious) >= 0.95, np.mean(mask_ious)
+    return {
+        "box_iou": float(np.mean(ious)),
+        "mask_iou": float(np.mean(mask_ious or [0])),
+    }
+
+
 def test_detect_stage_matches_ultralytics(tmp_path: Path, assets: Path) -> None:
-    """Same count per frame, mean IoU >= 0.99, confidences within 0.01, over 40 frames
-    of a real crowd clip (pins letterbox rounding, colour order, NMS, box scaling)."""
+    """ONNX Runtime (the default): pins letterbox rounding, colour order, NMS and
+    box scaling against Ultralytics' predictor on the same .onnx file."""
     from ultralytics import YOLO
 
     clip = assets / "crowd.mp4"
     ours = detect_stage_outputs(tmp_path, clip)
-    with av.open(str(clip)) as container:
-        frames = [
-            f.to_ndarray(format="bgr24")
-            for _, f in zip(range(FRAMES), container.decode(video=0))
-        ]
     model = YOLO(str(assets / "yolo11n.onnx"), task="detect")
-    ious, conf_diffs = [], []
-    for i, (frame, mine) in enumerate(zip(frames, ours, strict=True)):
-        theirs = model.predict(frame, imgsz=640, conf=0.25, iou=0.7, verbose=False)[
-            0
-        ].boxes
-        assert len(mine) == len(theirs), (
-            f"frame {i}: {len(mine)} vs {len(theirs)} boxes"
-        )
-        if not len(mine):
-            continue
-        iou = box_iou(mine.xyxy, theirs.xyxy.numpy())
-        match = iou.argmax(axis=1)
-        ious += iou[np.arange(len(mine)), match].tolist()
-        conf_diffs += np.abs(mine.confidence - theirs.conf.numpy()[match]).tolist()
-        assert (mine.class_id == theirs.cls.numpy()[match].astype(int)).all()
-    assert len(ious) > 10 * FRAMES // 2  # a crowd: many boxes were compared
-    assert np.mean(ious) >= 0.99, np.mean(ious)
-    assert max(conf_diffs) <= 0.01, max(conf_diffs)
+    assert_parity(ours, model, crowd_frames(clip))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("checkpoint", ["yolo11n.pt", "yolo11n-seg.pt"])
+def test_pytorch_backend_matches_ultralytics(
+    tmp_path: Path, assets: Path, checkpoint: str
+) -> None:
+    """.pt checkpoints (detection, and segmentation with its masks) on the PyTorch
+    backend against Ultralytics' predictor on the same checkpoint."""
+    from ultralytics import YOLO
+
+    clip = assets / "crowd.mp4"
+    ours = detect_stage_outputs(tmp_path, clip, {"model": checkpoint, "device": "cpu"})
+    assert_parity(ours, YOLO(str(assets / checkpoint)), crowd_frames(clip))
+
+
+@pytest.mark.slow
+def test_openvino_backend_matches_ultralytics(tmp_path: Path, assets: Path) -> None:
+    """The int8 OpenVINO IR (a fixed 640×640 input) against Ultralytics' predictor
+    on the same folder."""
+    pytest.importorskip("openvino", reason="openvino is not installed")
+    from ultralytics import YOLO
+
+    clip = assets / "crowd.mp4"
+    folder = "yolo11n_int8_openvino_model"
+    ours = detect_stage_outputs(tmp_path, clip, {"model": folder, "device": "cpu"})
+    assert_parity(ours, YOLO(str(assets / folder), task="detect"), crowd_frames(clip))
+
+
+@pytest.mark.slow
+def test_segmentation_masks_match_ultralytics(
+    tmp_path: Path, assets: Path, seg_onnx: Path
+) -> None:
+    """A segmentation model exported to ONNX: boxes as above and instance masks
+    with mean IoU >= 0.95 against Ultralytics' masks scaled to the frame."""
+    from ultralytics import YOLO
+
+    clip = assets / "crowd.mp4"
+    ours = detect_stage_outputs(
+        tmp_path, clip, {"model": str(seg_onnx), "device": "cpu"}
+    )
+    scores = assert_parity(
+        ours, YOLO(str(seg_onnx), task="segment"), crowd_frames(clip)
+    )
+    print("segmentation parity", scores)

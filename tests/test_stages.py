@@ -284,3 +284,21 @@ def test_detect_overlap_keeps_results_and_order(assets: Path) -> None:
     assert [seq for _, seq, _ in plain] == list(range(13))
     assert overlapped == plain
     assert sum(len(boxes) for _, _, boxes in plain[:-1]) > 12 * 5  # a crowd
+
+
+def test_frame_age_window_is_time_based() -> None:
+    """A start-up spike leaves the reported p99 once it is older than the window,
+    however few frames arrived since; a stopped stream keeps its last frame's age."""
+    from pipeline.metrics import FrameAges
+
+    ages = FrameAges(window_s=10.0)
+    assert ages.report(now=0.0) == {"frame_age_p50_s": 0.0, "frame_age_p99_s": 0.0}
+    ages.add(capture_ts=-1.6, now=0.0)  # the first frame waited for warm-up
+    for t in range(1, 30):
+        ages.add(capture_ts=t - 0.2, now=float(t))
+    assert ages.report(now=5.0)["frame_age_p99_s"] == pytest.approx(1.6)
+    assert ages.report(now=12.0)["frame_age_p99_s"] == pytest.approx(0.2)
+    assert ages.report(now=100.0) == {
+        "frame_age_p50_s": pytest.approx(0.2),
+        "frame_age_p99_s": pytest.approx(0.2),
+    }

@@ -1,0 +1,95 @@
+"""Model runtimes, chosen by the model file: ``.onnx`` (ONNX Runtime, CPU or CUDA),
+``.pt`` (Ultralytics/PyTorch, CPU or CUDA), an OpenVINO IR folder (``*_openvino_model``
+or any folder holding one ``.xml``), ``.engine`` (TensorRT).
+
+Every backend takes the same letterboxed (n, 3, H, W) float32 batch and returns the
+model's raw outputs (the head tensor, plus the mask prototypes of a segmentation
+model), so pre- and post-processing (``stages.yolo``) are shared and every backend
+yields the same detections type. Runtimes are imported only when a model is loaded:
+a missing one fails with one line naming the package to install.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.errors import ModelFormatError
+from stages.backends.base import ModelInfo, YoloBackend
+
+__all__ = [
+    "ModelInfo",
+    "YoloBackend",
+    "load_backend",
+    "model_format",
+    "read_model_info",
+]
+
+FORMATS = ".onnx, .pt, .engine, or an OpenVINO IR folder"
+
+
+def model_format(path: Path) -> str:
+    """``onnx``, ``pytorch``, ``openvino`` or ``tensorrt``, from the path alone."""
+    if path.is_dir() or path.suffix == ".xml":
+        return "openvino"
+    formats = {".onnx": "onnx", ".pt": "pytorch", ".engine": "tensorrt"}
+    if path.suffix in formats:
+        return formats[path.suffix]
+    raise ModelFormatError(
+        f"{path.name}: unsupported model format {path.suffix or '(no suffix)'!r}; "
+        f"use {FORMATS} (framechain export converts a .pt)"
+    )
+
+
+def read_model_info(path: Path) -> ModelInfo:
+    """Class names, task, stride and fixed shapes from the model's own metadata,
+    without building an inference session (config validation uses this)."""
+    kind = model_format(path)
+    if kind == "onnx":
+        from stages.backends.onnx import read_onnx_info
+
+        return read_onnx_info(path)
+    if kind == "openvino":
+        from stages.backends.openvino import read_openvino_info
+
+        return read_openvino_info(path)
+    if kind == "tensorrt":
+        from stages.backends.tensorrt import read_engine_info
+
+        return read_engine_info(path)
+    from stages.backends.pytorch import read_pytorch_info
+
+    return read_pytorch_info(path)
+
+
+def load_backend(
+    path: Path,
+    imgsz: int,
+    threads: int | None = None,
+    device: str = "auto",
+    half: bool = False,
+) -> YoloBackend:
+    """The backend for ``path``, loaded and ready for ``infer``.
+
+    Args:
+        imgsz: inference size (long side) for models with a dynamic input; models
+            with a fixed input use their own.
+        threads: CPU inference threads (default: all cores).
+        device: ``auto`` (the GPU where the runtime has one), ``cpu`` or ``cuda``.
+        half: fp16 inference where the backend and device support it.
+    """
+    kind = model_format(path)
+    if kind == "onnx":
+        from stages.backends.onnx import OnnxBackend
+
+        return OnnxBackend(path, imgsz, threads, device)
+    if kind == "openvino":
+        from stages.backends.openvino import OpenVinoBackend
+
+        return OpenVinoBackend(path, imgsz, threads, device)
+    if kind == "tensorrt":
+        from stages.backends.tensorrt import TensorRtBackend
+
+        return TensorRtBackend(path, imgsz, device)
+    from stages.backends.pytorch import PyTorchBackend
+
+    return PyTorchBackend(path, imgsz, threads, device, half)
