@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import yaml
 
+from pipeline.detections import box_iou
 from pipeline.errors import BackendUnavailableError, ModelFormatError
 from pipeline.modelcache import CacheEntry, CompileSpec, ModelCache
 
@@ -206,7 +207,7 @@ def measure_drift(
         kept += len(cand)
         if not len(ref) or not len(cand):
             continue
-        iou = _box_iou(ref.xyxy, cand.xyxy)
+        iou = box_iou(ref.xyxy, cand.xyxy)
         iou[ref.class_id[:, None] != cand.class_id[None, :]] = 0
         taken: set[int] = set()
         for i in np.argsort(-ref.confidence):
@@ -225,15 +226,6 @@ def measure_drift(
         confidence_mae=float(np.mean(conf_errors)) if conf_errors else 0.0,
         images=len(images),
     )
-
-
-def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
-    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
-    return inter / (area_a[:, None] + area_b[None, :] - inter + 1e-9)
 
 
 def compile_model(

@@ -55,6 +55,21 @@ class DecodeConfig(StrictModel):
     window: int = Field(
         default=8, ge=1, le=256, description="Frames in flight before decode waits."
     )
+    live_window: int = Field(
+        default=8,
+        ge=1,
+        le=256,
+        description="Most frames in flight from a live source; the window adapts "
+        "below this to keep frame age under live_max_age_s.",
+    )
+    live_max_age_s: float = Field(
+        default=0.6,
+        gt=0,
+        description="Target frame age for a live source (R10: p99 under 1 s). "
+        "Every frame in flight waits for the ones ahead of it, so while frames come "
+        "back older than this the window shrinks by one, and while they come back "
+        "in under half of it, it grows again.",
+    )
     resend_after_s: float = Field(
         default=5.0,
         gt=0,
@@ -86,6 +101,8 @@ class DecodeStage(Stage):
         # decoded frames (av.VideoFrame, capture time) and in-band status, in order
         self._pending: deque[tuple[Any, float] | StreamStatus] = deque()
         self._live = False
+        self._live_limit = config.live_window  # adapted by frame age (R10)
+        self._acks_since_change = 0
         self._dropping = False
         self._outstanding: OrderedDict[int, Emit] = OrderedDict()
         self._rings: list[FrameRing] = []
@@ -143,9 +160,12 @@ class DecodeStage(Stage):
         return list(self._outstanding.values())
 
     def _acknowledge(self, seq: int) -> None:
+        now = time.time()
         while self._outstanding and next(iter(self._outstanding)) <= seq:
-            self._outstanding.popitem(last=False)
+            _, emit = self._outstanding.popitem(last=False)
             self._last_progress = time.monotonic()
+            if self._live and isinstance(emit.message, Frame):
+                self._adapt(now - emit.message.capture_ts)
         if self._eos_sent and not self._outstanding:
             self._done = True
 
@@ -178,12 +198,32 @@ class DecodeStage(Stage):
             self.counters["frames_dropped_gap"] += 1
         return self._dropping
 
+    @property
+    def _window(self) -> int:
+        return self._live_limit if self._live else self.config.window
+
+    def _adapt(self, age: float) -> None:
+        """Adjust the live window from the age of a frame just acknowledged: one
+        step at a time, and only after a whole window of frames has shown the
+        effect of the previous step."""
+        self._acks_since_change += 1
+        if self._acks_since_change < self._live_limit:
+            return
+        target = self.config.live_max_age_s
+        if age > target and self._live_limit > 1:
+            self._live_limit -= 1
+        elif age < target / 2 and self._live_limit < self.config.live_window:
+            self._live_limit += 1
+        else:
+            return
+        self._acks_since_change = 0
+
     def _latest_only(self) -> None:
         """Live sources only: when the chain is behind, keep the newest decoded
         frames and drop the oldest waiting ones (R10), so latency stays bounded
         without losing whole GOPs to a short hiccup."""
         waiting = [i for i, item in enumerate(self._pending) if isinstance(item, tuple)]
-        excess = len(self._outstanding) + len(waiting) - self.config.window
+        excess = len(self._outstanding) + len(waiting) - self._window
         for index in reversed(waiting[: max(0, excess)]):
             del self._pending[index]
             self.counters["frames_dropped_behind"] += 1
@@ -296,7 +336,7 @@ class DecodeStage(Stage):
 
     # -- sending ---------------------------------------------------------------------
     def _send_pending(self) -> Iterator[Emit]:
-        while self._pending and len(self._outstanding) < self.config.window:
+        while self._pending and len(self._outstanding) < self._window:
             item = self._pending.popleft()
             if isinstance(item, StreamStatus):
                 emit = Emit("frames", msgspec.structs.replace(item, seq=self._seq))
@@ -306,7 +346,7 @@ class DecodeStage(Stage):
             self._seq += 1
             yield emit
         if self._eos is not None and not self._eos_sent and not self._pending:
-            if len(self._outstanding) < self.config.window:
+            if len(self._outstanding) < self._window:
                 eos = EndOfStream(
                     self.stream_id, self._seq, self._eos.reason, self._seq
                 )
@@ -348,7 +388,8 @@ class DecodeStage(Stage):
     def _ring_for(self, nbytes: int) -> FrameRing:
         if not self._rings or self._rings[-1].payload_bytes != nbytes:
             name = f"{self.ring_prefix}-{self.stream_id}-{len(self._rings)}"
-            self._rings.append(FrameRing(name, nbytes, self.config.window + 1))
+            slots = max(self.config.window, self.config.live_window) + 1
+            self._rings.append(FrameRing(name, nbytes, slots))
         return self._rings[-1]
 
     # -- lifecycle -------------------------------------------------------------------
@@ -359,6 +400,7 @@ class DecodeStage(Stage):
         return {
             "frames": self._seq,
             "in_flight": len(self._outstanding),
+            "window": self._window,
             **self._ages.report("frame_age_out"),
             **self.counters,
             "motion_frames_gated": (

@@ -171,3 +171,29 @@ def cls_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     return out / "yolo11n-cls.onnx"
+
+
+@pytest.fixture(scope="session")
+def short_clip(tmp_path_factory: pytest.TempPathFactory, assets: Path) -> Path:
+    """The first 90 frames of the crowd clip."""
+    clip = tmp_path_factory.mktemp("clips") / "crowd-90.mp4"
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-i",
+            str(assets / "crowd.mp4"),
+            "-frames:v",
+            "90",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-bf",
+            "0",
+            str(clip),
+        ],
+        check=True,
+    )
+    return clip

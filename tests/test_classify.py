@@ -77,14 +77,16 @@ def test_classifier_matches_ultralytics_on_real_crops(
 
 
 @pytest.mark.slow
-def test_labels_reach_the_events(tmp_path: Path, assets: Path, cls_onnx: Path) -> None:
+def test_labels_reach_the_events(
+    tmp_path: Path, short_clip: Path, cls_onnx: Path
+) -> None:
     """The detect stage classifies person crops; line crossings carry the track's
     label, one of the classifier's own."""
     config = write_config(
         tmp_path / "classify.yaml",
         {
             "cam": {
-                "source": {"kind": "file", "path": str(assets / "crowd.mp4")},
+                "source": {"kind": "file", "path": str(short_clip)},
                 "rules": [CROWD_LINE],
             }
         },
@@ -99,6 +101,6 @@ def test_labels_reach_the_events(tmp_path: Path, assets: Path, cls_onnx: Path) -
     crossings = [
         e for e in read_events(tmp_path / "events.db") if e["kind"] == "line_crossing"
     ]
-    assert len(crossings) > 5
+    assert len(crossings) >= 3
     labels = [json.loads(e["data"]).get("label") for e in crossings]
     assert all(label in names for label in labels), labels

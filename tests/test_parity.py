@@ -15,22 +15,12 @@ import pytest
 import zmq
 from conftest import REPO, camera_config, chain_env, write_config
 
-from pipeline.detections import Detections
+from pipeline.detections import Detections, box_iou
 from pipeline.messages import Ack, Detected
 from pipeline.supervisor import stage_command
 from pipeline.transport import Endpoint, LinkOptions, make_socket, receive, send
 
 FRAMES = 40
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(n, m) IoU matrix of xyxy boxes."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
-    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
-    return inter / (area_a[:, None] + area_b[None, :] - inter)
 
 
 def detect_stage_outputs(

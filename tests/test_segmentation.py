@@ -4,7 +4,6 @@ privacy), and a detector compiled into the cache at start-up."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import av
@@ -20,32 +19,6 @@ from stages.privacy import PrivacyConfig, redact
 from stages.yolo import postprocess, preprocess
 
 LEFT_HALF = [[0, 0], [400, 0], [400, 450], [0, 450]]
-
-
-@pytest.fixture(scope="module")
-def short_clip(tmp_path_factory: pytest.TempPathFactory, assets: Path) -> Path:
-    """The first 90 frames of the crowd clip."""
-    clip = tmp_path_factory.mktemp("clips") / "crowd-90.mp4"
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-v",
-            "error",
-            "-i",
-            str(assets / "crowd.mp4"),
-            "-frames:v",
-            "90",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-bf",
-            "0",
-            str(clip),
-        ],
-        check=True,
-    )
-    return clip
 
 
 def first_frame(clip: Path) -> np.ndarray:

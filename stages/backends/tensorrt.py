@@ -173,7 +173,7 @@ class TensorRtBackend(YoloBackend):
                 self.stream,
             )
         )
-        if not self.context.execute_async_v3(self.stream):
+        if not self.context.execute_async_v3(int(self.stream)):
             raise RuntimeError(f"{self.path.name}: TensorRT execution failed")
         views = []
         for name in self.outputs:
