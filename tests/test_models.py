@@ -234,7 +234,7 @@ def test_missing_runtime_is_one_line(tmp_path: Path, assets: Path) -> None:
         f"cameras:\n  cam:\n    source: {{kind: file, path: {assets / 'crowd.mp4'}}}\n"
         f"detector: {{model: {engine}}}\n"
         f"sinks: [{{kind: sqlite, path: {tmp_path / 'e.db'}}}]\n"
-        "supervisor: {max_restarts: 0}\n"
+        "supervisor: {max_restarts: 0, stop_timeout_s: 3}\n"
     )
     result = framechain("run", str(config), "--no-progress", timeout=120)
     assert result.returncode != 0

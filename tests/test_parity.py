@@ -20,7 +20,7 @@ from pipeline.messages import Ack, Detected
 from pipeline.supervisor import stage_command
 from pipeline.transport import Endpoint, LinkOptions, make_socket, receive, send
 
-FRAMES = 40
+FRAMES = 30
 
 
 def detect_stage_outputs(
@@ -145,12 +145,11 @@ def test_detect_stage_matches_ultralytics(tmp_path: Path, assets: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("checkpoint", ["yolo11n.pt", "yolo11n-seg.pt"])
-def test_pytorch_backend_matches_ultralytics(
-    tmp_path: Path, assets: Path, checkpoint: str
-) -> None:
-    """.pt checkpoints (detection, and segmentation with its masks) on the PyTorch
-    backend against Ultralytics' predictor on the same checkpoint."""
+def test_pytorch_backend_matches_ultralytics(tmp_path: Path, assets: Path) -> None:
+    """A .pt checkpoint on the PyTorch backend against Ultralytics' predictor on the
+    same checkpoint: the segmentation one, whose head holds the detection head's
+    outputs plus the mask coefficients, so boxes and masks are both checked."""
+    checkpoint = "yolo11n-seg.pt"
     from ultralytics import YOLO
 
     clip = assets / "crowd.mp4"

@@ -123,7 +123,7 @@ def test_compiled_detector_survives_a_short_startup_timeout(
     """detector.compile builds an int8 OpenVINO model from the .pt into the cache
     at start (calibration, then the drift check: longer than the 10 s start-up
     timeout): the stage keeps beating while it builds, is not killed, and the run
-    completes; a second run reuses the cached model at once."""
+    completes (reuse of a cached entry: test_models.py)."""
     pytest.importorskip("nncf", reason="nncf (OpenVINO int8 calibration) not installed")
     from test_models import crowd_images
 
@@ -147,11 +147,7 @@ def test_compiled_detector_survives_a_short_startup_timeout(
     assert "model cache: building" in first.stderr
     (manifest,) = (tmp_path / "cache").glob("*.json")
     assert json.loads(manifest.read_text())["built_s"] > 10, "the build was too quick"
-    second = framechain("run", str(config), "--no-progress", timeout=300)
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert "model cache: reusing" in second.stderr
     assert "camera cam: 90 frames" in first.stdout + first.stderr
-    assert "camera cam: 90 frames" in second.stdout + second.stderr
 
 
 def test_annotation_tints_only_the_masks() -> None:
