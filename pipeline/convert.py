@@ -13,31 +13,16 @@ if TYPE_CHECKING:
     import supervision as sv
 
 
-def to_supervision(
-    detections: Detections, frame_shape: tuple[int, int] | None = None
-) -> sv.Detections:
-    """supervision's type; full-frame masks are built only when ``frame_shape``
-    (height, width) is given, since they cost a frame's worth of bytes each."""
+def to_supervision(detections: Detections) -> sv.Detections:
+    """supervision's type, without masks: a full-frame mask per detection costs a
+    frame's worth of bytes, and nothing downstream of it needs them."""
     import supervision as sv
 
-    mask = None
-    if detections.masks is not None and frame_shape is not None:
-        mask = (
-            np.stack(
-                [
-                    detections.masks.dense(i, *frame_shape)
-                    for i in range(len(detections))
-                ]
-            )
-            if len(detections)
-            else np.zeros((0, *frame_shape), bool)
-        )
     return sv.Detections(
         xyxy=detections.xyxy.astype(np.float32, copy=False),
         confidence=detections.confidence,
         class_id=detections.class_id,
         tracker_id=detections.tracker_id,
-        mask=mask,
         data=dict(detections.data),
     )
 

@@ -10,8 +10,8 @@ mask padded to a whole byte).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -30,6 +30,8 @@ class BoxMasks:
 
     boxes: npt.NDArray[np.int32]
     bits: npt.NDArray[np.uint8]
+    offsets: npt.NDArray[np.int64] = field(init=False, repr=False)
+    """Where each mask's bytes start in ``bits`` (n + 1 entries)."""
 
     def __post_init__(self) -> None:
         if self.boxes.ndim != 2 or self.boxes.shape[1] != 4:
@@ -38,15 +40,14 @@ class BoxMasks:
             )
         if (self.boxes[:, 2:] < 0).any():
             raise ValueError("mask boxes: negative width or height")
-        if int(self._offsets()[-1]) != len(self.bits):
+        sizes = (self.boxes[:, 2].astype(np.int64) * self.boxes[:, 3] + 7) // 8
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        if int(offsets[-1]) != len(self.bits):
             raise ValueError(
-                f"mask bits: expected {int(self._offsets()[-1])} bytes for "
+                f"mask bits: expected {int(offsets[-1])} bytes for "
                 f"{len(self.boxes)} masks, got {len(self.bits)}"
             )
-
-    def _offsets(self) -> npt.NDArray[np.int64]:
-        sizes = (self.boxes[:, 2].astype(np.int64) * self.boxes[:, 3] + 7) // 8
-        return np.concatenate([[0], np.cumsum(sizes)])
+        object.__setattr__(self, "offsets", offsets)
 
     def __len__(self) -> int:
         return len(self.boxes)
@@ -90,55 +91,60 @@ class BoxMasks:
     def crop(self, i: int) -> npt.NDArray[np.bool_]:
         """Mask ``i`` as its (h, w) boolean crop at ``boxes[i][:2]``."""
         _, _, w, h = (int(v) for v in self.boxes[i])
-        start = int(self._offsets()[i])
-        packed = self.bits[start : start + (w * h + 7) // 8]
+        packed = self.bits[int(self.offsets[i]) : int(self.offsets[i + 1])]
         return np.unpackbits(packed, count=w * h).reshape(h, w).astype(bool)
 
-    def dense(self, i: int, height: int, width: int) -> npt.NDArray[np.bool_]:
-        """Mask ``i`` as a full (height, width) frame mask."""
-        out = np.zeros((height, width), bool)
-        x, y, w, h = (int(v) for v in self.boxes[i])
-        crop = self.crop(i)
-        x1, y1 = min(x + w, width), min(y + h, height)
-        if x1 > x and y1 > y:
-            out[y:y1, x:x1] = crop[: y1 - y, : x1 - x]
-        return out
-
-    def area(self) -> npt.NDArray[np.int64]:
-        """(n,) pixels set in each mask."""
-        return np.array([int(self.crop(i).sum()) for i in range(len(self))], np.int64)
-
-    def area_inside(self, region: npt.NDArray[np.bool_]) -> npt.NDArray[np.int64]:
-        """(n,) pixels of each mask that fall in ``region``, a full-frame bool mask."""
-        out = np.zeros(len(self), np.int64)
-        height, width = region.shape
+    def in_frame(
+        self, height: int, width: int
+    ) -> Iterator[tuple[int, slice, slice, npt.NDArray[np.bool_]]]:
+        """(index, rows, columns, the part of the crop inside the frame) for each
+        mask that overlaps a (height, width) frame."""
         for i in range(len(self)):
             x, y, w, h = (int(v) for v in self.boxes[i])
             x1, y1 = min(x + w, width), min(y + h, height)
             if x1 > x and y1 > y:
                 crop = self.crop(i)[: y1 - y, : x1 - x]
-                out[i] = int(np.count_nonzero(crop & region[y:y1, x:x1]))
+                yield i, slice(y, y1), slice(x, x1), crop
+
+    def dense(self, i: int, height: int, width: int) -> npt.NDArray[np.bool_]:
+        """Mask ``i`` as a full (height, width) frame mask."""
+        out = np.zeros((height, width), bool)
+        x, y, w, h = (int(v) for v in self.boxes[i])
+        x1, y1 = min(x + w, width), min(y + h, height)
+        if x1 > x and y1 > y:
+            out[y:y1, x:x1] = self.crop(i)[: y1 - y, : x1 - x]
+        return out
+
+    def area(self) -> npt.NDArray[np.int64]:
+        """(n,) pixels set in each mask."""
+        return np.array(
+            [int(np.count_nonzero(self.crop(i))) for i in range(len(self))], np.int64
+        )
+
+    def area_inside(self, region: npt.NDArray[np.bool_]) -> npt.NDArray[np.int64]:
+        """(n,) pixels of each mask that fall in ``region``, a full-frame bool mask."""
+        out = np.zeros(len(self), np.int64)
+        for i, rows, columns, crop in self.in_frame(*region.shape):
+            out[i] = int(np.count_nonzero(crop & region[rows, columns]))
         return out
 
     def coverage(self, region: npt.NDArray[np.bool_]) -> int:
         """Pixels of ``region`` covered by at least one mask (overlaps count once)."""
         covered = np.zeros_like(region)
-        height, width = region.shape
-        for i in range(len(self)):
-            x, y, w, h = (int(v) for v in self.boxes[i])
-            x1, y1 = min(x + w, width), min(y + h, height)
-            if x1 > x and y1 > y:
-                covered[y:y1, x:x1] |= self.crop(i)[: y1 - y, : x1 - x]
+        for _, rows, columns, crop in self.in_frame(*region.shape):
+            covered[rows, columns] |= crop
         return int(np.count_nonzero(covered & region))
 
     def __getitem__(
         self,
         index: npt.NDArray[np.bool_] | npt.NDArray[np.int64] | Sequence[int] | slice,
     ) -> BoxMasks:
+        """The selected masks; their packed bytes are copied as they are."""
         rows = np.arange(len(self))[index]
-        return BoxMasks.from_crops(
-            [(int(self.boxes[i][0]), int(self.boxes[i][1])) for i in rows],
-            [self.crop(int(i)) for i in rows],
+        chunks = [self.bits[self.offsets[i] : self.offsets[i + 1]] for i in rows]
+        return BoxMasks(
+            self.boxes[rows].reshape(-1, 4),
+            np.concatenate(chunks) if chunks else np.empty(0, np.uint8),
         )
 
     @classmethod

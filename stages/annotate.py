@@ -275,15 +275,10 @@ def paint_masks(image: np.ndarray, detections: Detections, alpha: float = 0.45) 
         if detections.tracker_id is not None
         else np.arange(len(detections))
     )
-    height, width = image.shape[:2]
-    for i, track_id in enumerate(ids.tolist()):
-        x, y, w, h = (int(v) for v in detections.masks.boxes[i])
-        x1, y1 = min(x + w, width), min(y + h, height)
-        if x1 <= x or y1 <= y:
-            continue
-        inside = detections.masks.crop(i)[: y1 - y, : x1 - x]
-        region = image[y:y1, x:x1]
-        colour = np.array(palette.by_idx(track_id).as_bgr(), np.float32)
+    colours = ids.tolist()
+    for i, rows, columns, inside in detections.masks.in_frame(*image.shape[:2]):
+        region = image[rows, columns]
+        colour = np.array(palette.by_idx(colours[i]).as_bgr(), np.float32)
         region[inside] = (region[inside] * (1 - alpha) + colour * alpha).astype(
             np.uint8
         )

@@ -467,7 +467,10 @@ class TrackStage(Stage):
             masks=tracked.masks is not None,
             labels=message.labels if "label" in tracked.data else (),
         )
-        return Emit("annotate", header, [*tracked.to_parts(), pixels.copy()])
+        # redaction already made a private copy; otherwise the slot's pixels must
+        # be copied before the frame is acknowledged and the slot reused
+        own = pixels if self.privacy is not None else pixels.copy()
+        return Emit("annotate", header, [*tracked.to_parts(), own])
 
     def _event(
         self,

@@ -4,6 +4,7 @@ privacy), and a detector compiled into the cache at start-up."""
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 
 import av
@@ -145,8 +146,17 @@ def test_compiled_detector_survives_a_short_startup_timeout(
     assert first.returncode == 0, first.stderr[-3000:]
     assert "silent" not in first.stderr, first.stderr[-3000:]
     assert "model cache: building" in first.stderr
-    (manifest,) = (tmp_path / "cache").glob("*.json")
-    assert json.loads(manifest.read_text())["built_s"] > 10, "the build was too quick"
+    assert len(list((tmp_path / "cache").glob("*.json"))) == 1
+    # the detect stage was busy setting up (build, then the int8 drift check) for
+    # longer than the start-up timeout: from its "building" line to its "loaded" one
+    stamps = {
+        key: datetime.strptime(line[:8], "%H:%M:%S")
+        for line in first.stderr.splitlines()
+        for key in ("model cache: building", "loaded yolo11n")
+        if key in line
+    }
+    busy = stamps["loaded yolo11n"] - stamps["model cache: building"]
+    assert busy.total_seconds() > 10, f"setup took only {busy}"
     assert "camera cam: 90 frames" in first.stdout + first.stderr
 
 
