@@ -98,14 +98,19 @@ def test_rtsp_live_run_produces_events(
     chain: Callable[..., ChainRun], tmp_path: Path, rtsp: RtspServer
 ) -> None:
     """A live RTSP camera: frames flow at the camera's pace, people are counted, and
-    the camera's online event is stored."""
+    the camera's online event is stored. The server plays the 19 s clip once per
+    session, so on a slow machine the clip can end before 200 frames are tracked:
+    the end of the stream is then an ``eof`` offline event followed by one more
+    online event, and nothing else may take the camera offline."""
     run = chain(
         live_config(tmp_path, {"kind": "rtsp", "url": rtsp.url}, [LINE, WHOLE_FRAME]),
     )
     run.wait_for(lambda: frames(run) > 200, 60, "200 live frames")
     assert run.stop() == 0
     events = read_events(tmp_path / "events.db")
-    assert len(of_kind(events, "camera_online")) == 1
+    offline = of_kind(events, "camera_offline")
+    assert {e["direction"] for e in offline} <= {"eof"}, offline
+    assert len(of_kind(events, "camera_online")) == 1 + len(offline)
     assert of_kind(events, "line_crossing")
     assert max(e["value"] for e in of_kind(events, "zone_occupancy")) >= 5
     assert run.supervisor.restart_count == 0
