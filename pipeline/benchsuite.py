@@ -62,23 +62,26 @@ def suite_cameras(args: Any, model: Path, clip: Path, shape: tuple[int, int]) ->
         "| mean batch |",
         "|---|---:|---|---|---:|",
     ]
-    limit_runs = [
-        _result(
-            _spawn(
-                {"what": "limit", "model": str(model), "shape": shape, "batch": most}
-            )
-        )["fps"]
-        for _ in range(args.repeats)
-    ]
-    limit = _median(limit_runs)
-    rows.append(
-        f"| ONNX Runtime limit, batch {most} | {limit:.1f} | "
-        f"{', '.join(f'{r:.1f}' for r in limit_runs)} | | |"
-    )
-    chain_at_most = 0.0
-    for n in counts:
-        runs, spreads, batches = [], [], []
-        for _ in range(args.repeats):
+    # Each repeat measures the limit and then every camera count, so the ratio can
+    # also be taken within a repeat (this machine's speed drifts between repeats).
+    limit_runs: list[float] = []
+    chain_runs: dict[int, list[tuple[float, tuple[float, float], float]]] = {
+        n: [] for n in counts
+    }
+    for _ in range(args.repeats):
+        limit_runs.append(
+            _result(
+                _spawn(
+                    {
+                        "what": "limit",
+                        "model": str(model),
+                        "shape": shape,
+                        "batch": most,
+                    }
+                )
+            )["fps"]
+        )
+        for n in counts:
             with tempfile.TemporaryDirectory(prefix="framechain-bench-") as tmp:
                 cameras = {f"cam{i}": file_camera(clip) for i in range(n)}
                 config = chain_config(
@@ -88,18 +91,31 @@ def suite_cameras(args: Any, model: Path, clip: Path, shape: tuple[int, int]) ->
             if result.code != 0:
                 raise RuntimeError(f"the chain failed with {n} cameras")
             fps = [float(result.stats[f"track.cam{i}"]["fps"]) for i in range(n)]
-            runs.append(sum(fps))
-            spreads.append((min(fps), max(fps)))
-            batches.append(float(result.stats["detect"].get("mean_batch", 0)))
+            batch = float(result.stats["detect"].get("mean_batch", 0))
+            chain_runs[n].append((sum(fps), (min(fps), max(fps)), batch))
+    limit = _median(limit_runs)
+    rows.append(
+        f"| ONNX Runtime limit, batch {most} | {limit:.1f} | "
+        f"{', '.join(f'{r:.1f}' for r in limit_runs)} | | |"
+    )
+    chain_at_most = 0.0
+    for n in counts:
+        runs = [fps for fps, _, _ in chain_runs[n]]
         median = _median(runs)
-        low, high = spreads[runs.index(sorted(runs)[len(runs) // 2])]
+        low, high = chain_runs[n][runs.index(sorted(runs)[len(runs) // 2])][1]
         if n == most:
             chain_at_most = median
         rows.append(
             f"| framechain, {n} camera{'s' if n > 1 else ''} | {median:.1f} | "
             f"{', '.join(f'{r:.1f}' for r in runs)} | {low:.1f}–{high:.1f} | "
-            f"{_median(batches):.2f} |"
+            f"{_median([b for _, _, b in chain_runs[n]]):.2f} |"
         )
+    paired = _median(
+        [
+            fps / lim
+            for (fps, _, _), lim in zip(chain_runs[most], limit_runs, strict=True)
+        ]
+    )
     best_ultralytics = 0.0
     if not args.skip_ultralytics:
         for mode in ("multi-source", "processes"):
@@ -146,7 +162,10 @@ def suite_cameras(args: Any, model: Path, clip: Path, shape: tuple[int, int]) ->
                 f"| {label} | {_median(runs):.1f} | "
                 f"{', '.join(f'{r:.1f}' for r in runs)} | | |"
             )
-    ratios = [f"{most} cameras / batched limit = {chain_at_most / limit:.2f}"]
+    ratios = [
+        f"{most} cameras / batched limit = {chain_at_most / limit:.2f} (median of "
+        f"each repeat's own ratio {paired:.2f})"
+    ]
     if best_ultralytics:
         versus = chain_at_most / best_ultralytics
         ratios.append(f"{most} cameras / best Ultralytics = {versus:.2f}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import faulthandler
 import logging
+import math
 import os
 import signal
 import threading
@@ -23,12 +24,14 @@ from pipeline.errors import ConfigError, FramechainError, MessageError
 from pipeline.log import setup_logging
 from pipeline.messages import Detected, Heartbeat, Packet
 from pipeline.recording import Recorder
-from pipeline.stage import Emit, Received, Stage
+from pipeline.stage import Emit, Received, Stage, drain_fd
 from pipeline.transport import Endpoint, LinkOptions, make_socket, receive, send
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL_S = 0.5
+# The longest an idle loop sleeps; signals, inputs and doorbells wake it sooner.
+MAX_IDLE_S = 0.5
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
 
@@ -76,6 +79,19 @@ class StageRuntime:
         self.stage: Stage | None = None
         self._authenticator: Any = None
         self.recorders: dict[str, Recorder] = {}
+        # read ends of pipes that end a wait early: the signal wake-up pipe
+        # (``watch_signals``) and the stage's doorbell
+        self.wake_fds: list[int] = []
+        self._pollers: dict[tuple[Any, ...], zmq.Poller] = {}
+
+    def watch_signals(self) -> None:
+        """Let a stop or reload signal end the loop's sleep at once rather than at its
+        next timeout (main thread only: Python writes the signal number here)."""
+        read, write = os.pipe()
+        os.set_blocking(read, False)
+        os.set_blocking(write, False)
+        signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+        self.wake_fds.append(read)
 
     # -- lifecycle -----------------------------------------------------------------
     def request_stop(self, signum: int, _frame: FrameType | None) -> None:
@@ -96,6 +112,9 @@ class StageRuntime:
             self._heartbeat(force=True)
             self.stage = self.plan.build()
             self._setup(self.stage)
+            doorbell = self.stage.wake_fd()
+            if doorbell is not None:
+                self.wake_fds.append(doorbell)
             self.state = "running"
             self._heartbeat(force=True)
             self._loop(self.stage)
@@ -183,39 +202,57 @@ class StageRuntime:
             if now >= next_tick:
                 self._emit(stage.tick(time.time()))
                 next_tick = now + stage.tick_interval
-            wait = 0.05
+            # Sleep until whatever comes first: the stage's timer, its next tick,
+            # the next heartbeat; an input, a doorbell or a signal ends it sooner.
+            wait = min(MAX_IDLE_S, next_tick - now, self.next_heartbeat - now)
             awake = stage.next_awake()
             if produced:
                 wait = 0.0
             elif awake is not None:
                 wait = min(wait, awake)
-            batch = self._collect(stage, timeout_s=wait)
+            batch = self._collect(stage, timeout_s=max(0.0, wait))
             if batch:
                 self.counters["received"] += len(batch)
                 self._emit(stage.process(batch))
             self._heartbeat()
 
-    def _collect(self, stage: Stage, timeout_s: float) -> list[Received]:
-        """Receive up to ``max_batch`` messages, waiting at most ``timeout_s`` for the
-        first and ``max_wait_s`` more for the rest of a batch."""
-        batch: list[Received] = []
-        deadline = None
-        while len(batch) < stage.max_batch:
-            ports = [p for p in self.inputs if stage.accepts(p)]
-            if not ports:
-                if not batch and timeout_s > 0:
-                    time.sleep(timeout_s)  # nothing to read: wait out the stage's timer
-                break
+    def _poller(self, ports: tuple[str, ...], wake: bool) -> zmq.Poller:
+        """One poller per set of readable ports (built once: a stage's flow
+        control switches between a few sets, and rebuilding costs per message)."""
+        key = (ports, wake)
+        poller = self._pollers.get(key)
+        if poller is None:
             poller = zmq.Poller()
             for port in ports:
                 poller.register(self.inputs[port], zmq.POLLIN)
-            if deadline is None:
+            for fd in self.wake_fds if wake else ():
+                poller.register(fd, zmq.POLLIN)
+            self._pollers[key] = poller
+        return poller
+
+    def _collect(self, stage: Stage, timeout_s: float) -> list[Received]:
+        """Receive up to ``max_batch`` messages, waiting at most ``timeout_s`` for the
+        first and ``max_wait_s`` more for the rest of a batch. A doorbell or a signal
+        ends the wait for the first message (the loop then produces or stops)."""
+        batch: list[Received] = []
+        deadline = None
+        while len(batch) < stage.max_batch:
+            ports = tuple(p for p in self.inputs if stage.accepts(p))
+            first = deadline is None
+            if not ports and not first:
+                break
+            if first:
                 wait = timeout_s
             else:
                 wait = max(0.0, deadline - time.monotonic())
-            ready = dict(poller.poll(int(wait * 1000)))
+            ready = dict(self._poller(ports, first).poll(math.ceil(wait * 1000)))
             if not ready:
                 break
+            woken = False
+            for fd in self.wake_fds:
+                if fd in ready:
+                    drain_fd(fd)
+                    woken = True
             for port in ports:
                 sock = self.inputs[port]
                 while sock in ready and len(batch) < stage.max_batch:
@@ -232,6 +269,8 @@ class StageRuntime:
                         self.recorders[port].write(message, parts)
                     if not stage.accepts(port):
                         break
+            if woken and not batch:
+                break
             if deadline is None:
                 deadline = time.monotonic() + stage.max_wait_s
             if stage.max_wait_s <= 0 or time.monotonic() >= deadline:
@@ -367,6 +406,7 @@ def run_stage(plan: StagePlan, control_uri: str | None) -> int:
     signal.signal(signal.SIGTERM, runtime.request_stop)
     signal.signal(signal.SIGINT, runtime.request_stop)
     signal.signal(signal.SIGHUP, runtime.request_reload)
+    runtime.watch_signals()
     if control_uri:
         die_with_parent()
     return runtime.run()

@@ -7,6 +7,7 @@ heartbeats, signals and timing, and calls the hooks below.
 
 from __future__ import annotations
 
+import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
@@ -47,6 +48,47 @@ class Emit:
     parts: Sequence[Buffer] = ()
 
 
+class Doorbell:
+    """A pipe a helper thread rings when it has queued work for ``produce()``.
+
+    The runtime sleeps in one poll on the stage's sockets; work a thread puts in a
+    ``queue.Queue`` cannot wake that poll, and polling the queue on a short timer
+    costs every idle camera a few percent of a core. Ring after putting, so the
+    poll wakes for every item and never for nothing. The runtime empties it."""
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)
+
+    def fileno(self) -> int:
+        return self._read
+
+    def ring(self) -> None:
+        try:
+            os.write(self._write, b"\0")
+        except BlockingIOError:
+            pass  # already full of rings: the poll will wake anyway
+        except OSError:
+            pass  # closed while a thread was still finishing
+
+    def close(self) -> None:
+        for fd in (self._read, self._write):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def drain_fd(fd: int) -> None:
+    """Empty a non-blocking pipe (a doorbell, the signal wake-up pipe)."""
+    try:
+        while os.read(fd, 4096):
+            pass
+    except (BlockingIOError, OSError):
+        pass
+
+
 class Stage(ABC):
     """One step of the chain. Hooks, in the order the runtime calls them:
 
@@ -55,7 +97,9 @@ class Stage(ABC):
       nothing when there is nothing to send yet.
     - ``process(batch)``: with 1..``max_batch`` messages that arrived on ports for which
       ``accepts(port)`` was true.
-    - ``tick(now)``: at least every ``tick_interval`` seconds, for timers.
+    - ``tick(now)``: at least every ``tick_interval`` seconds, for timers. The runtime
+      sleeps until the next tick, heartbeat, ``next_awake()``, input, doorbell or
+      signal, whichever comes first: an idle stage costs nothing between them.
     - ``stop()``: once, when the process is asked to stop; sources end their streams.
     - ``reload()``: on SIGHUP, between messages.
     - ``close()``: once, last, even after an error.
@@ -87,6 +131,11 @@ class Stage(ABC):
 
     def next_awake(self) -> float | None:
         """Seconds until ``produce`` has something to send (None: no timer)."""
+        return None
+
+    def wake_fd(self) -> int | None:
+        """A file descriptor (a ``Doorbell``) that becomes readable when a helper
+        thread queued work for ``produce``; the runtime polls it with the inputs."""
         return None
 
     def stop(self) -> Iterable[Emit]:

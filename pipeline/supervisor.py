@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -29,6 +30,8 @@ from pipeline.config import SupervisorConfig
 from pipeline.messages import Heartbeat
 from pipeline.sdnotify import Notifier
 from pipeline.transport import Endpoint, LinkOptions, make_socket, receive
+
+WATCH_INTERVAL_S = 0.1
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +165,9 @@ class Supervisor:
             for child in self.children.values():
                 self._start(child)
             while not self._all_done():
-                self._receive(control)
+                # heartbeats as they come, a pass over the children ten times a
+                # second (not once per heartbeat: 30 stages send 60 a second)
+                self._receive(control, WATCH_INTERVAL_S)
                 self._watch()
                 self._lifecycle()
                 if self.stop_requested or self.failed:
@@ -188,9 +193,18 @@ class Supervisor:
         child.state, child.exit_code = "starting", None
         log.debug("started %s (pid %d)", child.name, child.process.pid)
 
-    def _receive(self, control: zmq.Socket[Any]) -> None:
-        if not control.poll(50):
-            return
+    def _receive(self, control: zmq.Socket[Any], for_s: float = 0.05) -> None:
+        """Take heartbeats for ``for_s`` seconds (returns at once when stopping)."""
+        until = time.monotonic() + for_s
+        while True:
+            left = until - time.monotonic()
+            if left <= 0 or not control.poll(max(1, math.ceil(left * 1000))):
+                return
+            self._take_heartbeats(control)
+            if self.stop_requested:
+                return
+
+    def _take_heartbeats(self, control: zmq.Socket[Any]) -> None:
         while True:
             try:
                 message, _ = receive(control, zmq.NOBLOCK)

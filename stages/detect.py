@@ -168,7 +168,6 @@ class _Batch:
 
 class DetectStage(Stage):
     kind: ClassVar[str] = "detect"
-    tick_interval = 0.001  # hands on a finished batch when no new one comes
 
     def __init__(
         self,
@@ -193,6 +192,7 @@ class DetectStage(Stage):
         self._reader = RingReader()
         self._filters: dict[str, _CameraFilter] = {}
         self._last: dict[str, Detections] = {}  # per camera, for gated frames
+        self._newest: dict[str, int] = {}  # per camera, the highest seq received
         self._pending: _Batch | None = None  # its inference is running
         self._pool: ThreadPoolExecutor | None = None
         self._ended: set[str] = set()
@@ -275,8 +275,9 @@ class DetectStage(Stage):
         self._pending = prepared
         return out
 
-    def tick(self, now: float) -> Iterable[Emit]:
-        """No new batch came: hand on the one in flight once the model is done."""
+    def produce(self) -> Iterable[Emit]:
+        """No new batch came: hand on the one in flight once the model is done
+        (polled every 2 ms while one is in flight, see ``next_awake``)."""
         pending = self._pending
         if pending is None or not all(f.done() for _, _, f in pending.groups):
             return ()
@@ -307,11 +308,20 @@ class DetectStage(Stage):
                 if not message.motion and self._gate_open_for(message, prepared.frames):
                     prepared.gated.append((message, item.parts))
                     continue
+                newest = self._newest.get(message.stream_id, -1)
+                self._newest[message.stream_id] = max(newest, message.seq)
                 try:
                     prepared.frames.append((message, self._pixels(message, item.parts)))
                 except SlotOverwrittenError as e:
-                    self.counters["frames_missed"] += 1
-                    log.warning("%s", e)
+                    if message.seq <= newest:
+                        # a re-send of a frame this process already had (decode
+                        # re-sends after silence, e.g. a slow start-up); downstream
+                        # drops the copy anyway, and its slot is rightly reused
+                        self.counters["stale_resends"] += 1
+                        log.debug("%s (a re-sent frame)", e)
+                    else:
+                        self.counters["frames_missed"] += 1
+                        log.warning("%s", e)
         groups: dict[tuple[int, int], list[int]] = defaultdict(list)
         boxes = [self._model.letterbox(f.height, f.width) for f, _ in prepared.frames]
         for i, box in enumerate(boxes):

@@ -25,7 +25,7 @@ from pipeline.backoff import Backoff
 from pipeline.configtypes import EnvSecret, StrictModel
 from pipeline.log import redact
 from pipeline.messages import EndOfStream, Packet, StreamStatus
-from pipeline.stage import Emit, Received, Stage
+from pipeline.stage import Doorbell, Emit, Received, Stage
 from stages.sources import (
     AvReader,
     MjpegReader,
@@ -142,11 +142,13 @@ class Connection(threading.Thread):
         make: Callable[[], Any],
         backoff: Backoff,
         items: queue.Queue[tuple[str, Any]],
+        doorbell: Doorbell,
     ) -> None:
         super().__init__(name=f"connection-{name}", daemon=True)
         self.make = make
         self.backoff = backoff
         self.items = items
+        self.doorbell = doorbell
         self.stopping = threading.Event()
         self.attempts: list[float] = []
         self.overflows = 0
@@ -158,23 +160,28 @@ class Connection(threading.Thread):
             try:
                 info: StreamInfo = reader.open()
                 self.backoff.connected(time.monotonic())
-                self.items.put(("online", info))
+                self._put(("online", info))
                 for raw in reader.packets():
                     if self.stopping.is_set():
                         return
                     self.backoff.check_healthy(time.monotonic())
                     try:
                         self.items.put_nowait(("packet", raw))
+                        self.doorbell.ring()
                     except queue.Full:
                         self.overflows += 1
             except SourceFailure as failure:
-                self.items.put(("offline", failure))
+                self._put(("offline", failure))
             except Exception as e:  # a reader bug must not kill reconnection
                 log.exception("source reader failed")
-                self.items.put(("offline", SourceFailure("error", redact(str(e)))))
+                self._put(("offline", SourceFailure("error", redact(str(e)))))
             finally:
                 reader.close()
             self.stopping.wait(self.backoff.next_delay())
+
+    def _put(self, item: tuple[str, Any]) -> None:
+        self.items.put(item)
+        self.doorbell.ring()
 
 
 class LiveCaptureStage(Stage):
@@ -186,6 +193,7 @@ class LiveCaptureStage(Stage):
         self.stream_id = stream_id
         self.source = source
         self._items: queue.Queue[tuple[str, Any]] = queue.Queue(_QUEUE_ITEMS)
+        self._doorbell = Doorbell()
         self._connection: Connection | None = None
         self._info: StreamInfo | None = None
         self._state = "starting"
@@ -199,12 +207,16 @@ class LiveCaptureStage(Stage):
             cfg.initial_s, cfg.factor, cfg.max_s, cfg.jitter, cfg.reset_after_s
         )
         self._connection = Connection(
-            self.stream_id, lambda: make_reader(self.source), backoff, self._items
+            self.stream_id,
+            lambda: make_reader(self.source),
+            backoff,
+            self._items,
+            self._doorbell,
         )
         self._connection.start()
 
-    def next_awake(self) -> float | None:
-        return 0.005  # the connection thread fills a queue the runtime cannot poll
+    def wake_fd(self) -> int | None:
+        return self._doorbell.fileno()  # rung by the connection thread per item
 
     def produce(self) -> Iterable[Emit]:
         emits: list[Emit] = []

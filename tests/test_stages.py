@@ -263,7 +263,7 @@ def detect_all(assets: Path, overlap: bool) -> list:
     for start in range(0, len(received), 4):
         out += stage.process(received[start : start + 4])
     while not stage.finished():
-        out += stage.tick(time.time())
+        out += stage.produce()
         time.sleep(0.001)
     stage.close()
     result = []
