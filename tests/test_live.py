@@ -167,8 +167,9 @@ def test_unreachable_camera_backs_off_and_idles(
     chain: Callable[..., ChainRun], tmp_path: Path
 ) -> None:
     """A camera that never comes up: attempts at 1, 2, 4, 8 s intervals (±20 %),
-    one offline event with its reason, and the waiting capture uses < 5 % of a core
-    (R1, R7)."""
+    one offline event with its reason, and the waiting capture uses < 1 % of a core
+    (R1, R7): its reader thread rings a doorbell, nothing polls a queue on a timer
+    (that cost 2-2.5 % of a core per idle camera)."""
     url = f"rtsp://127.0.0.1:{free_port()}/live"
     run = chain(live_config(tmp_path, {"kind": "rtsp", "url": url}))
     run.wait_for(
@@ -188,7 +189,7 @@ def test_unreachable_camera_backs_off_and_idles(
     assert np.all(gaps >= 0.8 * expected - 0.1) and np.all(
         gaps <= 1.2 * expected + 0.3
     ), gaps
-    assert cpu < 0.05, f"capture used {cpu:.1%} of a core while waiting"
+    assert cpu < 0.01, f"capture used {cpu:.1%} of a core while waiting"
     offline = of_kind(read_events(tmp_path / "events.db"), "camera_offline")
     assert [e["direction"] for e in offline] == ["refused"]
     assert frames(run) == 0  # no synthetic frames during an outage (R6)
