@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-SUITES = ("single", "cameras", "transport", "latency", "soak", "backends")
+SUITES = ("single", "cameras", "transport", "latency", "soak", "backends", "idle")
 LIMIT_SECONDS = 10.0  # how long each runtime-limit measurement runs
 
 
@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=SUITES,
         help="single camera (default), cameras (1..8), transport (1080p hop), "
         "latency (live source), soak (memory and frame age over minutes), "
-        "backends (one model in every runtime)",
+        "backends (one model in every runtime), idle (CPU of cameras that send "
+        "nothing)",
     )
     parser.add_argument(
         "--clip",
@@ -66,7 +67,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--source", help="latency/soak: an rtsp:// URL (default: the clip, paced)"
     )
     parser.add_argument(
-        "--seconds", type=float, default=60, help="latency: seconds per run"
+        "--seconds",
+        type=float,
+        default=60,
+        help="latency: seconds per run; idle: seconds measured",
     )
     parser.add_argument("--minutes", type=float, default=10, help="soak: duration")
     parser.add_argument(
@@ -314,6 +318,8 @@ def run_bench(args: argparse.Namespace) -> int:
             table = benchsuite.suite_transport(args)
         elif args.suite == "latency":
             table = benchsuite.suite_latency(args, model, clip)
+        elif args.suite == "idle":
+            table = benchsuite.suite_idle(args, model)
         elif args.suite == "backends":
             models = [_resolve(m, args.models_dir) for m in args.models.split(",")]
             table = benchsuite.suite_backends(args, models, shape)

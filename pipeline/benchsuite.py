@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -87,6 +88,7 @@ def suite_cameras(args: Any, model: Path, clip: Path, shape: tuple[int, int]) ->
                 config = chain_config(
                     model, cameras, Path(tmp), args.imgsz, batch=max(args.batch, n)
                 )
+                config["detector"]["overlap"] = args.overlap
                 result = run_chain(config, Path(tmp))
             if result.code != 0:
                 raise RuntimeError(f"the chain failed with {n} cameras")
@@ -512,5 +514,52 @@ def suite_soak(args: Any, model: Path, clip: Path) -> str:
             f"p99 first quarter {1000 * _median(early):.0f} ms, last quarter "
             f"{1000 * _median(late):.0f} ms; stage restarts "
             f"{sum(1 for s in result.stats.values() if s.get('restarts'))}",
+        ]
+    )
+
+
+# -- idle cameras ---------------------------------------------------------------
+def suite_idle(args: Any, model: Path) -> str:
+    """What cameras that send nothing cost: the largest count of ``--cameras``, each
+    an RTSP camera on a closed local port (reconnecting with backoff), measured from
+    the stages' own CPU counters once everything has started."""
+    n = max(int(c) for c in args.cameras.split(","))
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        url = f"rtsp://127.0.0.1:{sock.getsockname()[1]}/idle"
+    settle_s, measure_s = 45.0, args.seconds
+    with tempfile.TemporaryDirectory(prefix="framechain-bench-") as tmp:
+        cameras = {
+            f"cam{i}": {"source": {"kind": "rtsp", "url": url}} for i in range(n)
+        }
+        config = chain_config(model, cameras, Path(tmp), batch=max(args.batch, n))
+        result = run_chain(
+            config, Path(tmp), sample_every_s=5.0, stop_after_s=settle_s + measure_s
+        )
+    first = next(s for s in result.samples if s.at >= settle_s)
+    last = result.samples[-1]
+    span = last.at - first.at
+    per_kind: dict[str, float] = {}
+    for name, stats in last.stats.items():
+        used = stats.get("cpu_s", 0.0) - first.stats.get(name, {}).get("cpu_s", 0.0)
+        kind = name.split(".")[0]
+        per_kind[kind] = per_kind.get(kind, 0.0) + used / span
+    rows = [
+        "| stages | processes | CPU (% of one core) |",
+        "|---|---:|---:|",
+        *(
+            f"| {kind} | {sum(1 for s in last.stats if s.split('.')[0] == kind)} | "
+            f"{100 * share:.2f} |"
+            for kind, share in per_kind.items()
+        ),
+        f"| all | {len(last.stats)} | {100 * sum(per_kind.values()):.2f} |",
+    ]
+    return "\n".join(
+        [
+            f"{n} cameras that never answer (RTSP to a closed port, reconnecting with "
+            f"backoff), model {model.name} loaded; stage CPU counters over "
+            f"{span:.0f} s after {settle_s:.0f} s of start-up, {os.cpu_count()} cores",
+            "",
+            *rows,
         ]
     )

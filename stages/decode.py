@@ -33,6 +33,7 @@ from stages.motion import MotionConfig, MotionGate
 log = logging.getLogger(__name__)
 
 _MICROS = Fraction(1, 1_000_000)
+LIVE_START_WINDOW = 2  # frames in flight from a live source before any ack
 
 
 class DecodeConfig(StrictModel):
@@ -101,7 +102,10 @@ class DecodeStage(Stage):
         # decoded frames (av.VideoFrame, capture time) and in-band status, in order
         self._pending: deque[tuple[Any, float] | StreamStatus] = deque()
         self._live = False
-        self._live_limit = config.live_window  # adapted by frame age (R10)
+        # adapted by frame age (R10); starts small and grows while frames come back
+        # young: starting wide put a slow detector's start-up frames 8 deep in
+        # flight, and that spike stayed in the 10 s frame-age window
+        self._live_limit = min(LIVE_START_WINDOW, config.live_window)
         self._acks_since_change = 0
         self._dropping = False
         self._outstanding: OrderedDict[int, Emit] = OrderedDict()
