@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 _MICROS = Fraction(1, 1_000_000)
 LIVE_START_WINDOW = 2  # frames in flight from a live source before any ack
+MAX_RESEND_WAIT_S = 60.0
 
 
 class DecodeConfig(StrictModel):
@@ -118,6 +119,8 @@ class DecodeStage(Stage):
         self._done = False
         self._fps = 0.0
         self._last_progress = time.monotonic()
+        self._resend_wait = config.resend_after_s  # doubles per silent re-send
+        self._acknowledged = False
         self._ages = FrameAges()
         self._motion = MotionGate(config.motion) if config.motion else None
         self.counters = {
@@ -150,17 +153,23 @@ class DecodeStage(Stage):
     def tick(self, now: float) -> Iterable[Emit]:
         if not self._outstanding:
             return list(self._send_pending())
-        if time.monotonic() - self._last_progress < self.config.resend_after_s:
+        if time.monotonic() - self._last_progress < self._resend_wait:
             return ()
         self._last_progress = time.monotonic()
         self.counters["resent"] += len(self._outstanding)
-        log.warning(
+        # Before the first acknowledgement the stages after us may still be
+        # starting (a model loading, 30 processes importing on 2 cores): re-send, but
+        # that is no incident, and each silent try waits twice as long.
+        level = logging.WARNING if self._acknowledged else logging.INFO
+        log.log(
+            level,
             "no acknowledgement for %.1fs: re-sending %d frames of %s from seq %d",
-            self.config.resend_after_s,
+            self._resend_wait,
             len(self._outstanding),
             self.stream_id,
             next(iter(self._outstanding)),
         )
+        self._resend_wait = min(2 * self._resend_wait, MAX_RESEND_WAIT_S)
         return list(self._outstanding.values())
 
     def _acknowledge(self, seq: int) -> None:
@@ -168,6 +177,8 @@ class DecodeStage(Stage):
         while self._outstanding and next(iter(self._outstanding)) <= seq:
             _, emit = self._outstanding.popitem(last=False)
             self._last_progress = time.monotonic()
+            self._acknowledged = True
+            self._resend_wait = self.config.resend_after_s
             if self._live and isinstance(emit.message, Frame):
                 self._adapt(now - emit.message.capture_ts)
         if self._eos_sent and not self._outstanding:
