@@ -22,6 +22,7 @@ import yaml
 from pipeline.detections import box_iou
 from pipeline.errors import BackendUnavailableError, ModelFormatError
 from pipeline.modelcache import CacheEntry, CompileSpec, ModelCache
+from pipeline.models import keep_ultralytics_offline
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +95,17 @@ def calibration_images(folder: Path, limit: int = 500) -> list[Path]:
 def build_with_ultralytics(source: Path, spec: CompileSpec, work: Path) -> Path:
     """The model builder behind the cache: Ultralytics' exporter on a copy of the
     source (it writes beside its input), inside ``work``."""
+    keep_ultralytics_offline()
     try:
+        import ultralytics.data.utils as ultralytics_data
         from ultralytics import YOLO
     except ImportError as e:
         raise BackendUnavailableError(
             f"exporting models needs Ultralytics and PyTorch; {INSTALL}"
         ) from e
+    # Its dataset check fetches a plotting font from GitHub whatever YOLO_OFFLINE
+    # says (an int8 calibration run tried github.com); calibration plots nothing.
+    ultralytics_data.check_font = lambda *_args, **_kwargs: None
     if source.suffix != ".pt":
         raise ModelFormatError(
             f"{source.name}: export starts from an Ultralytics .pt checkpoint "

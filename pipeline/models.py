@@ -50,3 +50,11 @@ def resolve_model(name: str, directories: Sequence[Path]) -> Path:
         f"model {name!r} not found; searched {searched}. Put the file there, or set "
         f"models_dir in the config or {MODELS_ENV}"
     )
+
+
+def keep_ultralytics_offline() -> None:
+    """Call before importing Ultralytics: it otherwise checks the network at import
+    and fetches fonts and assets from GitHub on demand (an int8 calibration run
+    tried github.com), which an air-gapped appliance must never do. An explicit
+    ``YOLO_OFFLINE`` in the environment is left as it is."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")

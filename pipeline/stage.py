@@ -54,7 +54,9 @@ class Doorbell:
     The runtime sleeps in one poll on the stage's sockets; work a thread puts in a
     ``queue.Queue`` cannot wake that poll, and polling the queue on a short timer
     costs every idle camera a few percent of a core. Ring after putting, so the
-    poll wakes for every item and never for nothing. The runtime empties it."""
+    poll wakes for every item and never for nothing. The runtime empties it. It lives
+    as long as the process: closing it under a thread still ringing could let the
+    thread write into whatever file reuses the descriptor."""
 
     def __init__(self) -> None:
         self._read, self._write = os.pipe()
@@ -69,15 +71,6 @@ class Doorbell:
             os.write(self._write, b"\0")
         except BlockingIOError:
             pass  # already full of rings: the poll will wake anyway
-        except OSError:
-            pass  # closed while a thread was still finishing
-
-    def close(self) -> None:
-        for fd in (self._read, self._write):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
 
 
 def drain_fd(fd: int) -> None:

@@ -282,3 +282,36 @@ def test_tensorrt_engine_cache_and_parity(assets: Path, tmp_path: Path) -> None:
     entry.path.write_bytes(bytes(data))
     rebuilt, _ = compile_model(pt, spec, tmp_path / "cache")
     assert rebuilt.built and "checksum" in rebuilt.reason
+
+
+def test_stage_processes_inherit_the_model_metadata(
+    assets: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The supervisor reads a .pt's metadata once; the stage processes it starts
+    validate the same config from what it handed down, without importing PyTorch
+    (five processes importing it at once took over 10 s before their first heartbeat
+    on 2 cores, and the supervisor killed them as silent)."""
+    import json
+    import subprocess
+    import sys
+
+    from stages.backends import MODEL_INFO_ENV
+
+    monkeypatch.delenv(MODEL_INFO_ENV, raising=False)
+    info = read_model_info(assets / "yolo11n.pt")
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import json, sys; from pathlib import Path; "
+            "from stages.backends import read_model_info; "
+            f"info = read_model_info(Path({str(assets / 'yolo11n.pt')!r})); "
+            "print(json.dumps([list(info.names), info.task, 'torch' in sys.modules]))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    names, task, imported_torch = json.loads(child.stdout)
+    assert (tuple(names), task) == (info.names, info.task)
+    assert not imported_torch

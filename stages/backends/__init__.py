@@ -11,6 +11,9 @@ a missing one fails with one line naming the package to install.
 
 from __future__ import annotations
 
+import json
+import os
+from dataclasses import asdict
 from pathlib import Path
 
 from pipeline.errors import ModelFormatError
@@ -25,6 +28,11 @@ __all__ = [
 ]
 
 FORMATS = ".onnx, .pt, .engine, or an OpenVINO IR folder"
+# Metadata already read by the supervisor, handed to the stage processes it starts
+# (they inherit its environment). Without it every stage re-read the model while
+# validating the config: for a .pt that meant importing PyTorch in all five
+# processes at once, over 10 s before the first heartbeat on a 2-core box.
+MODEL_INFO_ENV = "FRAMECHAIN_MODEL_INFO"
 
 
 def model_format(path: Path) -> str:
@@ -42,7 +50,38 @@ def model_format(path: Path) -> str:
 
 def read_model_info(path: Path) -> ModelInfo:
     """Class names, task, stride and fixed shapes from the model's own metadata,
-    without building an inference session (config validation uses this)."""
+    without building an inference session (config validation uses this). Read once
+    per model file version and shared with child processes (``MODEL_INFO_ENV``)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return _read_model_info(path)  # the reader names the problem
+    key = f"{path.resolve()}|{stat.st_mtime_ns}|{stat.st_size}"
+    try:
+        shared = json.loads(os.environ.get(MODEL_INFO_ENV, "{}"))
+    except ValueError:
+        shared = {}
+    if not isinstance(shared, dict):
+        shared = {}
+    if isinstance(shared.get(key), dict):
+        try:
+            fields = shared[key]
+            return ModelInfo(
+                names=tuple(fields["names"]),
+                task=str(fields["task"]),
+                stride=int(fields["stride"]),
+                imgsz=tuple(fields["imgsz"]) if fields["imgsz"] else None,
+                batch=fields["batch"],
+            )
+        except (KeyError, TypeError, ValueError):
+            pass  # not ours after all: read the file
+    info = _read_model_info(path)
+    shared[key] = asdict(info)
+    os.environ[MODEL_INFO_ENV] = json.dumps(shared)
+    return info
+
+
+def _read_model_info(path: Path) -> ModelInfo:
     kind = model_format(path)
     if kind == "onnx":
         from stages.backends.onnx import read_onnx_info

@@ -11,12 +11,14 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline.errors import BackendUnavailableError, ModelFormatError
+from pipeline.models import keep_ultralytics_offline
 from stages.backends.base import ModelInfo, YoloBackend
 
 INSTALL = "pip install 'framechain[ultralytics]' (Ultralytics and PyTorch)"
 
 
 def _load(path: Path, device: str) -> tuple[Any, Any]:
+    keep_ultralytics_offline()
     try:
         import torch
         from ultralytics.nn.tasks import load_checkpoint
