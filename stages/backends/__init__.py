@@ -15,6 +15,7 @@ import json
 import os
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from pipeline.errors import ModelFormatError
 from stages.backends.base import ModelInfo, YoloBackend
@@ -57,24 +58,21 @@ def read_model_info(path: Path) -> ModelInfo:
     except OSError:
         return _read_model_info(path)  # the reader names the problem
     key = f"{path.resolve()}|{stat.st_mtime_ns}|{stat.st_size}"
+    shared: Any = {}
     try:
         shared = json.loads(os.environ.get(MODEL_INFO_ENV, "{}"))
-    except ValueError:
-        shared = {}
+        fields = shared[key]
+        return ModelInfo(
+            **{
+                **fields,
+                "names": tuple(fields["names"]),
+                "imgsz": tuple(fields["imgsz"]) if fields["imgsz"] else None,
+            }
+        )
+    except (ValueError, TypeError, KeyError):
+        pass  # not handed down (or not ours): read the file
     if not isinstance(shared, dict):
         shared = {}
-    if isinstance(shared.get(key), dict):
-        try:
-            fields = shared[key]
-            return ModelInfo(
-                names=tuple(fields["names"]),
-                task=str(fields["task"]),
-                stride=int(fields["stride"]),
-                imgsz=tuple(fields["imgsz"]) if fields["imgsz"] else None,
-                batch=fields["batch"],
-            )
-        except (KeyError, TypeError, ValueError):
-            pass  # not ours after all: read the file
     info = _read_model_info(path)
     shared[key] = asdict(info)
     os.environ[MODEL_INFO_ENV] = json.dumps(shared)
