@@ -2,7 +2,9 @@
 same clip, model file, input size and machine; medians over repeats.
 
 (a) limit: ONNX Runtime ``session.run`` on pre-made tensors of the shape the chain
-    feeds (batch 1 and the chain's max batch);
+    feeds (batch 1 and the chain's max batch; one session on all cores, and two
+    sessions on half the cores each, the detector's default on a CPU for 2+
+    cameras);
 (b) Ultralytics ``model.track(source, stream=True)`` with the same ONNX file;
 (c) framechain end to end: capture, decode, detect, track (line rule), SQLite.
 
@@ -20,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -59,6 +62,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--overlap",
         action="store_true",
         help="detector.overlap on: prepare a batch while the previous one is inferred",
+    )
+    parser.add_argument(
+        "--streams",
+        type=int,
+        default=None,
+        help="the chain's detector.streams (default: the detector's own choice)",
     )
     parser.add_argument(
         "--cameras", default="1,2,4,8", help="cameras suite: camera counts"
@@ -118,27 +127,46 @@ def _frames(clip: Path) -> int:
 
 # -- workers (each runs in its own process) ---------------------------------
 def _worker_limit(
-    model: Path, shape: tuple[int, int], batch: int, device: str = "cpu"
+    model: Path,
+    shape: tuple[int, int],
+    batch: int,
+    device: str = "cpu",
+    streams: int = 1,
 ) -> dict[str, Any]:
+    """Images per second of ``streams`` copies of the model, each on its own thread
+    with ``cores / streams`` inference threads, inferring the same batch over and
+    over (the way the detector runs them)."""
     import numpy as np
 
     from stages.backends import load_backend
 
-    yolo = load_backend(model, max(shape), device=device)
-    if not yolo.dynamic:
-        shape = yolo.imgsz  # a fixed-input model runs at its own size
+    threads = max(1, (os.cpu_count() or 1) // streams)
+    yolos = [
+        load_backend(model, max(shape), threads, device=device) for _ in range(streams)
+    ]
+    if not yolos[0].dynamic:
+        shape = yolos[0].imgsz  # a fixed-input model runs at its own size
     tensor = np.random.default_rng(0).random((batch, 3, *shape), dtype=np.float32)
-    for _ in range(3):
-        yolo.infer(tensor)
+    for yolo in yolos:
+        for _ in range(3):
+            yolo.infer(tensor)
     # Run for seconds, not a count: this machine's speed drifts over tens of
     # seconds, and a limit taken in a 2 s window is compared with chain runs of 20 s+.
-    runs = 0
+    runs = [0] * streams
     started = time.perf_counter()
-    while runs < 8 or time.perf_counter() - started < LIMIT_SECONDS:
-        yolo.infer(tensor)
-        runs += 1
+
+    def infer(stream: int) -> None:
+        while runs[stream] < 8 or time.perf_counter() - started < LIMIT_SECONDS:
+            yolos[stream].infer(tensor)
+            runs[stream] += 1
+
+    workers = [threading.Thread(target=infer, args=(i,)) for i in range(streams)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
     elapsed = time.perf_counter() - started
-    return {"fps": runs * batch / elapsed, "runtime": yolo.runtime}
+    return {"fps": sum(runs) * batch / elapsed, "runtime": yolos[0].runtime}
 
 
 def _steady(
@@ -244,6 +272,7 @@ def _worker(args: argparse.Namespace) -> int:
             tuple(spec["shape"]),
             spec["batch"],
             spec.get("device", "cpu"),
+            spec.get("streams", 1),
         )
     elif what == "ultralytics":
         result = _worker_ultralytics(
@@ -279,12 +308,14 @@ def _spawn(spec: dict[str, Any]) -> dict[str, float]:
 
 # -- framechain ---------------------------------------------------------------
 def _chain(
-    model: Path, clip: Path, imgsz: int, batch: int, tmp: Path, overlap: bool = False
+    model: Path, clip: Path, tmp: Path, args: argparse.Namespace
 ) -> dict[str, float]:
     from pipeline.benchchain import chain_config, file_camera, run_chain
 
-    config = chain_config(model, {"bench": file_camera(clip)}, tmp, imgsz, batch)
-    config["detector"]["overlap"] = overlap
+    config = chain_config(
+        model, {"bench": file_camera(clip)}, tmp, args.imgsz, args.batch
+    )
+    config["detector"].update(detector_options(args))
     result = run_chain(config, tmp)
     if result.code != 0:
         raise RuntimeError("the framechain chain failed during the benchmark")
@@ -294,7 +325,31 @@ def _chain(
         "wall_s": result.wall_s,
         "frames": stats["frames"],
         "mean_batch": float(result.stats["detect"].get("mean_batch", 0)),
+        "streams": int(result.stats["detect"].get("streams", 1)),
     }
+
+
+def detector_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The detector settings the command line changes from the product's defaults."""
+    options: dict[str, Any] = {"overlap": args.overlap}
+    if args.streams is not None:
+        options["streams"] = args.streams
+    return options
+
+
+def limit_settings(batch: int) -> list[tuple[int, int]]:
+    """(batch, streams) pairs the runtime limit is measured at: one session on all
+    cores, and on 2+ cores also two sessions on half the cores each (the detector's
+    default for ONNX Runtime on a CPU serving 2+ cameras)."""
+    two = [2] if (os.cpu_count() or 1) >= 2 else []
+    return [(batch, streams) for streams in [1, *two]]
+
+
+def limit_label(batch: int, streams: int) -> str:
+    if streams == 1:
+        return f"batch {batch}"
+    threads = max(1, (os.cpu_count() or 1) // streams)
+    return f"batch {batch}, {streams} sessions × {threads} thread(s)"
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -306,7 +361,7 @@ def run_bench(args: argparse.Namespace) -> int:
     setup_logging("bench", "WARNING")
     model = _resolve(args.model, args.models_dir)
     clip = (
-        Path(args.clip)
+        Path(args.clip).resolve()  # the chain's config lives in a temporary folder
         if Path(args.clip).is_file()
         else _resolve(args.clip, args.models_dir)
     )
@@ -330,15 +385,15 @@ def run_bench(args: argparse.Namespace) -> int:
             Path(args.markdown).write_text(table + "\n")
         return 0
     results: dict[str, list[dict[str, float]]] = {}
+    limits: dict[str, list[dict[str, float]]] = {}
     base = {"model": str(model), "shape": shape}
+    settings = [(1, 1), *limit_settings(args.batch)]
     for repeat in range(args.repeats):
         print(f"repeat {repeat + 1}/{args.repeats}", file=sys.stderr, flush=True)
-        results.setdefault("a1", []).append(
-            _spawn({**base, "what": "limit", "batch": 1})
-        )
-        results.setdefault("aB", []).append(
-            _spawn({**base, "what": "limit", "batch": args.batch})
-        )
+        for batch, streams in settings:
+            limits.setdefault(limit_label(batch, streams), []).append(
+                _spawn({**base, "what": "limit", "batch": batch, "streams": streams})
+            )
         if not args.skip_ultralytics:
             results.setdefault("l", []).append(
                 _spawn(
@@ -361,10 +416,8 @@ def run_bench(args: argparse.Namespace) -> int:
                 )
             )
         with tempfile.TemporaryDirectory(prefix="framechain-bench-") as tmp:
-            results.setdefault("c", []).append(
-                _chain(model, clip, args.imgsz, args.batch, Path(tmp), args.overlap)
-            )
-    table = _table(results, args, model, clip, shape)
+            results.setdefault("c", []).append(_chain(model, clip, Path(tmp), args))
+    table = _table(results, limits, args, model, clip, shape)
     print(table)
     if args.markdown:
         Path(args.markdown).write_text(table + "\n")
@@ -381,21 +434,22 @@ def _median(runs: list[dict[str, float]], key: str) -> float:
 
 def _table(
     results: dict[str, list[dict[str, float]]],
+    limits: dict[str, list[dict[str, float]]],
     args: argparse.Namespace,
     model: Path,
     clip: Path,
     shape: tuple[int, int],
 ) -> str:
-    a1, ab = _median(results["a1"], "fps"), _median(results["aB"], "fps")
-    limit = max(a1, ab)
+    limit = max(_median(runs, "fps") for runs in limits.values())
     c = _median(results["c"], "fps")
     rows = [
         "| measurement | fps (median) | runs | wall s (median) |",
         "|---|---:|---|---:|",
-        f"| (a) ONNX Runtime limit, batch 1, 1×3×{shape[0]}×{shape[1]} | {a1:.1f} | "
-        f"{_runs(results['a1'])} | |",
-        f"| (a) ONNX Runtime limit, batch {args.batch} | {ab:.1f} | "
-        f"{_runs(results['aB'])} | |",
+        *(
+            f"| (a) ONNX Runtime limit, {label}, input 3×{shape[0]}×{shape[1]} | "
+            f"{_median(runs, 'fps'):.1f} | {_runs(runs)} | |"
+            for label, runs in limits.items()
+        ),
     ]
     if "b" in results:
         b = _median(results["b"], "fps")
@@ -413,13 +467,14 @@ def _table(
         )
     rows.append(
         f"| (c) framechain chain (mean batch "
-        f"{_median(results['c'], 'mean_batch'):.2f}) | {c:.1f} | "
+        f"{_median(results['c'], 'mean_batch'):.2f}, "
+        f"{results['c'][0]['streams']} stream(s)) | {c:.1f} | "
         f"{_runs(results['c'])} | "
         f"{_median(results['c'], 'wall_s'):.1f} |"
     )
     paired = statistics.median(
-        r["fps"] / max(a["fps"], b["fps"])
-        for r, a, b in zip(results["c"], results["a1"], results["aB"], strict=True)
+        run["fps"] / max(repeat[i]["fps"] for repeat in limits.values())
+        for i, run in enumerate(results["c"])
     )
     ratios = [
         f"c/a = {c / limit:.2f} (against the faster limit, {limit:.1f} fps; "

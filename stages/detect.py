@@ -4,8 +4,10 @@ inference call, then per-camera class filters and confidence thresholds."""
 from __future__ import annotations
 
 import logging
+import os
+import queue
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -21,7 +23,7 @@ from pipeline.errors import ModelFormatError, SlotOverwrittenError
 from pipeline.messages import Detected, EndOfStream, Frame, StreamStatus, Timing
 from pipeline.metrics import FrameAges, Histogram
 from pipeline.shm import RingReader
-from pipeline.stage import Emit, Received, Stage
+from pipeline.stage import Doorbell, Emit, Received, Stage
 from stages.classify import ClassifierConfig, crops_to_classify, label_columns
 
 log = logging.getLogger(__name__)
@@ -66,7 +68,15 @@ class DetectorConfig(StrictModel):
         default=None,
         ge=1,
         le=256,
-        description="Inference threads (default: all cores).",
+        description="Inference threads, shared by the streams (default: all cores).",
+    )
+    streams: int | None = Field(
+        default=None,
+        ge=1,
+        le=16,
+        description="Batches inferred at once, each by its own copy of the model on "
+        "threads/streams threads (default: 2 for ONNX Runtime on a CPU with 2+ "
+        "threads and 2+ cameras, else 1; docs/benchmarks.md §8).",
     )
     compile: Literal["onnx", "openvino", "engine"] | None = Field(
         default=None,
@@ -160,6 +170,8 @@ class _Batch:
 
     started: float
     frames: list[tuple[Frame, np.ndarray]] = field(default_factory=list)
+    # indices of frames this process had received before (decode re-sent them)
+    resent: set[int] = field(default_factory=set)
     # (frame indices, their letterboxes, the inference running on them)
     groups: list[tuple[list[int], list[Any], Future[Any]]] = field(default_factory=list)
     gated: list[tuple[Frame, Sequence[Any]]] = field(default_factory=list)
@@ -193,8 +205,14 @@ class DetectStage(Stage):
         self._filters: dict[str, _CameraFilter] = {}
         self._last: dict[str, Detections] = {}  # per camera, for gated frames
         self._newest: dict[str, int] = {}  # per camera, the highest seq received
-        self._pending: _Batch | None = None  # its inference is running
+        # batches whose inference is running, oldest first; they are handed on in
+        # this order, so every camera's frames stay in sequence
+        self._pending: deque[_Batch] = deque()
+        self._streams = 0  # copies of the model, each inferring one batch at a time
+        self._depth = 0  # batches left running when process() returns
         self._pool: ThreadPoolExecutor | None = None
+        self._idle_models: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._doorbell: Doorbell | None = None
         self._ended: set[str] = set()
         self._model: Any = None
         self.counters: dict[str, Any] = defaultdict(int)
@@ -203,14 +221,10 @@ class DetectStage(Stage):
         self._inference = Histogram()
 
     def setup(self) -> None:
-        from stages.backends import load_backend
-
         cfg = self.config
         path = self._compiled() if cfg.compile else self.model_path
         try:
-            self._model = load_backend(
-                path, cfg.imgsz, cfg.threads, cfg.device, cfg.half
-            )
+            models = self._load(path)
         except ModelFormatError:
             if not cfg.compile:
                 raise
@@ -218,10 +232,14 @@ class DetectStage(Stage):
             # the key cannot see): rebuild once rather than fail the camera
             log.warning("cached %s refused by its runtime; rebuilding", path.name)
             path = self._compiled(invalidate=path)
-            self._model = load_backend(
-                path, cfg.imgsz, cfg.threads, cfg.device, cfg.half
-            )
-        self._model.warm_up()
+            models = self._load(path)
+        self._model = models[0]  # names, task and letterbox: the same for all
+        for model in models:
+            self._idle_models.put(model)
+        self._streams = len(models)
+        self._depth = self._streams - 1 + int(cfg.overlap)
+        if self._depth:
+            self._doorbell = Doorbell()
         if cfg.classifier is not None and self.classifier_path is not None:
             from stages.classify import CropClassifier
 
@@ -233,11 +251,34 @@ class DetectStage(Stage):
                 self._classify_ids = np.array(
                     [index[n] for n in cfg.classifier.classes if n in index], np.int32
                 )
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="inference")
+        self._pool = ThreadPoolExecutor(len(models), thread_name_prefix="inference")
         self._filters = {
             stream: _CameraFilter(cfg, self._model.names, self.config.confidence)
             for stream, cfg in self.cameras.items()
         }
+
+    def _load(self, path: Path) -> list[Any]:
+        """One warmed-up copy of the model per inference stream."""
+        from stages.backends import inference_streams, load_backend
+
+        cfg = self.config
+        streams = cfg.streams or inference_streams(
+            path, cfg.device, len(self.cameras), cfg.threads
+        )
+        threads = max(1, (cfg.threads or os.cpu_count() or 1) // streams)
+        models = []
+        for _ in range(streams):
+            model = load_backend(path, cfg.imgsz, threads, cfg.device, cfg.half)
+            model.warm_up()
+            models.append(model)
+        log.info(
+            "%s on %s: %d stream(s) of %d thread(s)",
+            path.name,
+            models[0].runtime,
+            streams,
+            threads,
+        )
+        return models
 
     def _compiled(self, invalidate: Path | None = None) -> Path:
         from pipeline.export import compile_model
@@ -265,31 +306,33 @@ class DetectStage(Stage):
         return np.frombuffer(parts[0], np.uint8).reshape(shape)
 
     def process(self, batch: Sequence[Received]) -> Iterable[Emit]:
-        """Prepare this batch and start its inference; with ``overlap``, return the
-        previous batch's results (its inference ran while this one was prepared),
-        else this batch's own."""
-        prepared = self._prepare(batch)
-        if not self.config.overlap:
-            return self._complete(prepared)
-        out = self._complete(self._pending) if self._pending is not None else []
-        self._pending = prepared
+        """Prepare this batch and start its inference. With one stream and no
+        ``overlap``, wait for it and return its results; otherwise leave up to
+        ``streams - 1 + overlap`` batches running (the oldest are waited for) and
+        return every finished one, oldest first."""
+        self._pending.append(self._prepare(batch))
+        out: list[Emit] = []
+        while len(self._pending) > self._depth:
+            out += self._complete(self._pending.popleft())
+        out += self.produce()
         return out
 
     def produce(self) -> Iterable[Emit]:
-        """No new batch came: hand on the one in flight once the model is done
-        (polled every 2 ms while one is in flight, see ``next_awake``)."""
-        pending = self._pending
-        if pending is None or not all(f.done() for _, _, f in pending.groups):
-            return ()
-        self._pending = None
-        return self._complete(pending)
+        """Hand on the oldest running batches that are done (the inference thread
+        rings the doorbell when one finishes)."""
+        out: list[Emit] = []
+        while self._pending and all(f.done() for _, _, f in self._pending[0].groups):
+            out += self._complete(self._pending.popleft())
+        return out
 
-    def next_awake(self) -> float | None:
-        return 0.002 if self._pending is not None else None
+    def wake_fd(self) -> int | None:
+        return self._doorbell.fileno() if self._doorbell is not None else None
 
     def stop(self) -> Iterable[Emit]:
-        pending, self._pending = self._pending, None
-        return self._complete(pending) if pending is not None else ()
+        out: list[Emit] = []
+        while self._pending:
+            out += self._complete(self._pending.popleft())
+        return out
 
     def _prepare(self, batch: Sequence[Received]) -> _Batch:
         """Sort the batch, letterbox its frames and queue their inference."""
@@ -311,34 +354,37 @@ class DetectStage(Stage):
                 newest = self._newest.get(message.stream_id, -1)
                 self._newest[message.stream_id] = max(newest, message.seq)
                 try:
-                    prepared.frames.append((message, self._pixels(message, item.parts)))
+                    pixels = self._pixels(message, item.parts)
                 except SlotOverwrittenError as e:
-                    if message.seq <= newest:
-                        # a re-send of a frame this process already had (decode
-                        # re-sends after silence, e.g. a slow start-up); downstream
-                        # drops the copy anyway, and its slot is rightly reused
-                        self.counters["stale_resends"] += 1
-                        log.debug("%s (a re-sent frame)", e)
-                    else:
-                        self.counters["frames_missed"] += 1
-                        log.warning("%s", e)
+                    self._missed(e, resent=message.seq <= newest)
+                    continue
+                if message.seq <= newest:
+                    prepared.resent.add(len(prepared.frames))
+                prepared.frames.append((message, pixels))
         groups: dict[tuple[int, int], list[int]] = defaultdict(list)
         boxes = [self._model.letterbox(f.height, f.width) for f, _ in prepared.frames]
         for i, box in enumerate(boxes):
             groups[(box.input_h, box.input_w)].append(i)
         for indices in groups.values():
             valid, tensor = self._tensor(
-                [prepared.frames[i] for i in indices], [boxes[i] for i in indices]
+                [prepared.frames[i] for i in indices],
+                [boxes[i] for i in indices],
+                [i in prepared.resent for i in indices],
             )
             if valid:
                 kept = [indices[j] for j in valid]
                 assert self._pool is not None
                 future = self._pool.submit(self._run_model, tensor)
+                if self._doorbell is not None:
+                    future.add_done_callback(self._ring)
                 prepared.groups.append((kept, [boxes[i] for i in kept], future))
         return prepared
 
     def _tensor(
-        self, frames: list[tuple[Frame, np.ndarray]], boxes: list[Any]
+        self,
+        frames: list[tuple[Frame, np.ndarray]],
+        boxes: list[Any],
+        resent: list[bool],
     ) -> tuple[list[int], np.ndarray]:
         """The letterboxed input tensor, and which frames were still intact in
         their slots after being copied into it."""
@@ -352,17 +398,37 @@ class DetectStage(Stage):
                     self._reader.verify(frame.shm, (frame.height, frame.width, 3))
                 valid.append(j)
             except SlotOverwrittenError as e:
-                self.counters["frames_missed"] += 1
-                log.warning("%s", e)
+                self._missed(e, resent[j])
         if len(valid) < len(frames):
             tensor = tensor[valid]
         return valid, tensor
 
+    def _missed(self, error: SlotOverwrittenError, resent: bool) -> None:
+        """A frame whose slot was reused before this process read it whole. For a
+        re-send of a frame this process already had (decode re-sends after
+        silence, e.g. a slow start-up) that is expected: the first copy went on,
+        was acknowledged and its slot rightly reused; downstream drops the copy."""
+        if resent:
+            self.counters["stale_resends"] += 1
+            log.debug("%s (a re-sent frame)", error)
+        else:
+            self.counters["frames_missed"] += 1
+            log.warning("%s", error)
+
     def _run_model(self, tensor: np.ndarray) -> tuple[list[np.ndarray], float]:
-        """On the inference thread (every runtime releases the GIL)."""
-        t0 = time.perf_counter()
-        output = self._model.infer(tensor)
-        return output, time.perf_counter() - t0
+        """On an inference thread (every runtime releases the GIL), with whichever
+        copy of the model no other thread is using."""
+        model = self._idle_models.get()
+        try:
+            t0 = time.perf_counter()
+            output = model.infer(tensor)
+            return output, time.perf_counter() - t0
+        finally:
+            self._idle_models.put(model)
+
+    def _ring(self, _done: Future[Any]) -> None:
+        assert self._doorbell is not None
+        self._doorbell.ring()
 
     def _complete(self, prepared: _Batch) -> list[Emit]:
         """Wait for the batch's inference, decode it, and emit every message of the
@@ -488,13 +554,14 @@ class DetectStage(Stage):
         return Emit(f"track.{frame.stream_id}", message, parts)
 
     def finished(self) -> bool:
-        return self._ended >= set(self.cameras) and self._pending is None
+        return self._ended >= set(self.cameras) and not self._pending
 
     def stats(self) -> dict[str, Any]:
         frames = self.counters["frames"]
         return {
             **self.counters,
             "mean_batch": frames / max(1, self.counters["batches"]),
+            "streams": self._streams,
             "infer_ms_per_frame": 1000 * self._infer_s / max(1, frames),
             **self._ages.report("frame_age_in"),
             "inference": self._inference.report(),

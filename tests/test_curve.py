@@ -126,6 +126,8 @@ def test_curve_link_is_encrypted_and_refuses_unknown_keys(tmp_path: Path) -> Non
                 "decode": {"resize": [160, 90]},
             }
         },
+        # the link is under test, not the detections: a small input keeps it quick
+        "detector": {"model": "yolo11n.onnx", "imgsz": 160},
         "sinks": [{"kind": "sqlite", "path": str(tmp_path / "events.db")}],
         "links": {
             "endpoints": {"detect.in": f"tcp://127.0.0.1:{port}"},
@@ -218,6 +220,7 @@ def test_two_hosts_over_curve(tmp_path: Path) -> None:
                     "source": {"kind": "file", "path": str(ASSETS / "traffic.mp4")}
                 }
             },
+            "detector": {"model": "yolo11n.onnx", "imgsz": 320},
             "sinks": [{"kind": "sqlite", "path": str(tmp_path / "events.db")}],
             "links": {
                 "endpoints": {

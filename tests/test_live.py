@@ -242,14 +242,14 @@ def test_corrupted_stream_keeps_decoding(
     assert of_kind(read_events(tmp_path / "events.db"), "zone_occupancy")
 
 
-RUN_S = 75  # long enough to see a trend: early = 15-40 s, late = 50-75 s
+RUN_S = 50  # long enough to see a trend: early = 15-30 s, late = 35-50 s
 
 
 @pytest.mark.slow
 def test_slow_detector_keeps_frame_age_bounded(
     chain: Callable[..., ChainRun], tmp_path: Path, long_clip: Path
 ) -> None:
-    """Detection slower than the camera for 75 s (imgsz 1280 on 2 cores, about
+    """Detection slower than the camera for 50 s (imgsz 1280 on 2 cores, about
     half the camera's 24 fps): frame age p99 stays under R10's 1 s with no upward
     trend (decode narrows its live window), and the frames left behind are counted
     as drops (R10)."""
@@ -274,19 +274,20 @@ def test_slow_detector_keeps_frame_age_bounded(
         for t, s in run.samples
         if t - started > 15 and "frame_age_p99_s" in s.get("track.cam", {})
     ]
-    early = np.mean([a for t, a in ages if t < 40])
-    late = np.mean([a for t, a in ages if t > 50])
+    early = np.mean([a for t, a in ages if t < 30])
+    late = np.mean([a for t, a in ages if t > 35])
     windows = [
         s["decode.cam"]["window"]
         for _, s in run.samples
         if "window" in s.get("decode.cam", {})
     ]
-    assert max(a for _, a in ages) <= 1.0, ages  # R10
+    worst = max(ages, key=lambda sample: sample[1])
+    assert worst[1] <= 1.0, (worst, ages)  # R10
     assert min(windows) < 8, "the live window never adapted"
     assert late <= early * 1.25 + 0.1, (early, late)
     processed = track["frames"] / RUN_S
     assert processed < 20, "the detector was not slower than the camera"
-    assert decode["frames_dropped_behind"] > 500, decode
+    assert decode["frames_dropped_behind"] > 5 * RUN_S, decode
 
 
 class _MjpegHandler(BaseHTTPRequestHandler):

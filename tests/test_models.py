@@ -315,3 +315,17 @@ def test_stage_processes_inherit_the_model_metadata(
     names, task, imported_torch = json.loads(child.stdout)
     assert (tuple(names), task) == (info.names, info.task)
     assert not imported_torch
+
+
+@pytest.mark.parametrize("imgsz", [160, 416, 640])
+def test_dynamic_model_warms_up_at_any_stride_multiple(
+    assets: Path, imgsz: int
+) -> None:
+    """Warm-up infers a wide letterbox (half the height): for imgsz 160 or 416 half
+    is not a multiple of the stride, and the model's concats refused the tensor, so
+    detect failed at start-up with every such size."""
+    model = load_backend(assets / "yolo11n.onnx", imgsz, threads=1, device="cpu")
+    model.warm_up()
+    box = model.letterbox(90, 160)
+    tensor = np.zeros((1, 3, box.input_h, box.input_w), np.float32)
+    assert model.infer(tensor)[0].shape[0] == 1

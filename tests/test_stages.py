@@ -4,6 +4,7 @@ drives them."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -232,9 +233,9 @@ def test_a_live_file_drops_like_a_camera(tmp_path: Path, assets: Path, live, los
     assert first.live is live
 
 
-def detect_all(assets: Path, overlap: bool) -> list:
-    """Twelve real frames through a detect stage in batches of four, then the end
-    of the stream; returns what it sent, in order."""
+def detect_all(assets: Path, **settings: Any) -> list:
+    """Twelve real frames through a detect stage (``settings`` of the detector) in
+    batches of four, then the end of the stream; returns what it sent, in order."""
     import time
 
     import av
@@ -243,7 +244,7 @@ def detect_all(assets: Path, overlap: bool) -> list:
     from stages.detect import CameraDetectConfig, DetectorConfig, DetectStage
 
     stage = DetectStage(
-        DetectorConfig(overlap=overlap),
+        DetectorConfig(**settings),
         assets / "yolo11n.onnx",
         {"cam": CameraDetectConfig()},
     )
@@ -265,7 +266,9 @@ def detect_all(assets: Path, overlap: bool) -> list:
     while not stage.finished():
         out += stage.produce()
         time.sleep(0.001)
+    streams = stage.stats()["streams"]
     stage.close()
+    assert streams == settings.get("streams", streams)
     result = []
     for emit in out:
         if isinstance(emit.message, EndOfStream):
@@ -276,14 +279,17 @@ def detect_all(assets: Path, overlap: bool) -> list:
     return result
 
 
-def test_detect_overlap_keeps_results_and_order(assets: Path) -> None:
-    """Preparing a batch while the previous one is inferred changes nothing but
-    speed: the same detections, each camera's order kept, the end of stream last."""
-    plain, overlapped = detect_all(assets, False), detect_all(assets, True)
+def test_detect_streams_and_overlap_keep_results_and_order(assets: Path) -> None:
+    """Inferring several batches at once (streams, each its own copy of the model)
+    and preparing a batch while others are inferred change nothing but speed: the
+    same detections, each camera's order kept, the end of stream last."""
+    plain = detect_all(assets, streams=1, overlap=False)
     assert [kind for kind, _, _ in plain] == ["frame"] * 12 + ["eos"]
     assert [seq for _, seq, _ in plain] == list(range(13))
-    assert overlapped == plain
     assert sum(len(boxes) for _, _, boxes in plain[:-1]) > 12 * 5  # a crowd
+    assert detect_all(assets, streams=1, overlap=True) == plain
+    assert detect_all(assets, streams=2, threads=2) == plain
+    assert detect_all(assets, streams=3, threads=1, overlap=True) == plain
 
 
 def test_frame_age_window_is_time_based() -> None:

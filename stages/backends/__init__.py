@@ -23,6 +23,7 @@ from stages.backends.base import ModelInfo, YoloBackend
 __all__ = [
     "ModelInfo",
     "YoloBackend",
+    "inference_streams",
     "load_backend",
     "model_format",
     "read_model_info",
@@ -96,6 +97,28 @@ def _read_model_info(path: Path) -> ModelInfo:
     from stages.backends.pytorch import read_pytorch_info
 
     return read_pytorch_info(path)
+
+
+def inference_streams(
+    path: Path, device: str, cameras: int, threads: int | None = None
+) -> int:
+    """How many inference calls a detector runs at once by default.
+
+    ONNX Runtime on a CPU with 2+ threads serving 2+ cameras: two sessions, each on
+    half the threads. One session's intra-op threads meet at a barrier after every
+    operator, so on a box shared with decode and tracking processes one preempted
+    thread stalls the rest; two sessions never wait for each other
+    (docs/benchmarks.md §8). One camera: one session on all threads, because a
+    live camera's frames come one after another (decode keeps few in flight to
+    bound their age), and a second stream would only halve the threads each frame
+    gets. GPU runtimes and OpenVINO (which schedules its own streams): one."""
+    if cameras < 2 or (threads or os.cpu_count() or 1) < 2:
+        return 1
+    if model_format(path) != "onnx":
+        return 1
+    from stages.backends.onnx import uses_cpu
+
+    return 2 if uses_cpu(device) else 1
 
 
 def load_backend(

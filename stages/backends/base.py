@@ -139,7 +139,9 @@ class YoloBackend(ABC):
         runtime's lazy initialisation; it also checks the outputs' shapes."""
         h, w = self.imgsz
         if self.dynamic and self.task != "classify":
-            h //= 2  # a letterboxed wide frame: the common case
+            # a letterboxed wide frame, the common case; still a stride multiple
+            # (imgsz 416 or 160 halved is not, and the model's concats refuse it)
+            h = max(self.stride, h // 2 // self.stride * self.stride)
         outputs = self.infer(np.zeros((1, 3, h, w), np.float32))
         self.check_outputs(outputs)
         log.info(

@@ -39,6 +39,11 @@ def _providers(ort: Any, device: str) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
+def uses_cpu(device: str) -> bool:
+    """Whether a session for ``device`` would run on the CPU provider."""
+    return _providers(_import_ort(), device)[0] == "CPUExecutionProvider"
+
+
 def _session(path: Path, threads: int, build: bool, device: str) -> Any:
     ort = _import_ort()
     options = ort.SessionOptions()
