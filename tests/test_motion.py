@@ -34,6 +34,8 @@ def run_scene(tmp: Path, clip: Path, gated: bool) -> tuple[list[dict], int, int]
         tmp / "scene.yaml",
         {"scene": camera},
         sinks=[{"kind": "sqlite", "path": str(tmp / "events.db")}],
+        # people are 150 px tall: imgsz 320 finds them, at a quarter of the cost
+        detector={"model": "yolo11n.onnx", "imgsz": 320},
     )
     result = framechain("run", str(config), "--no-progress")
     assert result.returncode == 0, result.stderr[-3000:]
