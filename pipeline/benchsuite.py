@@ -70,7 +70,7 @@ def suite_cameras(args: Any, model: Path, clip: Path, shape: tuple[int, int]) ->
     chain_runs: dict[int, list[tuple[float, tuple[float, float], float]]] = {
         n: [] for n in counts
     }
-    streams_used = 0
+    streams_used: dict[int, int] = {}  # camera count: the detector's streams
     for _ in range(args.repeats):
         for batch, streams in limit_settings(most):
             spec = {
@@ -95,7 +95,7 @@ def suite_cameras(args: Any, model: Path, clip: Path, shape: tuple[int, int]) ->
                 raise RuntimeError(f"the chain failed with {n} cameras")
             fps = [float(result.stats[f"track.cam{i}"]["fps"]) for i in range(n)]
             batch = float(result.stats["detect"].get("mean_batch", 0))
-            streams_used = int(result.stats["detect"].get("streams", 1))
+            streams_used[n] = int(result.stats["detect"].get("streams", 1))
             chain_runs[n].append((sum(fps), (min(fps), max(fps)), batch))
     limit = max(_median(runs) for runs in limit_runs.values())
     for label, runs in limit_runs.items():
@@ -112,7 +112,7 @@ def suite_cameras(args: Any, model: Path, clip: Path, shape: tuple[int, int]) ->
             chain_at_most = median
         plural = "s" if n > 1 else ""
         rows.append(
-            f"| framechain, {n} camera{plural} ({streams_used} inference "
+            f"| framechain, {n} camera{plural} ({streams_used[n]} inference "
             f"stream(s)) | {median:.1f} | "
             f"{', '.join(f'{r:.1f}' for r in runs)} | {low:.1f}–{high:.1f} | "
             f"{_median([b for _, _, b in chain_runs[n]]):.2f} |"
