@@ -72,7 +72,8 @@ def suite_cameras(args: Any, model: Path, clip: Path, shape: tuple[int, int]) ->
     }
     streams_used: dict[int, int] = {}  # camera count: the detector's streams
     for _ in range(args.repeats):
-        for batch, streams in limit_settings(most):
+        # at the batch the chain may reach with the most cameras
+        for batch, streams in limit_settings(max(args.batch, most)):
             spec = {
                 "what": "limit",
                 "model": str(model),
