@@ -138,9 +138,9 @@ def _worker_limit(
     over (the way the detector runs them)."""
     import numpy as np
 
-    from stages.backends import load_backend
+    from stages.backends import load_backend, threads_per_stream
 
-    threads = max(1, (os.cpu_count() or 1) // streams)
+    threads = threads_per_stream(None, streams)
     yolos = [
         load_backend(model, max(shape), threads, device=device) for _ in range(streams)
     ]
@@ -346,9 +346,11 @@ def limit_settings(batch: int) -> list[tuple[int, int]]:
 
 
 def limit_label(batch: int, streams: int) -> str:
+    from stages.backends import threads_per_stream
+
     if streams == 1:
         return f"batch {batch}"
-    threads = max(1, (os.cpu_count() or 1) // streams)
+    threads = threads_per_stream(None, streams)
     return f"batch {batch}, {streams} sessions × {threads} thread(s)"
 
 

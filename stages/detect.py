@@ -4,7 +4,6 @@ inference call, then per-camera class filters and confidence thresholds."""
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import time
 from collections import defaultdict, deque
@@ -259,13 +258,13 @@ class DetectStage(Stage):
 
     def _load(self, path: Path) -> list[Any]:
         """One warmed-up copy of the model per inference stream."""
-        from stages.backends import inference_streams, load_backend
+        from stages.backends import inference_streams, load_backend, threads_per_stream
 
         cfg = self.config
         streams = cfg.streams or inference_streams(
             path, cfg.device, len(self.cameras), cfg.threads
         )
-        threads = max(1, (cfg.threads or os.cpu_count() or 1) // streams)
+        threads = threads_per_stream(cfg.threads, streams)
         models = []
         for _ in range(streams):
             model = load_backend(path, cfg.imgsz, threads, cfg.device, cfg.half)

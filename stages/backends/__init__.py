@@ -27,6 +27,7 @@ __all__ = [
     "load_backend",
     "model_format",
     "read_model_info",
+    "threads_per_stream",
 ]
 
 FORMATS = ".onnx, .pt, .engine, or an OpenVINO IR folder"
@@ -119,6 +120,11 @@ def inference_streams(
     from stages.backends.onnx import uses_cpu
 
     return 2 if uses_cpu(device) else 1
+
+
+def threads_per_stream(threads: int | None, streams: int) -> int:
+    """Each stream's share of ``threads`` (default: all cores), at least one."""
+    return max(1, (threads or os.cpu_count() or 1) // streams)
 
 
 def load_backend(
