@@ -118,12 +118,17 @@ def chain_config(
     cameras: dict[str, Any],
     tmp: Path,
     imgsz: int = 640,
-    batch: int = 4,
+    batch: int | None = None,
 ) -> dict[str, Any]:
+    """The benchmark's chain; ``batch``: detector.max_batch (default: the
+    detector's own, which depends on the runtime)."""
+    detector: dict[str, Any] = {"model": model.name, "imgsz": imgsz}
+    if batch is not None:
+        detector["max_batch"] = batch
     return {
         "models_dir": str(model.parent),
         "log_level": "WARNING",
         "cameras": cameras,
-        "detector": {"model": model.name, "imgsz": imgsz, "max_batch": batch},
+        "detector": detector,
         "sinks": [{"kind": "sqlite", "path": str(tmp / "events.db")}],
     }

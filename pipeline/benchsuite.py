@@ -70,10 +70,11 @@ def suite_cameras(args: Any, model: Path, clip: Path, shape: tuple[int, int]) ->
     chain_runs: dict[int, list[tuple[float, tuple[float, float], float]]] = {
         n: [] for n in counts
     }
-    streams_used: dict[int, int] = {}  # camera count: the detector's streams
+    # camera count: the detector's streams and largest batch
+    streams_used: dict[int, tuple[int, int]] = {}
     for _ in range(args.repeats):
         # at the batch the chain may reach with the most cameras
-        for batch, streams in limit_settings(max(args.batch, most)):
+        for batch, streams in limit_settings([args.batch, most]):
             spec = {
                 "what": "limit",
                 "model": str(model),
@@ -87,16 +88,17 @@ def suite_cameras(args: Any, model: Path, clip: Path, shape: tuple[int, int]) ->
         for n in counts:
             with tempfile.TemporaryDirectory(prefix="framechain-bench-") as tmp:
                 cameras = {f"cam{i}": file_camera(clip) for i in range(n)}
-                config = chain_config(
-                    model, cameras, Path(tmp), args.imgsz, batch=max(args.batch, n)
-                )
+                config = chain_config(model, cameras, Path(tmp), args.imgsz, args.batch)
                 config["detector"].update(detector_options(args))
                 result = run_chain(config, Path(tmp))
             if result.code != 0:
                 raise RuntimeError(f"the chain failed with {n} cameras")
             fps = [float(result.stats[f"track.cam{i}"]["fps"]) for i in range(n)]
             batch = float(result.stats["detect"].get("mean_batch", 0))
-            streams_used[n] = int(result.stats["detect"].get("streams", 1))
+            streams_used[n] = (
+                int(result.stats["detect"].get("streams", 1)),
+                int(result.stats["detect"].get("max_batch", 0)),
+            )
             chain_runs[n].append((sum(fps), (min(fps), max(fps)), batch))
     limit = max(_median(runs) for runs in limit_runs.values())
     for label, runs in limit_runs.items():
@@ -113,8 +115,8 @@ def suite_cameras(args: Any, model: Path, clip: Path, shape: tuple[int, int]) ->
             chain_at_most = median
         plural = "s" if n > 1 else ""
         rows.append(
-            f"| framechain, {n} camera{plural} ({streams_used[n]} inference "
-            f"stream(s)) | {median:.1f} | "
+            f"| framechain, {n} camera{plural} ({streams_used[n][0]} inference "
+            f"stream(s), batches ≤ {streams_used[n][1]}) | {median:.1f} | "
             f"{', '.join(f'{r:.1f}' for r in runs)} | {low:.1f}–{high:.1f} | "
             f"{_median([b for _, _, b in chain_runs[n]]):.2f} |"
         )
@@ -406,7 +408,11 @@ def suite_latency(args: Any, model: Path, clip: Path) -> str:
     for _ in range(args.repeats):
         with tempfile.TemporaryDirectory(prefix="framechain-bench-") as tmp:
             config = chain_config(
-                model, {"live": _live_camera(args, clip)}, Path(tmp), args.imgsz, 4
+                model,
+                {"live": _live_camera(args, clip)},
+                Path(tmp),
+                args.imgsz,
+                args.batch,
             )
             result = run_chain(
                 config, Path(tmp), sample_every_s=1.0, stop_after_s=args.seconds
@@ -455,7 +461,11 @@ def suite_soak(args: Any, model: Path, clip: Path) -> str:
     minutes = args.minutes
     with tempfile.TemporaryDirectory(prefix="framechain-soak-") as tmp:
         config = chain_config(
-            model, {"live": _live_camera(args, clip)}, Path(tmp), args.soak_imgsz, 4
+            model,
+            {"live": _live_camera(args, clip)},
+            Path(tmp),
+            args.soak_imgsz,
+            args.batch,
         )
         result = run_chain(
             config, Path(tmp), sample_every_s=10.0, stop_after_s=minutes * 60
@@ -539,7 +549,7 @@ def suite_idle(args: Any, model: Path) -> str:
         cameras = {
             f"cam{i}": {"source": {"kind": "rtsp", "url": url}} for i in range(n)
         }
-        config = chain_config(model, cameras, Path(tmp), batch=max(args.batch, n))
+        config = chain_config(model, cameras, Path(tmp), batch=args.batch)
         result = run_chain(
             config, Path(tmp), sample_every_s=5.0, stop_after_s=settle_s + measure_s
         )

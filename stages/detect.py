@@ -36,8 +36,13 @@ class DetectorConfig(StrictModel):
     imgsz: int = Field(
         default=640, ge=32, le=4096, description="Inference size (long side)."
     )
-    max_batch: int = Field(
-        default=4, ge=1, le=256, description="Frames per inference call."
+    max_batch: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="Most frames per inference call (default: 2 for ONNX Runtime "
+        "on a CPU with two inference streams, where small batches run faster per "
+        "image; 4 elsewhere; docs/benchmarks.md §9).",
     )
     max_wait_ms: float = Field(
         default=5.0, ge=0, le=1000, description="Wait this long to fill a batch."
@@ -75,7 +80,7 @@ class DetectorConfig(StrictModel):
         le=16,
         description="Batches inferred at once, each by its own copy of the model on "
         "threads/streams threads (default: 2 for ONNX Runtime on a CPU with 2+ "
-        "threads and 2+ cameras, else 1; docs/benchmarks.md §8).",
+        "threads, else 1; docs/benchmarks.md §8, §9).",
     )
     compile: Literal["onnx", "openvino", "engine"] | None = Field(
         default=None,
@@ -198,7 +203,7 @@ class DetectStage(Stage):
         self._classifier: Any = None
         self._classify_ids: np.ndarray | None = None
         self.cameras = cameras
-        self.max_batch = config.max_batch
+        self.max_batch = config.max_batch or 1  # resolved when the model loads
         self.max_wait_s = config.max_wait_ms / 1000
         self._reader = RingReader()
         self._filters: dict[str, _CameraFilter] = {}
@@ -258,30 +263,36 @@ class DetectStage(Stage):
 
     def _load(self, path: Path) -> list[Any]:
         """One warmed-up copy of the model per inference stream."""
-        from stages.backends import inference_streams, load_backend, threads_per_stream
+        from stages.backends import (
+            inference_batch,
+            inference_streams,
+            load_backend,
+            threads_per_stream,
+        )
 
         cfg = self.config
-        streams = cfg.streams or inference_streams(
-            path, cfg.device, len(self.cameras), cfg.threads
-        )
+        streams = cfg.streams or inference_streams(path, cfg.device, cfg.threads)
         threads = threads_per_stream(cfg.threads, streams)
+        self.max_batch = cfg.max_batch or inference_batch(path, cfg.device, streams)
         models = []
         for _ in range(streams):
             model = load_backend(path, cfg.imgsz, threads, cfg.device, cfg.half)
             model.warm_up()
             models.append(model)
         log.info(
-            "%s on %s: %d stream(s) of %d thread(s)",
+            "%s on %s: %d stream(s) of %d thread(s), batches of up to %d",
             path.name,
             models[0].runtime,
             streams,
             threads,
+            self.max_batch,
         )
         return models
 
     def _compiled(self, invalidate: Path | None = None) -> Path:
         from pipeline.export import compile_model
         from pipeline.modelcache import CompileSpec, ModelCache, default_cache_dir
+        from stages.backends import DEFAULT_MAX_BATCH
 
         cfg = self.config
         assert cfg.compile is not None
@@ -291,7 +302,7 @@ class DetectStage(Stage):
         spec = CompileSpec(
             format=cfg.compile,
             imgsz=cfg.imgsz,
-            batch=cfg.max_batch,
+            batch=cfg.max_batch or DEFAULT_MAX_BATCH,
             precision=cfg.precision,
             calibration=str(cfg.calibration) if cfg.calibration else None,
         )
@@ -561,6 +572,7 @@ class DetectStage(Stage):
             **self.counters,
             "mean_batch": frames / max(1, self.counters["batches"]),
             "streams": self._streams,
+            "max_batch": self.max_batch,
             "infer_ms_per_frame": 1000 * self._infer_s / max(1, frames),
             **self._ages.report("frame_age_in"),
             "inference": self._inference.report(),

@@ -292,6 +292,37 @@ def test_detect_streams_and_overlap_keep_results_and_order(assets: Path) -> None
     assert detect_all(assets, streams=3, threads=1, overlap=True) == plain
 
 
+def test_detector_defaults_follow_the_runtime(assets: Path) -> None:
+    """ONNX Runtime on a CPU with two threads: two single-thread sessions and
+    batches of up to 2 (docs/benchmarks.md §9); one thread: one session and
+    batches of up to 4; settings given in the config win over both."""
+    from stages.backends import inference_batch, inference_streams
+    from stages.detect import CameraDetectConfig, DetectorConfig, DetectStage
+
+    onnx, pt = assets / "yolo11n.onnx", assets / "yolo11n.pt"
+    assert inference_streams(onnx, "cpu", threads=2) == 2
+    assert inference_streams(onnx, "cpu", threads=1) == 1
+    assert inference_streams(pt, "cpu", threads=2) == 1
+    assert inference_batch(onnx, "cpu", streams=2) == 2
+    assert inference_batch(onnx, "cpu", streams=1) == 4
+    assert inference_batch(pt, "cpu", streams=2) == 4
+
+    def resolved(**settings: Any) -> tuple[int, int]:
+        stage = DetectStage(
+            DetectorConfig(**settings), onnx, {"cam": CameraDetectConfig()}
+        )
+        stage.setup()
+        try:
+            return stage.stats()["streams"], stage.max_batch
+        finally:
+            stage.close()
+
+    assert resolved(threads=2) == (2, 2)
+    assert resolved(threads=1) == (1, 4)
+    assert resolved(threads=2, max_batch=8) == (2, 8)
+    assert resolved(threads=2, streams=1) == (1, 4)
+
+
 def test_frame_age_window_is_time_based() -> None:
     """A start-up spike leaves the reported p99 once it is older than the window,
     however few frames arrived since; a stopped stream keeps its last frame's age."""

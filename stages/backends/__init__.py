@@ -21,8 +21,10 @@ from pipeline.errors import ModelFormatError
 from stages.backends.base import ModelInfo, YoloBackend
 
 __all__ = [
+    "DEFAULT_MAX_BATCH",
     "ModelInfo",
     "YoloBackend",
+    "inference_batch",
     "inference_streams",
     "load_backend",
     "model_format",
@@ -36,6 +38,7 @@ FORMATS = ".onnx, .pt, .engine, or an OpenVINO IR folder"
 # validating the config: for a .pt that meant importing PyTorch in all five
 # processes at once, over 10 s before the first heartbeat on a 2-core box.
 MODEL_INFO_ENV = "FRAMECHAIN_MODEL_INFO"
+DEFAULT_MAX_BATCH = 4  # frames per inference call where no runtime rule applies
 
 
 def model_format(path: Path) -> str:
@@ -100,26 +103,36 @@ def _read_model_info(path: Path) -> ModelInfo:
     return read_pytorch_info(path)
 
 
-def inference_streams(
-    path: Path, device: str, cameras: int, threads: int | None = None
-) -> int:
+def inference_streams(path: Path, device: str, threads: int | None = None) -> int:
     """How many inference calls a detector runs at once by default.
 
-    ONNX Runtime on a CPU with 2+ threads serving 2+ cameras: two sessions, each on
-    half the threads. One session's intra-op threads meet at a barrier after every
-    operator, so on a box shared with decode and tracking processes one preempted
-    thread stalls the rest; two sessions never wait for each other
-    (docs/benchmarks.md §8). One camera: one session on all threads, because a
-    live camera's frames come one after another (decode keeps few in flight to
-    bound their age), and a second stream would only halve the threads each frame
-    gets. GPU runtimes and OpenVINO (which schedules its own streams): one."""
-    if cameras < 2 or (threads or os.cpu_count() or 1) < 2:
-        return 1
-    if model_format(path) != "onnx":
+    ONNX Runtime on a CPU with 2+ threads: two sessions, each on half the threads.
+    One session's intra-op threads meet at a barrier after every operator, so on a
+    box shared with decode and tracking processes one preempted thread stalls the
+    other (and spins while it waits); two sessions never wait for each other. On the
+    2-core reference box the best of two single-thread sessions ran the model 17-23 %
+    faster than the best of one two-thread session (six runs), and took one camera
+    through the chain from 0.69 to 0.85 of that limit (docs/benchmarks.md §8, §9).
+    GPU runtimes and OpenVINO (which schedules its own streams): one."""
+    if (threads or os.cpu_count() or 1) < 2 or model_format(path) != "onnx":
         return 1
     from stages.backends.onnx import uses_cpu
 
     return 2 if uses_cpu(device) else 1
+
+
+def inference_batch(path: Path, device: str, streams: int) -> int:
+    """Frames per inference call by default: 2 when several ONNX Runtime sessions
+    share a CPU, 4 elsewhere. A single-thread session runs batches of 1-2 faster
+    per image than batches of 4-8 (the activations of a small batch stay in the
+    core's cache; docs/benchmarks.md §9), and with two sessions a small batch also
+    keeps both busy from fewer frames in flight. GPUs gain from larger batches."""
+    if streams > 1 and model_format(path) == "onnx":
+        from stages.backends.onnx import uses_cpu
+
+        if uses_cpu(device):
+            return 2
+    return DEFAULT_MAX_BATCH
 
 
 def threads_per_stream(threads: int | None, streams: int) -> int:
