@@ -73,7 +73,7 @@ def suite_cameras(args: Any, model: Path, clip: Path, shape: tuple[int, int]) ->
     # camera count: the detector's streams and largest batch
     streams_used: dict[int, tuple[int, int]] = {}
     for _ in range(args.repeats):
-        # at the batch the chain may reach with the most cameras
+        # batches 1, 2, 4, the chain's own and the largest camera count
         for batch, streams in limit_settings([args.batch, most]):
             spec = {
                 "what": "limit",
