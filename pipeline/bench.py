@@ -2,9 +2,8 @@
 same clip, model file, input size and machine; medians over repeats.
 
 (a) limit: ONNX Runtime ``session.run`` on pre-made tensors of the shape the chain
-    feeds (batch 1 and the chain's max batch; one session on all cores, and two
-    sessions on half the cores each, the detector's default on a CPU for 2+
-    cameras);
+    feeds, at every setting of ``limit_settings`` (batch sizes, one session on all
+    cores or two on half the cores each); ratios are taken against the fastest;
 (b) Ultralytics ``model.track(source, stream=True)`` with the same ONNX file;
 (c) framechain end to end: capture, decode, detect, track (line rule), SQLite.
 

@@ -321,13 +321,9 @@ class DetectStage(Stage):
         ``streams - 1 + overlap`` batches running (the oldest are waited for) and
         return every finished one, oldest first."""
         self._pending.append(self._prepare(batch))
-        out: list[Emit] = []
-        while len(self._pending) > self._depth:
-            out += self._complete(self._pending.popleft())
-        out += self.produce()
-        return out
+        return self._hand_on(keep=self._depth) + self.produce()
 
-    def produce(self) -> Iterable[Emit]:
+    def produce(self) -> list[Emit]:
         """Hand on the oldest running batches that are done (the inference thread
         rings the doorbell when one finishes)."""
         out: list[Emit] = []
@@ -339,8 +335,13 @@ class DetectStage(Stage):
         return self._doorbell.fileno() if self._doorbell is not None else None
 
     def stop(self) -> Iterable[Emit]:
+        return self._hand_on(keep=0)
+
+    def _hand_on(self, keep: int) -> list[Emit]:
+        """Wait for the oldest running batches until ``keep`` are left; their
+        results, oldest first."""
         out: list[Emit] = []
-        while self._pending:
+        while len(self._pending) > keep:
             out += self._complete(self._pending.popleft())
         return out
 

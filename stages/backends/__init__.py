@@ -114,11 +114,9 @@ def inference_streams(path: Path, device: str, threads: int | None = None) -> in
     faster than the best of one two-thread session (six runs), and took one camera
     through the chain from 0.69 to 0.85 of that limit (docs/benchmarks.md §8, §9).
     GPU runtimes and OpenVINO (which schedules its own streams): one."""
-    if (threads or os.cpu_count() or 1) < 2 or model_format(path) != "onnx":
+    if (threads or os.cpu_count() or 1) < 2:
         return 1
-    from stages.backends.onnx import uses_cpu
-
-    return 2 if uses_cpu(device) else 1
+    return 2 if _onnx_on_cpu(path, device) else 1
 
 
 def inference_batch(path: Path, device: str, streams: int) -> int:
@@ -127,12 +125,16 @@ def inference_batch(path: Path, device: str, streams: int) -> int:
     per image than batches of 4-8 (the activations of a small batch stay in the
     core's cache; docs/benchmarks.md §9), and with two sessions a small batch also
     keeps both busy from fewer frames in flight. GPUs gain from larger batches."""
-    if streams > 1 and model_format(path) == "onnx":
-        from stages.backends.onnx import uses_cpu
+    return 2 if streams > 1 and _onnx_on_cpu(path, device) else DEFAULT_MAX_BATCH
 
-        if uses_cpu(device):
-            return 2
-    return DEFAULT_MAX_BATCH
+
+def _onnx_on_cpu(path: Path, device: str) -> bool:
+    """Whether ``path`` runs on ONNX Runtime's CPU provider for ``device``."""
+    if model_format(path) != "onnx":
+        return False
+    from stages.backends.onnx import uses_cpu
+
+    return uses_cpu(device)
 
 
 def threads_per_stream(threads: int | None, streams: int) -> int:
