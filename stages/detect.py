@@ -40,9 +40,9 @@ class DetectorConfig(StrictModel):
         default=None,
         ge=1,
         le=256,
-        description="Most frames per inference call (default: 2 for ONNX Runtime "
-        "on a CPU with two inference streams, where small batches run faster per "
-        "image; 4 elsewhere; docs/benchmarks.md §9).",
+        description="Most frames per inference call (default: 1 for ONNX Runtime "
+        "on a CPU with two inference streams, where batching only costs cache; 4 "
+        "elsewhere; docs/benchmarks.md §10).",
     )
     max_wait_ms: float = Field(
         default=5.0, ge=0, le=1000, description="Wait this long to fill a batch."

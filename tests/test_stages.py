@@ -293,8 +293,8 @@ def test_detect_streams_and_overlap_keep_results_and_order(assets: Path) -> None
 
 
 def test_detector_defaults_follow_the_runtime(assets: Path) -> None:
-    """ONNX Runtime on a CPU with two threads: two single-thread sessions and
-    batches of up to 2 (docs/benchmarks.md §9); one thread: one session and
+    """ONNX Runtime on a CPU with two threads: two single-thread sessions, one
+    frame per call (docs/benchmarks.md §9, §10); one thread: one session and
     batches of up to 4; settings given in the config win over both."""
     from stages.backends import inference_batch, inference_streams
     from stages.detect import CameraDetectConfig, DetectorConfig, DetectStage
@@ -303,7 +303,7 @@ def test_detector_defaults_follow_the_runtime(assets: Path) -> None:
     assert inference_streams(onnx, "cpu", threads=2) == 2
     assert inference_streams(onnx, "cpu", threads=1) == 1
     assert inference_streams(pt, "cpu", threads=2) == 1
-    assert inference_batch(onnx, "cpu", streams=2) == 2
+    assert inference_batch(onnx, "cpu", streams=2) == 1
     assert inference_batch(onnx, "cpu", streams=1) == 4
     assert inference_batch(pt, "cpu", streams=2) == 4
 
@@ -317,7 +317,7 @@ def test_detector_defaults_follow_the_runtime(assets: Path) -> None:
         finally:
             stage.close()
 
-    assert resolved(threads=2) == (2, 2)
+    assert resolved(threads=2) == (2, 1)
     assert resolved(threads=1) == (1, 4)
     assert resolved(threads=2, max_batch=8) == (2, 8)
     assert resolved(threads=2, streams=1) == (1, 4)

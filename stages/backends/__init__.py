@@ -120,12 +120,14 @@ def inference_streams(path: Path, device: str, threads: int | None = None) -> in
 
 
 def inference_batch(path: Path, device: str, streams: int) -> int:
-    """Frames per inference call by default: 2 when several ONNX Runtime sessions
-    share a CPU, 4 elsewhere. A single-thread session runs batches of 1-2 faster
-    per image than batches of 4-8 (the activations of a small batch stay in the
-    core's cache; docs/benchmarks.md §9), and with two sessions a small batch also
-    keeps both busy from fewer frames in flight. GPUs gain from larger batches."""
-    return 2 if streams > 1 and _onnx_on_cpu(path, device) else DEFAULT_MAX_BATCH
+    """Frames per inference call by default: 1 when several ONNX Runtime sessions
+    share a CPU, 4 elsewhere. On a CPU a batch saves nothing per image (the runtime's
+    per-call cost is tiny) while a larger batch's activations fall out of the core's
+    cache: on the 2-core reference box two single-thread sessions ran the chain
+    faster at batch 1 than at 2 in five of six paired runs (one camera) and than at 2
+    or 8 in every paired run with eight cameras (docs/benchmarks.md §10). GPUs gain
+    from larger batches."""
+    return 1 if streams > 1 and _onnx_on_cpu(path, device) else DEFAULT_MAX_BATCH
 
 
 def _onnx_on_cpu(path: Path, device: str) -> bool:
