@@ -41,8 +41,8 @@ class DetectorConfig(StrictModel):
         ge=1,
         le=256,
         description="Most frames per inference call (default: 1 for ONNX Runtime "
-        "on a CPU with two inference streams, where batching only costs cache; 4 "
-        "elsewhere; docs/benchmarks.md §10).",
+        "on a CPU with two or more inference streams, where batching only costs "
+        "cache; 4 elsewhere; docs/benchmarks.md §10).",
     )
     max_wait_ms: float = Field(
         default=5.0, ge=0, le=1000, description="Wait this long to fill a batch."
