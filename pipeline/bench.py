@@ -27,7 +27,24 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-SUITES = ("single", "cameras", "transport", "latency", "soak", "backends", "idle")
+from pipeline.errors import FramechainError
+
+SUITES = (
+    "single",
+    "cameras",
+    "transport",
+    "latency",
+    "soak",
+    "backends",
+    "idle",
+    "tracker",
+)
+# the baselines each suite runs, and the packages they need (framechain[ultralytics])
+BASELINE_PACKAGES = {
+    "single": ("ultralytics", "trackers"),
+    "cameras": ("ultralytics",),
+    "tracker": ("trackers",),
+}
 LIMIT_SECONDS = 10.0  # how long each runtime-limit measurement runs
 
 
@@ -40,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="single camera (default), cameras (1..8), transport (1080p hop), "
         "latency (live source), soak (memory and frame age over minutes), "
         "backends (one model in every runtime), idle (CPU of cameras that send "
-        "nothing)",
+        "nothing), tracker (our ByteTrack vs the trackers package's)",
     )
     parser.add_argument(
         "--clip",
@@ -362,6 +379,22 @@ def limit_label(batch: int, streams: int) -> str:
     return f"batch {batch}, {streams} sessions × {threads} thread(s)"
 
 
+def _check_baselines(args: argparse.Namespace) -> None:
+    """Fail before minutes of measuring when a baseline cannot be imported."""
+    import importlib.util
+
+    needed = BASELINE_PACKAGES.get(args.suite, ())
+    if args.skip_ultralytics and args.suite != "tracker":
+        needed = ()
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
+    if missing:
+        raise FramechainError(
+            f"the {args.suite} benchmark's baselines need {', '.join(missing)}: "
+            "pip install 'framechain[ultralytics]'"
+            + ("" if args.suite == "tracker" else ", or pass --skip-ultralytics")
+        )
+
+
 def run_bench(args: argparse.Namespace) -> int:
     if args.worker:
         return _worker(args)
@@ -369,6 +402,7 @@ def run_bench(args: argparse.Namespace) -> int:
     from pipeline.log import setup_logging
 
     setup_logging("bench", "WARNING")
+    _check_baselines(args)
     model = _resolve(args.model, args.models_dir)
     clip = (
         Path(args.clip).resolve()  # the chain's config lives in a temporary folder
@@ -385,6 +419,10 @@ def run_bench(args: argparse.Namespace) -> int:
             table = benchsuite.suite_latency(args, model, clip)
         elif args.suite == "idle":
             table = benchsuite.suite_idle(args, model)
+        elif args.suite == "tracker":
+            from pipeline.benchtracker import suite_tracker
+
+            table = suite_tracker(args, model, clip)
         elif args.suite == "backends":
             models = [_resolve(m, args.models_dir) for m in args.models.split(",")]
             table = benchsuite.suite_backends(args, models, shape)

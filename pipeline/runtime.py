@@ -169,14 +169,14 @@ class StageRuntime:
             )
 
     def _close(self) -> None:
-        for recorder in self.recorders.values():
-            recorder.close()
         if self.stage is not None:
             try:
                 self.stage.close()
             except Exception:
                 log.exception("error while closing stage")
-        self._heartbeat(force=True)
+        self._heartbeat(force=True)  # flushes the recorders: close them after it
+        for recorder in self.recorders.values():
+            recorder.close()
         if self._authenticator is not None:
             self._authenticator.stop()
         self.context.destroy()  # each socket's own LINGER applies

@@ -1,8 +1,9 @@
-"""Track: one process per camera. Keeps that camera's ByteTrack state (from the
-maintained ``trackers`` library) and applies the camera's rules, then acknowledges
-each frame to decode. It also keeps each track's mean confidence (the events'
-low-confidence flag) and best crop (snapshots), and hands tracked frames to the
-camera's annotate stage over a lossy link, so drawing never slows counting.
+"""Track: one process per camera. Keeps that camera's ByteTrack state (our
+vectorised port of the ``trackers`` library's, ``stages.bytetrack``) and applies the
+camera's rules, then acknowledges each frame to decode. It also keeps each track's
+mean confidence (the events' low-confidence flag) and best crop (snapshots), and
+hands tracked frames to the camera's annotate stage over a lossy link, so drawing
+never slows counting.
 
 Frames are applied strictly in sequence: a frame that arrives ahead of a gap is left
 for decode to re-send, and one already applied is ignored, so tracker state and events
@@ -16,14 +17,13 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import msgspec
 import numpy as np
 from pydantic import Field
 
 from pipeline.configtypes import StrictModel
-from pipeline.convert import from_supervision, to_supervision
 from pipeline.detections import Detections
 from pipeline.errors import FramechainError
 from pipeline.masks import polygon_region
@@ -53,6 +53,9 @@ from stages.rules import (
     ZoneVisits,
 )
 from stages.snapshots import SnapshotConfig, SnapshotStore
+
+if TYPE_CHECKING:
+    from stages.bytetrack import ByteTrack
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +130,7 @@ class TrackStage(Stage):
         self.annotate = annotate
         self.privacy = privacy
         self._private_classes = np.empty(0, np.int32)
-        self._tracker: Any = None
+        self._tracker: ByteTrack | None = None
         self._id_offset = 0
         self._max_track_id = -1
         self._tracker_fps = 0.0
@@ -152,7 +155,7 @@ class TrackStage(Stage):
         self._latency = Histogram()
 
     def setup(self) -> None:
-        import trackers  # noqa: F401  heavy (supervision, scipy): import before frames flow
+        from stages import bytetrack  # noqa: F401  imports scipy: before frames flow
 
         self._states = [self._state(rule) for rule in self.rules]
         if self.snapshot_config is not None:
@@ -204,34 +207,25 @@ class TrackStage(Stage):
         self.counters["reloads"] += 1
         log.info("%s: %d rules loaded", self.stream_id, len(rules))
 
-    def _make_tracker(self, fps: float) -> Any:
-        from trackers import ByteTrackTracker
+    def _make_tracker(self, fps: float) -> ByteTrack:
+        from stages.bytetrack import ByteTrack, lost_frames_budget
 
         cfg = self.tracker_config
         log.info("tracker for %s at %.2f fps", self.stream_id, fps)
-        return ByteTrackTracker(
-            # trackers counts the buffer in 30 fps frames; we configure seconds (R29)
-            lost_track_buffer=max(1, round(cfg.lost_track_s * 30)),
-            frame_rate=fps,
-            track_activation_threshold=cfg.activation_threshold,
-            minimum_consecutive_frames=cfg.min_consecutive_frames,
-            minimum_iou_threshold=cfg.match_iou,
-            high_conf_det_threshold=cfg.high_confidence,
+        return ByteTrack(
+            max_lost_frames=lost_frames_budget(cfg.lost_track_s, fps),  # R29
+            activation_threshold=cfg.activation_threshold,
+            high_confidence=cfg.high_confidence,
+            min_consecutive_frames=cfg.min_consecutive_frames,
+            match_iou=cfg.match_iou,
         )
 
     def _track(self, detections: Detections) -> Detections:
-        """ByteTrack over the detections; rows it does not confirm are dropped.
-        Masks and classifier labels do not go through the tracker: a row-index
-        column brings each tracked row's own back."""
+        """ByteTrack over the detections; rows it does not confirm are dropped,
+        the rest keep their masks and columns and get the track's id."""
         assert self._tracker is not None
-        rows = replace(detections, data={"row": np.arange(len(detections))}, masks=None)
-        tracked = from_supervision(self._tracker.update(to_supervision(rows)))
-        if tracked.tracker_id is not None and len(tracked):
-            tracked = tracked[tracked.tracker_id >= 0]
-        row = tracked.data.get("row", np.empty(0, np.int64)).astype(np.int64)
-        if detections.masks is not None:
-            tracked = replace(tracked, masks=detections.masks[row])
-        return replace(tracked, data={k: v[row] for k, v in detections.data.items()})
+        rows, ids = self._tracker.update(detections.xyxy, detections.confidence)
+        return replace(detections[rows], tracker_id=ids)
 
     def _resolve_classes(self, names: tuple[str, ...]) -> None:
         index = {name: i for i, name in enumerate(names)}

@@ -25,12 +25,15 @@ EVENT_FIELDS = (
 )
 
 
-def demo_config(tmp: Path, assets: Path) -> Path:
-    """configs/demo.yaml, with its clip and store moved to absolute/tmp paths."""
+def demo_config(tmp: Path, assets: Path, record: bool = False) -> Path:
+    """configs/demo.yaml, with its clip and store moved to absolute/tmp paths;
+    ``record``: what track receives is recorded to ``tmp/track.fcrec``."""
     config = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
     config["models_dir"] = str(assets)
     config["cameras"]["crowd"]["source"]["path"] = str(assets / "crowd.mp4")
     config["sinks"] = [{"kind": "sqlite", "path": str(tmp / "events.db")}]
+    if record:
+        config["links"] = {"record": {"track.crowd.in": str(tmp / "track.fcrec")}}
     path = tmp / "demo.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -41,14 +44,20 @@ def comparable(events: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
 
 
 @pytest.fixture(scope="module")
-def clean_run(
-    tmp_path_factory: pytest.TempPathFactory, assets: Path
-) -> list[dict[str, Any]]:
+def clean_folder(tmp_path_factory: pytest.TempPathFactory, assets: Path) -> Path:
+    """One run of the demo, recording what track received."""
     tmp = tmp_path_factory.mktemp("clean")
-    result = framechain("run", str(demo_config(tmp, assets)), "--no-progress")
+    config = demo_config(tmp, assets, record=True)
+    result = framechain("run", str(config), "--no-progress")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "framechain summary" in result.stdout
-    return read_events(tmp / "events.db")
+    assert "rror" not in result.stderr, result.stderr[-3000:]  # recorder closed last
+    return tmp
+
+
+@pytest.fixture(scope="module")
+def clean_run(clean_folder: Path) -> list[dict[str, Any]]:
+    return read_events(clean_folder / "events.db")
 
 
 def test_demo_config_validates() -> None:
@@ -77,6 +86,28 @@ def test_two_runs_give_the_same_events(
     result = framechain("run", str(demo_config(tmp_path, assets)), "--no-progress")
     assert result.returncode == 0, result.stderr[-3000:]
     assert comparable(read_events(tmp_path / "events.db")) == comparable(clean_run)
+
+
+def test_tracker_matches_the_trackers_package_on_real_detections(
+    clean_folder: Path,
+) -> None:
+    """The demo's own detections (a crowd, 460 frames) through our ByteTrack and
+    the ``trackers`` package's: the same ids on every frame, the same filters."""
+    from tracking import assert_same_tracks
+
+    from pipeline.detections import Detections
+    from pipeline.messages import Detected
+    from pipeline.recording import replay
+
+    by_seq, fps = {}, 0.0
+    for message, parts in replay(clean_folder / "track.fcrec"):
+        if isinstance(message, Detected):  # a re-sent frame counts once, in order
+            fps = message.frame.fps
+            detections = Detections.from_parts(message.count, parts)
+            by_seq[message.frame.seq] = (detections.xyxy, detections.confidence)
+    assert len(by_seq) == 460
+    frames = [by_seq[seq] for seq in sorted(by_seq)]
+    assert assert_same_tracks(frames, fps) > 3000
 
 
 def _stage_pid(name: str, supervisor_pid: int) -> int | None:

@@ -1,0 +1,169 @@
+"""``framechain bench tracker``: our ByteTrack (``stages.bytetrack``) against the
+``trackers`` package's, on the detections the real chain produced for a clip.
+
+One chain run records what the track stage receives (``links.record``); the
+recorded frames then go through both trackers, alternating which goes first in each
+repeat, the reference called the way the track stage called it (through
+``supervision.Detections`` and back). The ids must agree on every frame; the table
+gives the median time per frame of each, their ratio, and the memory a track
+process pays for importing each one.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.benchchain import chain_config, file_camera, run_chain
+from pipeline.errors import FramechainError
+
+Frames = list[tuple[np.ndarray, np.ndarray]]
+Tracker = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def recorded_frames(recording: Path) -> tuple[Frames, float]:
+    """The recorded detections (boxes, confidences) in frame order, each frame
+    once (a re-sent frame is recorded twice), and the stream's fps."""
+    from pipeline.detections import Detections
+    from pipeline.messages import Detected
+    from pipeline.recording import replay
+
+    by_seq: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    fps = 0.0
+    for message, parts in replay(recording):
+        if isinstance(message, Detected):
+            fps = message.frame.fps
+            detections = Detections.from_parts(message.count, parts)
+            by_seq[message.frame.seq] = (detections.xyxy, detections.confidence)
+    return [by_seq[seq] for seq in sorted(by_seq)], fps
+
+
+def _ours(fps: float) -> Tracker:
+    from stages.bytetrack import ByteTrack, lost_frames_budget
+    from stages.track import TrackerConfig
+
+    cfg = TrackerConfig()
+    return ByteTrack(
+        max_lost_frames=lost_frames_budget(cfg.lost_track_s, fps),
+        activation_threshold=cfg.activation_threshold,
+        high_confidence=cfg.high_confidence,
+        min_consecutive_frames=cfg.min_consecutive_frames,
+        match_iou=cfg.match_iou,
+    ).update
+
+
+def _reference(fps: float) -> Tracker:
+    """``trackers``' ByteTrack with the same settings, wrapped as the track stage
+    wrapped it (a row column through ``supervision.Detections``)."""
+    import supervision as sv
+    from trackers import ByteTrackTracker
+
+    from stages.track import TrackerConfig
+
+    cfg = TrackerConfig()
+    tracker = ByteTrackTracker(
+        lost_track_buffer=max(1, round(cfg.lost_track_s * 30)),
+        frame_rate=fps,
+        track_activation_threshold=cfg.activation_threshold,
+        minimum_consecutive_frames=cfg.min_consecutive_frames,
+        minimum_iou_threshold=cfg.match_iou,
+        high_conf_det_threshold=cfg.high_confidence,
+    )
+
+    def update(xyxy: np.ndarray, confidence: np.ndarray) -> tuple[Any, Any]:
+        out = tracker.update(
+            sv.Detections(
+                xyxy=xyxy,
+                confidence=confidence,
+                class_id=np.zeros(len(xyxy), np.int32),
+                data={"row": np.arange(len(xyxy))},
+            )
+        )
+        if not len(out):
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        confirmed = out.tracker_id >= 0
+        return out.data["row"][confirmed], out.tracker_id[confirmed]
+
+    return update
+
+
+def _timed(tracker: Tracker, frames: Frames) -> tuple[float, list[Any]]:
+    """Seconds per frame, and the (rows, ids) of every frame."""
+    outputs = []
+    started = time.perf_counter()
+    for xyxy, confidence in frames:
+        outputs.append(tracker(xyxy, confidence))
+    return (time.perf_counter() - started) / len(frames), outputs
+
+
+def _import_rss_mb(module: str) -> float:
+    """Peak RSS of a fresh interpreter that imports ``module``: what each camera's
+    track process pays for its tracker before it holds a single track."""
+    code = (  # not ru_maxrss: Linux carries the parent's peak across fork and exec
+        f"import os, {module}; from pipeline.benchchain import proc_rss_mb; "
+        "print(proc_rss_mb(os.getpid()))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    return float(out.stdout.strip())
+
+
+def suite_tracker(args: Any, model: Path, clip: Path) -> str:
+    with tempfile.TemporaryDirectory(prefix="framechain-bench-") as tmp:
+        config = chain_config(model, {"bench": file_camera(clip)}, Path(tmp))
+        recording = Path(tmp) / "track.fcrec"
+        config["links"] = {"record": {"track.bench.in": str(recording)}}
+        result = run_chain(config, Path(tmp), sample_every_s=1.0)
+        if result.code != 0:
+            raise FramechainError("the chain failed while recording detections")
+        frames, fps = recorded_frames(recording)
+    track_rss = max(s.rss_mb.get("track.bench", 0.0) for s in result.samples)
+    detections = sum(len(xyxy) for xyxy, _ in frames)
+    times: dict[str, list[float]] = {"reference": [], "ours": []}
+    agree = True
+    for repeat in range(args.repeats):
+        order = ["reference", "ours"] if repeat % 2 == 0 else ["ours", "reference"]
+        outputs = {}
+        for name in order:
+            tracker = _reference(fps) if name == "reference" else _ours(fps)
+            seconds, outputs[name] = _timed(tracker, frames)
+            times[name].append(seconds * 1e3)
+        agree &= all(
+            np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+            for a, b in zip(outputs["reference"], outputs["ours"], strict=True)
+        )
+    reference = statistics.median(times["reference"])
+    ours = statistics.median(times["ours"])
+    rss = {m: _import_rss_mb(m) for m in ("trackers", "stages.bytetrack")}
+
+    def runs(values: list[float]) -> str:
+        return ", ".join(f"{v:.3f}" for v in values)
+
+    return "\n".join(
+        [
+            f"clip {clip.name} ({len(frames)} frames, {detections / len(frames):.1f} "
+            f"detections per frame, {fps:.2f} fps), model {model.name}; "
+            f"{args.repeats} repeats",
+            "",
+            "| tracker | ms per frame (median) | runs | import RSS MiB |",
+            "|---|---:|---|---:|",
+            "| `trackers` ByteTrackTracker, via supervision.Detections "
+            f"| {reference:.3f} | {runs(times['reference'])} "
+            f"| {rss['trackers']:.0f} |",
+            f"| framechain ByteTrack (stages/bytetrack.py) | {ours:.3f} "
+            f"| {runs(times['ours'])} | {rss['stages.bytetrack']:.0f} |",
+            "",
+            f"reference / ours = {reference / ours:.2f}; same ids on every frame: "
+            f"{'yes' if agree else 'NO'}; track process RSS in the recording run "
+            f"(peak): {track_rss:.0f} MiB",
+        ]
+    )
