@@ -201,11 +201,6 @@ class DecodeStage(Stage):
         codec.thread_count = self.config.threads
         codec.thread_type = "AUTO" if self.config.threads != 1 else "SLICE"
         self._codec, self._codec_key = codec, key
-        if self._reformatter is None:
-            # One for the stream: frame.to_ndarray(format=...) builds a scaler and
-            # its thread pool per frame and frees them again, which was a third of
-            # this process's time in a crowd at 20 fps.
-            self._reformatter = av.video.reformatter.VideoReformatter()
 
     def _after_gap(self, packet: Packet) -> bool:
         """Live sources only: whether to skip this packet. After packets were lost
@@ -382,6 +377,13 @@ class DecodeStage(Stage):
     def _frame_message(self, frame: Any, capture_ts: float) -> Emit:
         started = time.time()
         width, height = self.config.resize or (frame.width, frame.height)
+        if self._reformatter is None:  # raw (USB) frames come without a codec
+            from av.video.reformatter import VideoReformatter
+
+            # One for the stream: frame.to_ndarray(format=...) builds a scaler and
+            # its thread pool per frame and frees them again, which was a third of
+            # this process's time in a crowd at 20 fps.
+            self._reformatter = VideoReformatter()
         pixels = self._reformatter.reformat(
             frame,
             width=width,
