@@ -95,18 +95,10 @@ def test_tracker_matches_the_trackers_package_on_real_detections(
     the ``trackers`` package's: the same ids on every frame, the same filters."""
     from tracking import assert_same_tracks
 
-    from pipeline.detections import Detections
-    from pipeline.messages import Detected
-    from pipeline.recording import replay
+    from pipeline.benchtracker import recorded_frames
 
-    by_seq, fps = {}, 0.0
-    for message, parts in replay(clean_folder / "track.fcrec"):
-        if isinstance(message, Detected):  # a re-sent frame counts once, in order
-            fps = message.frame.fps
-            detections = Detections.from_parts(message.count, parts)
-            by_seq[message.frame.seq] = (detections.xyxy, detections.confidence)
-    assert len(by_seq) == 460
-    frames = [by_seq[seq] for seq in sorted(by_seq)]
+    frames, fps = recorded_frames(clean_folder / "track.fcrec")
+    assert len(frames) == 460
     assert assert_same_tracks(frames, fps) > 3000
 
 
