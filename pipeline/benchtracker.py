@@ -18,12 +18,15 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pipeline.benchchain import chain_config, file_camera, run_chain
 from pipeline.errors import FramechainError
+
+if TYPE_CHECKING:
+    from stages.track import TrackerConfig
 
 Frames = list[tuple[np.ndarray, np.ndarray]]
 Tracker = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -46,36 +49,21 @@ def recorded_frames(recording: Path) -> tuple[Frames, float]:
     return [by_seq[seq] for seq in sorted(by_seq)], fps
 
 
-def _ours(fps: float) -> Tracker:
-    from stages.bytetrack import ByteTrack, lost_frames_budget
-    from stages.track import TrackerConfig
-
-    cfg = TrackerConfig()
-    return ByteTrack(
-        max_lost_frames=lost_frames_budget(cfg.lost_track_s, fps),
-        activation_threshold=cfg.activation_threshold,
-        high_confidence=cfg.high_confidence,
-        min_consecutive_frames=cfg.min_consecutive_frames,
-        match_iou=cfg.match_iou,
-    ).update
-
-
-def _reference(fps: float) -> Tracker:
-    """``trackers``' ByteTrack with the same settings, wrapped as the track stage
-    wrapped it (a row column through ``supervision.Detections``)."""
+def reference_tracker(config: TrackerConfig, fps: float) -> tuple[Any, Tracker]:
+    """``trackers``' ByteTrack with ``config``'s settings, and its update wrapped as
+    the track stage wrapped it before (a row column through ``supervision.Detections``
+    and back) into (rows, ids) of the confirmed tracks, as ``ByteTrack.update``
+    gives them."""
     import supervision as sv
     from trackers import ByteTrackTracker
 
-    from stages.track import TrackerConfig
-
-    cfg = TrackerConfig()
     tracker = ByteTrackTracker(
-        lost_track_buffer=max(1, round(cfg.lost_track_s * 30)),
+        lost_track_buffer=max(1, round(config.lost_track_s * 30)),
         frame_rate=fps,
-        track_activation_threshold=cfg.activation_threshold,
-        minimum_consecutive_frames=cfg.min_consecutive_frames,
-        minimum_iou_threshold=cfg.match_iou,
-        high_conf_det_threshold=cfg.high_confidence,
+        track_activation_threshold=config.activation_threshold,
+        minimum_consecutive_frames=config.min_consecutive_frames,
+        minimum_iou_threshold=config.match_iou,
+        high_conf_det_threshold=config.high_confidence,
     )
 
     def update(xyxy: np.ndarray, confidence: np.ndarray) -> tuple[Any, Any]:
@@ -92,7 +80,7 @@ def _reference(fps: float) -> Tracker:
         confirmed = out.tracker_id >= 0
         return out.data["row"][confirmed], out.tracker_id[confirmed]
 
-    return update
+    return tracker, update
 
 
 def _timed(tracker: Tracker, frames: Frames) -> tuple[float, list[Any]]:
@@ -105,7 +93,7 @@ def _timed(tracker: Tracker, frames: Frames) -> tuple[float, list[Any]]:
 
 
 def _import_rss_mb(module: str) -> float:
-    """Peak RSS of a fresh interpreter that imports ``module``: what each camera's
+    """RSS of a fresh interpreter once it has imported ``module``: what each camera's
     track process pays for its tracker before it holds a single track."""
     code = (  # not ru_maxrss: Linux carries the parent's peak across fork and exec
         f"import os, {module}; from pipeline.benchchain import proc_rss_mb; "
@@ -128,13 +116,20 @@ def suite_tracker(args: Any, model: Path, clip: Path) -> str:
         frames, fps = recorded_frames(recording)
     track_rss = max(s.rss_mb.get("track.bench", 0.0) for s in result.samples)
     detections = sum(len(xyxy) for xyxy, _ in frames)
+    from stages.track import TrackerConfig, make_tracker
+
+    config = TrackerConfig()
     times: dict[str, list[float]] = {"reference": [], "ours": []}
     agree = True
     for repeat in range(args.repeats):
         order = ["reference", "ours"] if repeat % 2 == 0 else ["ours", "reference"]
         outputs = {}
         for name in order:
-            tracker = _reference(fps) if name == "reference" else _ours(fps)
+            tracker = (
+                reference_tracker(config, fps)[1]
+                if name == "reference"
+                else make_tracker(config, fps).update
+            )
             seconds, outputs[name] = _timed(tracker, frames)
             times[name].append(seconds * 1e3)
         agree &= all(

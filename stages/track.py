@@ -81,6 +81,20 @@ class TrackerConfig(StrictModel):
     )
 
 
+def make_tracker(config: TrackerConfig, fps: float) -> ByteTrack:
+    """A camera's tracker for a stream at ``fps`` (the lost budget is in seconds,
+    R29). Shared with the tracker benchmark and its parity tests."""
+    from stages.bytetrack import ByteTrack, lost_frames_budget
+
+    return ByteTrack(
+        max_lost_frames=lost_frames_budget(config.lost_track_s, fps),
+        activation_threshold=config.activation_threshold,
+        high_confidence=config.high_confidence,
+        min_consecutive_frames=config.min_consecutive_frames,
+        match_iou=config.match_iou,
+    )
+
+
 @dataclass(slots=True)
 class _TrackInfo:
     """What the stage remembers of a track besides the tracker's own state."""
@@ -208,17 +222,8 @@ class TrackStage(Stage):
         log.info("%s: %d rules loaded", self.stream_id, len(rules))
 
     def _make_tracker(self, fps: float) -> ByteTrack:
-        from stages.bytetrack import ByteTrack, lost_frames_budget
-
-        cfg = self.tracker_config
         log.info("tracker for %s at %.2f fps", self.stream_id, fps)
-        return ByteTrack(
-            max_lost_frames=lost_frames_budget(cfg.lost_track_s, fps),  # R29
-            activation_threshold=cfg.activation_threshold,
-            high_confidence=cfg.high_confidence,
-            min_consecutive_frames=cfg.min_consecutive_frames,
-            match_iou=cfg.match_iou,
-        )
+        return make_tracker(self.tracker_config, fps)
 
     def _track(self, detections: Detections) -> Detections:
         """ByteTrack over the detections; rows it does not confirm are dropped,

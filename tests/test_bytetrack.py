@@ -9,6 +9,7 @@ import pytest
 from tracking import Boxes, assert_same_tracks
 
 from stages.bytetrack import ByteTrack, lost_frames_budget
+from stages.track import TrackerConfig
 
 
 def tracker(**overrides: float) -> ByteTrack:
@@ -122,5 +123,5 @@ def dense_scene(seed: int, frames: int = 240, objects: int = 70) -> list[Boxes]:
     ],
 )
 def test_same_ids_and_states_as_the_trackers_package(seed: int, settings: dict) -> None:
-    compared = assert_same_tracks(dense_scene(seed), 25.0, **settings)
+    compared = assert_same_tracks(dense_scene(seed), 25.0, TrackerConfig(**settings))
     assert compared > 2000  # dozens of tracks confirmed at a time
