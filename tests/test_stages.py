@@ -3,6 +3,7 @@ drives them."""
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,81 @@ def test_decoded_pixels_match_pyav(assets: Path) -> None:
     got = np.frombuffer(first.parts[0], np.uint8).reshape(expected.shape)
     assert np.array_equal(got, expected)
     decode.close()
+
+
+def two_sizes_h264(path: Path) -> list[tuple[int, int]]:
+    """A raw H.264 stream whose resolution changes mid-stream and back, as a camera's
+    does when someone changes its settings: three encodes, each with its own SPS,
+    concatenated. Returns the (width, height) of each segment of 12 frames."""
+    import av
+
+    sizes = [(320, 240), (480, 272), (320, 240)]
+    data = b""
+    for n, (width, height) in enumerate(sizes):
+        codec = av.CodecContext.create("libx264", "w")
+        codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
+        codec.time_base = Fraction(1, 25)
+        codec.options = {"preset": "ultrafast", "bf": "0"}
+        for i in range(12):
+            ys, xs = np.mgrid[0:height, 0:width]
+            image = np.stack(
+                [(xs + 9 * i) % 256, (ys * 2) % 256, np.full_like(xs, 60 * n)], -1
+            )
+            frame = av.VideoFrame.from_ndarray(image.astype(np.uint8), format="bgr24")
+            frame.pts = i
+            data += b"".join(bytes(p) for p in codec.encode(frame))
+        data += b"".join(bytes(p) for p in codec.encode(None))
+    path.write_bytes(data)
+    return sizes
+
+
+@pytest.mark.parametrize("shared_memory", [False, True])
+def test_resolution_change_mid_stream(tmp_path: Path, shared_memory: bool) -> None:
+    """Decode keeps one colour converter per stream; when the stream's size changes
+    mid-way every frame still comes out at its own size with PyAV's own pixels,
+    inline and through shared-memory slots sized for the first frames."""
+    import uuid
+
+    import av
+
+    from pipeline.shm import RingReader
+
+    clip = tmp_path / "switch.h264"
+    sizes = two_sizes_h264(clip)
+    with av.open(str(clip)) as container:
+        expected = [f.to_ndarray(format="bgr24") for f in container.decode(video=0)]
+    assert len(expected) == 36
+    prefix = f"fc-test-{uuid.uuid4().hex[:8]}" if shared_memory else None
+    decode = DecodeStage("cam", DecodeConfig(window=1), ring_prefix=prefix)
+    reader = RingReader()
+    got = []
+    last = -1
+    try:
+        queue = packets(clip)
+        while not decode.finished():
+            if queue and decode.accepts("packets"):
+                item = queue.pop(0)
+            else:
+                item = Received("acks", Ack("cam", last))
+            for emit in decode.process([item]):
+                last = emit.message.seq
+                if isinstance(emit.message, Frame):
+                    frame = emit.message
+                    shape = (frame.height, frame.width, 3)
+                    if frame.shm is not None:
+                        pixels = reader.view(frame.shm, shape).copy()
+                        reader.verify(frame.shm, shape)
+                    else:
+                        pixels = np.frombuffer(emit.parts[0], np.uint8).reshape(shape)
+                    got.append((frame, pixels))
+    finally:
+        reader.close()
+        decode.close()
+    assert [(f.width, f.height) for f, _ in got] == [
+        s for s in sizes for _ in range(12)
+    ]
+    assert all((frame.shm is not None) == shared_memory for frame, _ in got)
+    assert all(np.array_equal(p, e) for (_, p), e in zip(got, expected, strict=True))
 
 
 def tracked_events(confidence: float, pixels: bool = False) -> tuple[list, object]:
