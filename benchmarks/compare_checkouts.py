@@ -1,14 +1,19 @@
-"""Two checkouts of framechain, the same chain, run alternately: what a change did.
+"""Two checkouts of framechain, or two camera settings, the same chain, run
+alternately: what a change did.
 
     .venv/bin/python benchmarks/compare_checkouts.py BASE_DIR NEW_DIR \\
         --cameras 1 --clip ../shared/assets/crowd.mp4 --rounds 3
+    .venv/bin/python benchmarks/compare_checkouts.py . . --clip CLIP \\
+        --new-camera '{"decode": {"resize": [640, 360]}}'
 
-BASE_DIR and NEW_DIR are checkouts (``git worktree add /tmp/base COMMIT``). Each
-round runs the chain once from each (order alternating between rounds, so a machine
-that speeds up or slows down over the run favours neither), every stage process
-importing that checkout's code. Per run it prints aggregate fps, the CPU seconds of
-each kind of stage and the peak RSS of the first camera's track process; then the
-medians and new / base ratios. One chain per run, nothing else should be running.
+BASE_DIR and NEW_DIR are checkouts (``git worktree add /tmp/base COMMIT``), or the
+same one twice with ``--base-camera`` / ``--new-camera`` (JSON merged into every
+camera's settings on that side). Each round runs the chain once per side (order
+alternating between rounds, so a machine that speeds up or slows down over the run
+favours neither), every stage process importing that side's checkout. Per run it
+prints aggregate fps, the CPU seconds of each kind of stage and the peak RSS of the
+first camera's track process; then the medians and new / base ratios. One chain per
+run, nothing else should be running.
 """
 
 from __future__ import annotations
@@ -29,8 +34,9 @@ from pathlib import Path
 sys.path.insert(0, ".")
 from pipeline.benchchain import chain_config, file_camera, run_chain
 model, clip, n = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+extra = json.loads(sys.argv[4])
 with tempfile.TemporaryDirectory(prefix="framechain-ab-") as tmp:
-    cameras = {f"cam{i}": file_camera(clip) for i in range(n)}
+    cameras = {f"cam{i}": {**file_camera(clip), **extra} for i in range(n)}
     result = run_chain(chain_config(model, cameras, Path(tmp)), Path(tmp), 2.0)
 if result.code != 0:
     sys.exit(f"the chain failed: exit {result.code}")
@@ -47,9 +53,12 @@ print(json.dumps({
 """
 
 
-def one_run(checkout: Path, model: Path, clip: Path, cameras: int) -> dict:
+def one_run(
+    checkout: Path, model: Path, clip: Path, cameras: int, camera: str = "{}"
+) -> dict:
+    """One chain from ``checkout``; ``camera``: JSON merged into each camera."""
     out = subprocess.run(
-        [sys.executable, "-c", _ONE_RUN, str(model), str(clip), str(cameras)],
+        [sys.executable, "-c", _ONE_RUN, str(model), str(clip), str(cameras), camera],
         cwd=checkout,
         env={**os.environ, "PYTHONPATH": str(checkout)},
         capture_output=True,
@@ -69,7 +78,20 @@ def main() -> int:
     parser.add_argument("--clip", type=Path, required=True)
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--rounds", type=int, default=3)
+    for side in ("base", "new"):
+        parser.add_argument(
+            f"--{side}-camera",
+            default="{}",
+            help=f"JSON merged into every camera's settings in the {side} runs",
+        )
     args = parser.parse_args()
+    settings = {"base": args.base_camera, "new": args.new_camera}
+    for side, text in settings.items():
+        try:
+            if not isinstance(json.loads(text), dict):
+                raise ValueError("not a JSON object")
+        except ValueError as e:
+            parser.error(f"--{side}-camera: {e}")
     clip = args.clip.resolve()
     models = Path(os.environ.get("FRAMECHAIN_MODELS", clip.parent))
     model = (args.model or models / "yolo11n.onnx").resolve()
@@ -78,7 +100,7 @@ def main() -> int:
         order = ["base", "new"] if round_ % 2 == 0 else ["new", "base"]
         for name in order:
             checkout = (args.base if name == "base" else args.new).resolve()
-            result = one_run(checkout, model, clip, args.cameras)
+            result = one_run(checkout, model, clip, args.cameras, settings[name])
             runs[name].append(result)
             cpu = ", ".join(f"{k} {v:.2f}" for k, v in sorted(result["cpu_s"].items()))
             print(
@@ -92,6 +114,9 @@ def main() -> int:
         return statistics.median(pick(r) for r in runs[name])
 
     print(f"\n{args.cameras} camera(s), {clip.name}, {args.rounds} rounds (medians):")
+    for side, text in settings.items():
+        if text != "{}":
+            print(f"{side} camera settings: {text}")
     print("| measure | base | new | new / base |\n|---|---:|---:|---:|")
     measures: dict[str, Callable[[dict], float]] = {"aggregate fps": lambda r: r["fps"]}
     for kind in sorted(runs["base"][0]["cpu_s"]):
