@@ -23,6 +23,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy.optimize import linear_sum_assignment
 
+from pipeline.detections import box_iou
+
 _STATE = 8  # x1, y1, x2, y2 and their velocities
 _PROCESS_NOISE = np.eye(_STATE) * 0.01  # ByteTrack's tuning of the filter's noise
 _MEASUREMENT_NOISE = np.eye(4) * 0.1
@@ -41,23 +43,10 @@ def lost_frames_budget(lost_track_s: float, fps: float) -> int:
 def iou_matrix(
     boxes_a: npt.NDArray[np.floating], boxes_b: npt.NDArray[np.floating]
 ) -> npt.NDArray[np.float32]:
-    """(n, m) IoU in float64, returned as float32, exactly as supervision's
-    ``box_iou_batch`` computes it (matching decisions depend on the last bit)."""
-    a = boxes_a.astype(np.float64)
-    b = boxes_b.astype(np.float64)
-    width = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(
-        a[:, None, 0], b[None, :, 0]
-    )
-    height = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(
-        a[:, None, 1], b[None, :, 1]
-    )
-    inter = np.clip(width, 0.0, None) * np.clip(height, 0.0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    out = np.zeros(inter.shape, np.float32)
-    np.divide(inter, union, out=out, where=union > 0)
-    return out
+    """(n, m) IoU in float64, returned as float32, as supervision's ``box_iou_batch``
+    computes it for ``trackers`` (matching decisions depend on the last bit)."""
+    iou = box_iou(boxes_a.astype(np.float64), boxes_b.astype(np.float64))
+    return iou.astype(np.float32)
 
 
 def _associate(
