@@ -71,6 +71,7 @@ class StageRuntime:
         self.outputs: dict[str, list[zmq.Socket[Any]]] = defaultdict(list)
         self.control: zmq.Socket[Any] | None = None
         self.stop_requested = False
+        self.end_requested = False
         self.reload_requested = False
         self.drain_deadline = float("inf")
         self.next_heartbeat = 0.0
@@ -101,6 +102,11 @@ class StageRuntime:
             # out too.
             self.drain_deadline = time.monotonic() + self.plan.drain_timeout_s
         self.stop_requested = True
+
+    def request_end(self, _signum: int, _frame: FrameType | None) -> None:
+        """SIGUSR1: end the stream now, the way a clip's end does, and stay up. The
+        supervisor stops a chain this way, decode first (see ``Supervisor``)."""
+        self.end_requested = True
 
     def request_reload(self, _signum: int, _frame: FrameType | None) -> None:
         self.reload_requested = True
@@ -183,13 +189,15 @@ class StageRuntime:
 
     # -- main loop -----------------------------------------------------------------
     def _loop(self, stage: Stage) -> None:
-        stopped = False
+        stopped = ended = False
         next_tick = 0.0
         while True:
             now = time.monotonic()
             if self.stop_requested and not stopped:
                 stopped = True
                 self.state = "stopping"
+            if (stopped or self.end_requested) and not ended:
+                ended = True  # stage.stop() once, whichever came first
                 self._emit(stage.stop())
             if self.reload_requested:
                 self.reload_requested = False
@@ -404,7 +412,11 @@ def run_stage(plan: StagePlan, control_uri: str | None) -> int:
     """Run one stage in this process until it finishes; returns the exit status."""
     runtime = StageRuntime(plan, control_uri)
     signal.signal(signal.SIGTERM, runtime.request_stop)
-    signal.signal(signal.SIGINT, runtime.request_stop)
+    # Under a supervisor, Ctrl-C (which a terminal sends to the whole process
+    # group) is the supervisor's to act on: it stops the chain in order.
+    interrupt = signal.SIG_IGN if control_uri else runtime.request_stop
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGUSR1, runtime.request_end)
     signal.signal(signal.SIGHUP, runtime.request_reload)
     runtime.watch_signals()
     if control_uri:

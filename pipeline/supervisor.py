@@ -146,11 +146,20 @@ class Supervisor:
             self.reload_requested = True
 
     def _watchdog(self) -> None:
-        """WATCHDOG=1 only from loops that make progress, never from a timer thread."""
+        """WATCHDOG=1 only from loops that make progress, never from a timer thread.
+
+        The next ping is due one interval after this one was *due*, not after it was
+        sent: counting from the send time added each turn's lateness (up to a
+        watch interval, more on a loaded box) to every period, so a quarter of
+        WatchdogSec became a third. A turn late by more than an interval pings
+        now and counts the next interval from now (no burst to catch up)."""
         interval = self.notifier.watchdog_interval_s
-        if interval is not None and time.monotonic() >= self._next_watchdog:
-            self.notifier.notify("WATCHDOG=1")
-            self._next_watchdog = time.monotonic() + interval
+        now = time.monotonic()
+        if interval is None or now < self._next_watchdog:
+            return
+        self.notifier.notify("WATCHDOG=1")
+        due = self._next_watchdog + interval
+        self._next_watchdog = due if due > now else now + interval
 
     def run(self, on_tick: Callable[[Supervisor], None] | None = None) -> int:
         """Run the chain to completion (or stop/failure); returns the exit status."""
@@ -179,7 +188,10 @@ class Supervisor:
                     on_tick(self)
             self.status = "stopping"
             self.notifier.notify("STOPPING=1")
-            self._stop_all(control)
+            stop_deadline = time.monotonic() + self.config.stop_timeout_s
+            if self.stop_requested and not self.failed:
+                self._end_streams(control, stop_deadline)
+            self._stop_all(control, stop_deadline)
             if on_tick is not None:
                 on_tick(self)
         finally:
@@ -294,14 +306,65 @@ class Supervisor:
             self.children[n].state == "done" for n in self.terminal
         )
 
-    def _stop_all(self, control: zmq.Socket[Any]) -> None:
-        """SIGTERM every live stage, let them drain, SIGKILL what is left (R5)."""
+    def _end_streams(self, control: zmq.Socket[Any], stop_deadline: float) -> None:
+        """Stop the way a clip ends: SIGUSR1 ends every stream at decode (and every
+        capture, whose own end decode now reads and drops), the end of stream
+        travels down the chain with the frames already decoded, track writes its
+        last events, and the sinks finish and exit. Only then do the other stages
+        get SIGTERM; all finished by then, they exit at once.
+
+        SIGTERM to every stage at once lost that end: a stage that passed it on
+        exited at once, libzmq dropped what it had queued, and every stage behind
+        waited out its drain deadline (8 s) and exited without its last events.
+        This takes at most half of ``stop_timeout_s``; a chain that has not ended
+        by then gets SIGTERM as before. Skipped unless every capture and decode
+        is running (a stage still starting has no SIGUSR1 handler yet)."""
+        ending = [
+            c
+            for prefix in ("decode.", "capture.")
+            for c in self.children.values()
+            if c.name.startswith(prefix)
+        ]
+        if not self.terminal or not ending:
+            return
+        if not all(c.alive and c.state == "running" for c in ending):
+            return
+        for child in ending:
+            assert child.process is not None
+            child.process.send_signal(signal.SIGUSR1)
+        deadline = stop_deadline - self.config.stop_timeout_s / 2
+        while not self._inputs_ended() and time.monotonic() < deadline:
+            self._receive(control, WATCH_INTERVAL_S)
+            self._watchdog()
+            for child in self.children.values():
+                code = child.process.poll() if child.process else None
+                if code is not None and child.exit_code is None:
+                    child.exit_code = code  # its last heartbeat said "stopped"
+                    child.state = "done" if code == 0 else "stopped"
+        if not self._inputs_ended():
+            log.warning(
+                "the chain did not end within %.0fs: stopping every stage",
+                self.config.stop_timeout_s / 2,
+            )
+
+    def _inputs_ended(self) -> bool:
+        """Every sink has exited, or has every stream's end and so nothing more
+        in flight towards it (a network sink may still be delivering its spool)."""
+        return bool(self.terminal) and all(
+            self.children[n].state == "done"
+            or self.children[n].stats.get("input_ended") is True
+            for n in self.terminal
+        )
+
+    def _stop_all(self, control: zmq.Socket[Any], deadline: float) -> None:
+        """SIGTERM every live stage, let them drain, SIGKILL what is left by
+        ``deadline`` (R5)."""
         live = [c for c in self.children.values() if c.alive]
         for child in live:
             child.state = "stopping"
             assert child.process is not None
             child.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + self.config.stop_timeout_s
+        signalled = time.monotonic()
         while any(c.alive for c in live) and time.monotonic() < deadline:
             self._receive(control)
             self._watchdog()
@@ -311,7 +374,7 @@ class Supervisor:
                 log.warning(
                     "stage %s ignored SIGTERM for %.0fs: killing it",
                     child.name,
-                    self.config.stop_timeout_s,
+                    time.monotonic() - signalled,
                 )
                 child.process.kill()
             child.exit_code = child.process.wait()

@@ -137,6 +137,8 @@ class DecodeStage(Stage):
 
     # -- flow control ----------------------------------------------------------------
     def accepts(self, port: str) -> bool:
+        if port == "packets" and self._eos is not None:
+            return True  # ended: read and drop, so that capture never blocks on us
         if port == "packets" and not self._live:
             return not self._pending and len(self._outstanding) < self.config.window
         return True  # live sources are always read; decode drops GOPs instead
@@ -146,12 +148,26 @@ class DecodeStage(Stage):
             message = item.message
             if isinstance(message, Ack):
                 self._acknowledge(message.seq)
+            elif self._eos is not None:
+                continue  # stopped before the source's own end arrived
             elif isinstance(message, Packet):
                 self._decode(message, item.parts[0] if item.parts else b"")
             elif isinstance(message, StreamStatus):
                 self._source_status(message)
             elif isinstance(message, EndOfStream):
                 self._flush(message)
+        return list(self._send_pending())
+
+    def stop(self) -> Iterable[Emit]:
+        """End the stream here and now: the frames already decoded go on, then the
+        end of stream (reason ``stopped``); packets still queued from capture are
+        read and dropped. Decode is the stage that knows its frames arrived (track
+        acknowledges every one), so a stopping chain is ended here rather than at
+        capture: an end sent by a process that exits right after may never be read
+        (libzmq drops what a closing ipc peer had queued, zeromq/libzmq#4660), and
+        the packets queued before it would all be decoded and detected first."""
+        if self._eos is None:
+            self._flush(EndOfStream(self.stream_id, self._seq, "stopped", self._seq))
         return list(self._send_pending())
 
     def tick(self, now: float) -> Iterable[Emit]:

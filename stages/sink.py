@@ -52,4 +52,10 @@ class EventSink(Stage):
         return self._ended >= self.streams
 
     def stats(self) -> dict[str, Any]:
-        return {"events": self.received, "events_received": self.received}
+        # input_ended: every stream's end has arrived (the supervisor's stop waits
+        # for it; a network sink may still be delivering)
+        return {
+            "events": self.received,
+            "events_received": self.received,
+            "input_ended": self._ended >= self.streams,
+        }

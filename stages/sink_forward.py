@@ -1,7 +1,8 @@
 """What network sinks (MQTT, webhook) share: spool every event to disk first, then
 deliver from the spool, in order, with capped, jittered backoff while the far end
 is away (R1). The sink finishes only when its streams have ended and its spool is
-empty, so a file run does not end with events undelivered."""
+empty, so a file run does not end with events undelivered; when it is stopped
+while the far end is away, the spool keeps them for the next start instead."""
 
 from __future__ import annotations
 
@@ -59,6 +60,7 @@ class ForwardingSink(EventSink):
         self.retry_at = 0.0
         self.delivered = 0
         self.outage_since: float | None = None
+        self.stopping = False
 
     def setup(self) -> None:
         self.spool = DiskSpool(self.spool_path)
@@ -124,8 +126,17 @@ class ForwardingSink(EventSink):
             self.backoff.connected(now)
         self.backoff.check_healthy(now)
 
+    def stop(self) -> Iterable[Emit]:
+        self.stopping = True
+        return ()
+
     def finished(self) -> bool:
-        return super().finished() and self.spool is not None and not len(self.spool)
+        """Streams ended and spool empty; or, when stopping, the far end away:
+        retrying it until the drain deadline would only delay the stop, and the
+        spool on disk delivers the rest at the next start."""
+        if not super().finished() or self.spool is None:
+            return False
+        return not len(self.spool) or (self.stopping and self.outage_since is not None)
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -137,4 +148,11 @@ class ForwardingSink(EventSink):
 
     def close(self) -> None:
         if self.spool is not None:
+            if len(self.spool):
+                log.warning(
+                    "%s: %d events stay spooled in %s for the next start",
+                    self.label,
+                    len(self.spool),
+                    self.spool_path,
+                )
             self.spool.close()

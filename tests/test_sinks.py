@@ -207,6 +207,50 @@ def test_mqtt_broker_outage_loses_and_duplicates_nothing(tmp_path: Path) -> None
     check_discovery(subscriber)
 
 
+@pytest.mark.slow
+def test_a_stop_with_the_broker_away_keeps_every_event_spooled(
+    tmp_path: Path,
+) -> None:
+    """SIGTERM while the MQTT broker is unreachable: the chain still ends in order
+    (the sink gets every stream's end, then stops retrying rather than waiting out
+    its drain deadline), exits 0, and its spool holds every event SQLite stored,
+    for the next start to deliver."""
+    import signal
+    import sqlite3
+
+    sink = {
+        "kind": "mqtt",
+        "host": "127.0.0.1",
+        "port": free_port(),  # nothing listens there
+        "spool_dir": str(tmp_path / "spool"),
+    }
+    process = spawn_run(crowd_config(tmp_path, sink, realtime=True))
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            assert process.poll() is None, process.communicate()
+            if (tmp_path / "events.db").exists() and len(
+                read_events(tmp_path / "events.db")
+            ) >= 20:
+                break
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, stderr[-3000:]
+    for sign in ("drain deadline passed", "did not end within", "Traceback"):
+        assert sign not in stderr, stderr[-3000:]
+    stored = {e["event_id"] for e in read_events(tmp_path / "events.db")}
+    (spool,) = (tmp_path / "spool").glob("*.db")
+    with sqlite3.connect(spool) as connection:
+        spooled = {row[0] for row in connection.execute("SELECT event_id FROM outbox")}
+    assert len(stored) >= 20 and spooled == stored
+    assert f"{len(stored)} events stay spooled in" in stderr
+
+
 def check_discovery(subscriber: Subscriber) -> None:
     """Home Assistant discovery: one config per sensor, retained, with the keys HA
     requires, state topics that the sink publishes, unique ids, one device."""

@@ -88,6 +88,39 @@ def test_decode_resends_unacknowledged_frames(assets: Path) -> None:
     decode.close()
 
 
+def test_decode_stop_ends_the_stream_at_once(assets: Path) -> None:
+    """stop() (a stopping chain's SIGUSR1) ends the stream at decode: the frames
+    already sent stay in flight, the end of stream (``stopped``) takes the next
+    sequence number, packets still queued from capture, and capture's own end,
+    are read and dropped (capture never blocks on a decode that has ended), and
+    decode finishes once track has acknowledged the end."""
+    decode = DecodeStage("cam", DecodeConfig(window=4), ring_prefix=None)
+    clip = packets(assets / "traffic.mp4")
+    sent = []
+    for item in clip[:30]:
+        if decode.accepts("packets"):
+            sent += [e.message for e in decode.process([item])]
+    assert [m.seq for m in sent] == [0, 1, 2, 3]
+    sent += [e.message for e in decode.stop()]
+    for _ in range(10):  # track acknowledges as they come
+        if isinstance(sent[-1], EndOfStream):
+            break
+        ack = Received("acks", Ack("cam", sent[-1].seq - 2))
+        sent += [e.message for e in decode.process([ack])]
+    end = sent[-1]
+    assert isinstance(end, EndOfStream) and end.reason == "stopped", sent
+    assert [m.seq for m in sent] == list(range(len(sent)))
+    # the frames the decoder still held come out too (B-frame reordering), not
+    # the 20 undecoded packets
+    assert all(isinstance(m, Frame) for m in sent[:-1]) and 4 <= end.seq < 10
+    assert decode.accepts("packets")
+    assert decode.process(clip[30:]) == []  # the rest of the clip and its end
+    assert not decode.finished()
+    decode.process([Received("acks", Ack("cam", end.seq))])
+    assert decode.finished() and list(decode.stop()) == []
+    decode.close()
+
+
 def test_decoded_pixels_match_pyav(assets: Path) -> None:
     """Frames decoded from relayed packets equal PyAV's own decode of the file."""
     import av
