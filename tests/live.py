@@ -4,6 +4,7 @@ sample while it injects faults."""
 
 from __future__ import annotations
 
+import random
 import socket
 import subprocess
 import threading
@@ -24,9 +25,20 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free port below the kernel's ephemeral range. Tests stop and restart
+    servers on their port while clients keep retrying it; a port in that range can
+    be handed to one of those clients as its source port, and a connect to it then
+    succeeds to itself (TCP self-connect) and holds the port, so the server cannot
+    come back."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for port in random.sample(range(max(1024, low - 12000), low), 200):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError(f"no free port below {low}")
 
 
 class RtspServer:

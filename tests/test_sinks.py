@@ -4,6 +4,7 @@ Every event the run stored in SQLite must arrive, once, in order."""
 
 from __future__ import annotations
 
+import getpass
 import json
 import shutil
 import socket
@@ -43,7 +44,11 @@ def crowd_config(
 
 class Mosquitto:
     """A real broker on 127.0.0.1 with persistence, so that queued QoS 1 messages
-    for a persistent subscriber survive a restart."""
+    for a persistent subscriber survive a restart. It runs as this user: started
+    as root, mosquitto drops to the ``mosquitto`` user, cannot write into pytest's
+    0700 folder, and silently keeps nothing across a restart (an event it had
+    acknowledged but not yet forwarded was then lost, failing the outage test
+    once). Its log goes to ``mosquitto.log`` beside the config."""
 
     def __init__(self, folder: Path) -> None:
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -56,7 +61,9 @@ class Mosquitto:
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
             f"persistence true\npersistence_location {folder}/\n"
             "max_queued_messages 100000\n"
+            f"user {getpass.getuser()}\nlog_dest file {folder}/mosquitto.log\n"
         )
+        self.log = folder / "mosquitto.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -72,7 +79,8 @@ class Mosquitto:
                 return
             except OSError:
                 time.sleep(0.1)
-        raise AssertionError("mosquitto did not start listening")
+        log = self.log.read_text()[-2000:] if self.log.exists() else "(no log)"
+        raise AssertionError(f"mosquitto did not start listening:\n{log}")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
