@@ -55,6 +55,11 @@ class MonitoredProcess:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def exited(self, code: int) -> None:
+        """Record the end of a stage that is not restarted: done on status 0."""
+        self.exit_code = code
+        self.state = "done" if code == 0 else "stopped"
+
 
 class Supervisor:
     def __init__(
@@ -253,7 +258,7 @@ class Supervisor:
                 continue
             code = child.process.poll()
             if code == 0:
-                child.state, child.exit_code = "done", 0
+                child.exited(0)
                 continue
             if code is not None:
                 log.error("stage %s exited with status %s", child.name, code)
@@ -339,8 +344,7 @@ class Supervisor:
             for child in self.children.values():
                 code = child.process.poll() if child.process else None
                 if code is not None and child.exit_code is None:
-                    child.exit_code = code  # its last heartbeat said "stopped"
-                    child.state = "done" if code == 0 else "stopped"
+                    child.exited(code)  # its last heartbeat said "stopped"
         if not self._inputs_ended():
             log.warning(
                 "the chain did not end within %.0fs: stopping every stage",
@@ -377,8 +381,7 @@ class Supervisor:
                     time.monotonic() - signalled,
                 )
                 child.process.kill()
-            child.exit_code = child.process.wait()
-            child.state = "done" if child.exit_code == 0 else "stopped"
+            child.exited(child.process.wait())
         self._receive(control)
 
 

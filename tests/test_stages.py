@@ -110,8 +110,7 @@ def test_decode_stop_ends_the_stream_at_once(assets: Path) -> None:
     end = sent[-1]
     assert isinstance(end, EndOfStream) and end.reason == "stopped", sent
     assert [m.seq for m in sent] == list(range(len(sent)))
-    # the frames the decoder still held come out too (B-frame reordering), not
-    # the 20 undecoded packets
+    # the frames the decoder still held come out too (B-frame reordering)
     assert all(isinstance(m, Frame) for m in sent[:-1]) and 4 <= end.seq < 10
     assert decode.accepts("packets")
     assert decode.process(clip[30:]) == []  # the rest of the clip and its end
