@@ -51,9 +51,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
-    from pipeline.runtime import bootstrap, run_stage
+    from pipeline.runtime import bootstrap, die_with, run_stage
     from stages.plan import build_plan
 
+    if args.supervisor_pid is not None:  # first, so an early death also ends us
+        die_with(args.supervisor_pid)
     loaded = _load(args.config)
     runtime_dir, _ = _runtime_dir(loaded, args.runtime_dir)
     try:
@@ -249,6 +251,9 @@ def _parser() -> argparse.ArgumentParser:
     stage.add_argument("--config", required=True)
     stage.add_argument("--runtime-dir", help="folder for ipc:// sockets")
     stage.add_argument("--control", help="supervisor control URI (heartbeats)")
+    stage.add_argument(
+        "--supervisor-pid", type=int, help="exit when this process ends (supervisor)"
+    )
     stage.set_defaults(func=cmd_stage)
 
     validate = sub.add_parser("validate", help="check a config; exit 2 if invalid")

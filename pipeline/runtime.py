@@ -392,19 +392,23 @@ def bootstrap(name: str, log_level: str = "INFO", log_format: str = "text") -> N
     setup_logging(name, log_level, log_format)
 
 
-def die_with_parent() -> None:
-    """Ask Linux to SIGTERM this stage if its supervisor dies, even by SIGKILL, so no
-    orphaned stage keeps a camera or a shared-memory ring (no-op elsewhere)."""
+def die_with(supervisor_pid: int) -> None:
+    """Ask Linux to SIGTERM this stage when its supervisor dies, even by SIGKILL, so
+    no orphaned stage keeps a camera or a shared-memory ring, or blocks forever on a
+    dead neighbour (no-op elsewhere).
+
+    The supervisor's pid comes from its command line, not from ``getppid()`` here:
+    a stage still importing when the supervisor dies has already been handed to
+    init (or a container's subreaper), and would take that for its parent."""
     import ctypes
 
-    parent = os.getppid()
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         pr_set_pdeathsig = 1
         libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
     except (OSError, AttributeError):
         return
-    if os.getppid() != parent:  # the parent died before prctl took effect
+    if os.getppid() != supervisor_pid:  # it died before prctl took effect
         os.kill(os.getpid(), signal.SIGTERM)
 
 
@@ -419,6 +423,4 @@ def run_stage(plan: StagePlan, control_uri: str | None) -> int:
     signal.signal(signal.SIGUSR1, runtime.request_end)
     signal.signal(signal.SIGHUP, runtime.request_reload)
     runtime.watch_signals()
-    if control_uri:
-        die_with_parent()
     return runtime.run()

@@ -389,12 +389,15 @@ def stage_command(
     config_path: Path, runtime_dir: Path
 ) -> Callable[[str, str | None], list[str]]:
     """argv for ``framechain stage NAME`` with this interpreter (no ``--control``:
-    the stage runs without a supervisor)."""
+    the stage runs without a supervisor). A supervised stage also gets this
+    process's pid, to exit when it dies."""
 
     def command(name: str, control_uri: str | None) -> list[str]:
         argv = [sys.executable, "-m", "pipeline.cli", "stage", name]
         argv += ["--config", str(config_path), "--runtime-dir", str(runtime_dir)]
-        return argv + (["--control", control_uri] if control_uri else [])
+        if control_uri:
+            argv += ["--control", control_uri, "--supervisor-pid", str(os.getpid())]
+        return argv
 
     return command
 

@@ -3,7 +3,9 @@ helpers that run framechain as real processes."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -88,6 +90,19 @@ def read_events(db: Path) -> list[dict[str, Any]]:
         return [dict(row) for row in rows]
 
 
+def poll_store(db: Path, sql: str, *params: Any) -> int | None:
+    """One number from the events store that a run is writing, or None while the
+    sink has not created it (the file appears before its table). Read-only, so a
+    poll never creates the file itself."""
+    try:
+        uri = f"file:{db}?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=1)) as store:
+            value = store.execute(sql, params).fetchone()[0]
+    except sqlite3.Error:
+        return None
+    return None if value is None else int(value)
+
+
 # Rules for crowd.mp4 (800×450) shared by the chain tests.
 CROWD_LINE = {
     "kind": "line",
@@ -112,7 +127,8 @@ CROWD_LEFT_HALF = {
 
 
 def spawn_run(config: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    """``framechain run CONFIG`` in the background, output captured."""
+    """``framechain run CONFIG`` in the background, output captured, in a process
+    group of its own (its stages join it) for Ctrl-C and for ``end_run``."""
     return subprocess.Popen(
         [sys.executable, "-m", "pipeline.cli", "run", str(config), "--no-progress"],
         cwd=REPO,
@@ -120,7 +136,18 @@ def spawn_run(config: Path, env: dict[str, str] | None = None) -> subprocess.Pop
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        start_new_session=True,
     )
+
+
+def end_run(process: subprocess.Popen[str]) -> None:
+    """A test's cleanup for ``spawn_run``: SIGKILL to the whole group, supervisor and
+    stages, so that a failed test neither waits on output pipes a stage still holds
+    nor leaves stages running."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    if process.returncode is None:
+        process.communicate(timeout=30)
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from conftest import ASSETS, framechain, read_events, spawn_run
+from conftest import ASSETS, end_run, framechain, read_events, spawn_run
 from conftest import CROWD_LEFT_HALF as ZONE
 from conftest import CROWD_LINE as LINE
 from live import free_port
@@ -94,9 +94,7 @@ def annotated_run(tmp_path_factory: pytest.TempPathFactory):
         )
         stdout, stderr = process.communicate(timeout=120)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+        end_run(process)
     assert process.returncode == 0, stderr[-3000:]
     return tmp, stdout
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from conftest import REPO, framechain, read_events
+from conftest import REPO, end_run, framechain, poll_store, read_events, spawn_run
 
 EVENT_FIELDS = (
     "event_id",
@@ -103,28 +103,41 @@ def test_tracker_matches_the_trackers_package_on_real_detections(
     assert assert_same_tracks(frames, fps) > 3000
 
 
-def _stage_pid(name: str, supervisor_pid: int) -> int | None:
-    """The pid of a stage process, found by its process title and parent."""
+def _children(parent: int) -> dict[int, str]:
+    """pid → process title (the argv of a stage still starting) of ``parent``'s
+    children."""
+    children = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            title = (entry / "cmdline").read_bytes().split(b"\0")[0]
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
+            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").strip()
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
             continue
-        if parent == supervisor_pid and title.strip() == f"framechain {name}".encode():
-            return int(entry.name)
-    return None
+        if int(stat[1]) == parent:
+            children[int(entry.name)] = title.decode(errors="replace")
+    return children
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie (which an orphan becomes where init does not reap)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return stat[0] != "Z"
+
+
+def _stage_pid(name: str, supervisor_pid: int) -> int | None:
+    """The pid of a stage process, found by its process title and parent."""
+    titles = _children(supervisor_pid).items()
+    return next((pid for pid, title in titles if title == f"framechain {name}"), None)
 
 
 def _max_seq(db: Path) -> int:
-    try:
-        with sqlite3.connect(db, timeout=1) as connection:
-            row = connection.execute("SELECT max(seq) FROM events").fetchone()
-            return int(row[0] or -1)
-    except sqlite3.Error:
-        return -1
+    seq = poll_store(db, "SELECT max(seq) FROM events")
+    return -1 if seq is None else seq
 
 
 @pytest.mark.slow
@@ -134,20 +147,7 @@ def test_kill_detect_mid_run_loses_nothing(
     """kill -9 of the detect process mid-run: the supervisor restarts it, decode
     re-sends the frames that were in flight, and the stored events equal a clean
     run's: none lost, none stored twice (pins the end-to-end acknowledgement)."""
-    import subprocess
-    import sys
-
-    from conftest import chain_env
-
-    config = demo_config(tmp_path, assets)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "run", str(config), "--no-progress"],
-        cwd=REPO,
-        env=chain_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = spawn_run(demo_config(tmp_path, assets))
     try:
         deadline = time.monotonic() + 120
         while _max_seq(tmp_path / "events.db") < 120:
@@ -159,8 +159,7 @@ def test_kill_detect_mid_run_loses_nothing(
         os.kill(pid, signal.SIGKILL)
         stdout, stderr = process.communicate(timeout=180)
     finally:
-        if process.poll() is None:
-            process.kill()
+        end_run(process)
     assert process.returncode == 0, stderr[-3000:]
     assert "restarting detect" in stderr
     assert "stage restarts: 1" in stdout
@@ -182,11 +181,6 @@ def test_stop_ends_the_streams_and_exits_within_10_s(
     every stage at once lost it (a stage that passed it on exited, and libzmq
     dropped what it had queued), so a stop took the whole 8 s under load, warned,
     and lost track's last events: here the partial per-minute aggregate."""
-    import subprocess
-    import sys
-
-    from conftest import chain_env
-
     from pipeline.shm import shm_directory
 
     config = yaml.safe_load(demo_config(tmp_path, assets).read_text())
@@ -195,29 +189,24 @@ def test_stop_ends_the_streams_and_exits_within_10_s(
     rings_before = set(shm_directory().glob("fc-*"))
     path = tmp_path / "live.yaml"
     path.write_text(yaml.safe_dump(config))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "run", str(path), "--no-progress"],
-        cwd=REPO,
-        env=chain_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # its own process group, for Ctrl-C
-    )
-    deadline = time.monotonic() + 60
-    while _max_seq(tmp_path / "events.db") < 40:
-        assert time.monotonic() < deadline and process.poll() is None
-        time.sleep(0.1)
-    children = [_stage_pid(n, process.pid) for n in ("capture.crowd", "detect")]
-    rings = set(shm_directory().glob("fc-*")) - rings_before
-    assert rings, "the running chain should hold a shared-memory ring"
-    started = time.monotonic()
-    if ctrl_c:
-        os.killpg(process.pid, signal.SIGINT)
-    else:
-        process.send_signal(signal.SIGTERM)
-    stdout, stderr = process.communicate(timeout=30)
-    stopped_in = time.monotonic() - started
+    process = spawn_run(path)  # in its own process group, for Ctrl-C
+    try:
+        deadline = time.monotonic() + 60
+        while _max_seq(tmp_path / "events.db") < 40:
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.1)
+        children = [_stage_pid(n, process.pid) for n in ("capture.crowd", "detect")]
+        rings = set(shm_directory().glob("fc-*")) - rings_before
+        assert rings, "the running chain should hold a shared-memory ring"
+        started = time.monotonic()
+        if ctrl_c:
+            os.killpg(process.pid, signal.SIGINT)
+        else:
+            process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=30)
+        stopped_in = time.monotonic() - started
+    finally:
+        end_run(process)
     assert process.returncode == 0, stderr[-3000:]
     for sign in ("drain deadline passed", "did not end within", "Traceback"):
         assert sign not in stderr, stderr[-3000:]
@@ -229,3 +218,48 @@ def test_stop_ends_the_streams_and_exits_within_10_s(
     for pid in children:
         assert pid is not None and not Path(f"/proc/{pid}").exists()
     assert not (rings & set(shm_directory().glob("fc-*")))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("when", ["starting", "running"])
+def test_stages_exit_when_the_supervisor_is_killed(
+    tmp_path: Path, assets: Path, when: str
+) -> None:
+    """kill -9 of `framechain run` (the OOM killer, a container's init dying): the
+    kernel sends every stage SIGTERM (PR_SET_PDEATHSIG) and each exits within its
+    drain deadline, rather than living on, blocked on a dead neighbour, holding the
+    camera and the rings. "starting" kills it while the stages are still importing:
+    a stage must not then take init, its new parent, for its supervisor (a CI run
+    hung on exactly that: a network sink with its broker away retried forever)."""
+    from pipeline.config import load_config
+    from stages.plan import stage_names
+
+    config = yaml.safe_load(demo_config(tmp_path, assets).read_text())
+    config["cameras"]["crowd"]["source"]["realtime"] = True  # outlasts the bound
+    path = tmp_path / "live.yaml"
+    path.write_text(yaml.safe_dump(config))
+    stages = len(stage_names(load_config(path)))
+    process = spawn_run(path)
+    try:
+        deadline = time.monotonic() + 60
+        while (
+            len(_children(process.pid)) < stages
+            if when == "starting"
+            else _max_seq(tmp_path / "events.db") < 40
+        ):
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.01)
+        children = _children(process.pid)
+        assert len(children) == stages
+        os.kill(process.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        try:  # ends when the last stage has closed its end of the output pipes
+            process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            alive = [title for pid, title in children.items() if _alive(pid)]
+            pytest.fail(f"stages outlived their supervisor by 30 s: {alive}")
+        ended_in = time.monotonic() - killed
+    finally:
+        end_run(process)
+    assert not [pid for pid in children if _alive(pid)]
+    assert ended_in <= 8.0 + 4.0  # the drain deadline, and time to exit

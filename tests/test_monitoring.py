@@ -15,7 +15,7 @@ import cv2
 import jsonschema
 import pytest
 import yaml
-from conftest import REPO, read_events, spawn_run
+from conftest import REPO, end_run, poll_store, read_events, spawn_run
 from scenes import FPS, HEIGHT, WIDTH, Route, person_crops, render
 
 FRAMES = 150  # 10 s at 15 fps
@@ -113,9 +113,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, assets: Path) -> dict[str, Any
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         _, stderr = process.communicate(timeout=120)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+        end_run(process)
     assert process.returncode == 0, stderr[-3000:]
     return {
         "events": read_events(tmp / "events.db"),
@@ -126,12 +124,8 @@ def run(tmp_path_factory: pytest.TempPathFactory, assets: Path) -> dict[str, Any
 
 
 def _count(tmp: Path, kind: str) -> int:
-    try:
-        with sqlite3.connect(tmp / "events.db") as db:
-            query = "SELECT COUNT(*) FROM events WHERE kind = ?"
-            return int(db.execute(query, (kind,)).fetchone()[0])
-    except sqlite3.Error:
-        return 0
+    query = "SELECT COUNT(*) FROM events WHERE kind = ?"
+    return poll_store(tmp / "events.db", query, kind) or 0
 
 
 def _last_seq(tmp: Path) -> int:

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import paho.mqtt.client as mqtt
 import pytest
 import yaml
-from conftest import ASSETS, framechain, read_events, spawn_run
+from conftest import ASSETS, end_run, framechain, poll_store, read_events, spawn_run
 from conftest import CROWD_LEFT_HALF as ZONE
 from conftest import CROWD_LINE as LINE
 from live import free_port
@@ -168,9 +168,7 @@ def test_mqtt_broker_outage_loses_and_duplicates_nothing(tmp_path: Path) -> None
         while len(subscriber.events()) < len(stored) and time.monotonic() < deadline:
             time.sleep(0.2)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+        end_run(process)
         subscriber.close()
         broker.stop()
     assert time.monotonic() - outage_started > 30
@@ -237,17 +235,14 @@ def test_a_stop_with_the_broker_away_keeps_every_event_spooled(
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             assert process.poll() is None, process.communicate()
-            if (tmp_path / "events.db").exists() and len(
-                read_events(tmp_path / "events.db")
-            ) >= 20:
+            count = poll_store(tmp_path / "events.db", "SELECT count(*) FROM events")
+            if (count or 0) >= 20:
                 break
             time.sleep(0.2)
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=30)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+        end_run(process)
     assert process.returncode == 0, stderr[-3000:]
     for sign in ("drain deadline passed", "did not end within", "Traceback"):
         assert sign not in stderr, stderr[-3000:]
