@@ -324,7 +324,7 @@ class Supervisor:
         This takes at most half of ``stop_timeout_s``; a chain that has not ended
         by then gets SIGTERM as before. Skipped unless every capture and decode
         is running (a stage still starting has no SIGUSR1 handler yet)."""
-        ending = [
+        ending = [  # decode first: capture's own end comes after decode's, dropped
             c
             for prefix in ("decode.", "capture.")
             for c in self.children.values()

@@ -48,14 +48,18 @@ class EventSink(Stage):
         self.flush()
         return ()
 
-    def finished(self) -> bool:
+    def input_ended(self) -> bool:
+        """Every stream's end has arrived: nothing more is in flight towards this
+        sink (the supervisor's ordered stop waits for it; a network sink may still
+        be delivering its spool)."""
         return self._ended >= self.streams
 
+    def finished(self) -> bool:
+        return self.input_ended()
+
     def stats(self) -> dict[str, Any]:
-        # input_ended: every stream's end has arrived (the supervisor's stop waits
-        # for it; a network sink may still be delivering)
         return {
             "events": self.received,
             "events_received": self.received,
-            "input_ended": self._ended >= self.streams,
+            "input_ended": self.input_ended(),
         }

@@ -134,7 +134,7 @@ class ForwardingSink(EventSink):
         """Streams ended and spool empty; or, when stopping, the far end away:
         retrying it until the drain deadline would only delay the stop, and the
         spool on disk delivers the rest at the next start."""
-        if not super().finished() or self.spool is None:
+        if not self.input_ended() or self.spool is None:
             return False
         return not len(self.spool) or (self.stopping and self.outage_since is not None)
 

@@ -232,6 +232,7 @@ def test_stages_exit_when_the_supervisor_is_killed(
     a stage must not then take init, its new parent, for its supervisor (a CI run
     hung on exactly that: a network sink with its broker away retried forever)."""
     from pipeline.config import load_config
+    from pipeline.runtime import StagePlan
     from stages.plan import stage_names
 
     config = yaml.safe_load(demo_config(tmp_path, assets).read_text())
@@ -262,4 +263,4 @@ def test_stages_exit_when_the_supervisor_is_killed(
     finally:
         end_run(process)
     assert not [pid for pid in children if _alive(pid)]
-    assert ended_in <= 8.0 + 4.0  # the drain deadline, and time to exit
+    assert ended_in <= StagePlan.drain_timeout_s + 4.0  # and time to exit
