@@ -1,160 +1,38 @@
 """The one config tree: pydantic models mirroring the YAML file, loaded and validated
 in one place, with every error reported as ``path (line N): message``.
 
-Stage-specific models live next to their stages; this module joins them.
+The framework owns the frame of the tree (cameras, supervisor, links, http, logging,
+``plugins``); every other key, and every union such as a camera's ``source`` or the
+``sinks`` list, comes from the registered stage kinds, so this module names none of
+them. The models are built once per registry.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
 
 from pipeline.configtypes import ConfigPath, StrictModel, environ_snapshot
-from pipeline.errors import ConfigError, FramechainError, ModelFormatError
-from pipeline.log import redact
-from pipeline.models import model_directories, resolve_model
-from stages.annotate import AnnotateConfig
-from stages.capture import FileSourceConfig
-from stages.decode import DecodeConfig
-from stages.detect import CameraDetectConfig, DetectorConfig
-from stages.live import HttpSourceConfig, RtspSourceConfig, UsbSourceConfig
-from stages.privacy import PrivacyConfig
-from stages.rules import RuleConfig
-from stages.sink_jsonl import JsonlSinkConfig
-from stages.sink_mqtt import MqttSinkConfig
-from stages.sink_sqlite import SqliteSinkConfig
-from stages.sink_webhook import WebhookSinkConfig
-from stages.snapshots import SnapshotConfig
-from stages.track import TrackerConfig
+from pipeline.errors import ConfigError, FramechainError
+from pipeline.registry import Registry, Section, Slot
+from pipeline.settings import HttpConfig, LinksConfig, SupervisorConfig
+from pipeline.yamlmap import Lines, display, format_problem, pydantic_message, read_yaml
 
 CameraName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,48}$")]
-SourceConfig = Annotated[
-    FileSourceConfig | RtspSourceConfig | HttpSourceConfig | UsbSourceConfig,
-    Field(discriminator="kind"),
-]
-SinkConfig = Annotated[
-    SqliteSinkConfig | JsonlSinkConfig | MqttSinkConfig | WebhookSinkConfig,
-    Field(discriminator="kind"),
-]
 
 
-class CameraConfig(StrictModel):
-    source: SourceConfig = Field(description="Where frames come from.")
-    decode: DecodeConfig = Field(default_factory=DecodeConfig, description="Decoding.")
-    detect: CameraDetectConfig = Field(
-        default_factory=CameraDetectConfig, description="Per-camera detection filters."
-    )
-    rules: list[RuleConfig] = Field(
-        default_factory=list, description="Analytics rules."
-    )
-    aggregate_s: float | None = Field(
-        default=None,
-        ge=1,
-        description="Emit a counts event per interval of this many seconds.",
-    )
-    snapshots: SnapshotConfig | None = Field(
-        default=None, description="Best crop per track as JPEG, path in its events."
-    )
-    annotate: AnnotateConfig | None = Field(
-        default=None, description="Annotated MP4 and/or MJPEG over HTTP."
-    )
-    privacy: PrivacyConfig | None = Field(
-        default=None,
-        description="Hide people (or other classes) in annotated output and snapshots.",
-    )
+class ChainBase(StrictModel):
+    """The keys of the tree that belong to the framework itself."""
 
-    @model_validator(mode="after")
-    def _unique_rule_names(self) -> CameraConfig:
-        names = [rule.name for rule in self.rules]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"rule names must be unique per camera: {duplicates}")
-        return self
-
-
-class SupervisorConfig(StrictModel):
-    stop_timeout_s: float = Field(
-        default=10.0, gt=0, le=300, description="SIGTERM to SIGKILL escalation (R5)."
+    plugins: list[str] = Field(
+        default_factory=list,
+        description="Python modules that register more stage kinds (each has a "
+        "register(registry) function); imported before the rest is validated.",
     )
-    restart_backoff_s: float = Field(
-        default=0.5, gt=0, description="First restart delay."
-    )
-    restart_backoff_max_s: float = Field(
-        default=10.0, gt=0, description="Restart delay cap."
-    )
-    max_restarts: int = Field(
-        default=5, ge=0, description="Restarts allowed per window (R23)."
-    )
-    restart_window_s: float = Field(
-        default=60.0, gt=0, description="Window for max_restarts."
-    )
-    heartbeat_timeout_s: float = Field(
-        default=10.0, gt=0, description="A running stage silent this long is restarted."
-    )
-    startup_timeout_s: float = Field(
-        default=120.0,
-        gt=0,
-        description="A starting stage silent this long is restarted.",
-    )
-    watch_config: bool = Field(
-        default=True,
-        description="Reload rules when the config file changes (as on SIGHUP).",
-    )
-
-
-class CurveConfig(StrictModel):
-    secret_key_file: ConfigPath = Field(
-        description="This host's certificate (NAME.key_secret from framechain keys)."
-    )
-    allowed_clients_dir: ConfigPath | None = Field(
-        default=None,
-        description="Folder of public certificates (NAME.key) allowed to connect to "
-        "the tcp:// links this host binds; any other key is refused.",
-    )
-    server_keys: dict[str, ConfigPath] = Field(
-        default_factory=dict,
-        description="Endpoint name -> public certificate of the host that binds it.",
-    )
-
-
-class LinksConfig(StrictModel):
-    frame_hwm: int = Field(default=16, ge=1, description="Queue bound on frame links.")
-    event_hwm: int = Field(
-        default=10000, ge=1, description="Queue bound on event links."
-    )
-    event_linger_ms: int = Field(
-        default=1000,
-        ge=0,
-        le=10000,
-        description="How long queued events may finish on exit.",
-    )
-    curve: CurveConfig | None = Field(
-        default=None, description="Encrypt and authenticate every tcp:// link (R16)."
-    )
-    endpoints: dict[str, str] = Field(
-        default_factory=dict,
-        description="Override a link's URI by endpoint name, e.g. detect.in: tcp://...",
-    )
-    record: dict[str, ConfigPath] = Field(
-        default_factory=dict,
-        description="Record what a stage receives on an endpoint, e.g. "
-        "track.cam1.in: cam1.fcrec (replay with framechain replay).",
-    )
-
-
-class HttpConfig(StrictModel):
-    listen: str | None = Field(
-        default=None,
-        pattern=r"^[^:\s]*:\d{1,5}$",
-        description="host:port for /metrics, /healthz and /readyz (off when unset).",
-    )
-
-
-class FramechainConfig(StrictModel):
     models_dir: ConfigPath | None = Field(default=None, description="Model directory.")
     runtime_dir: ConfigPath | None = Field(
         default=None,
@@ -168,34 +46,91 @@ class FramechainConfig(StrictModel):
         pattern=r"^(DEBUG|INFO|WARNING|ERROR)$",
         description="Log level of every stage.",
     )
-    cameras: dict[CameraName, CameraConfig] = Field(
-        min_length=1, description="Cameras."
-    )
-    detector: DetectorConfig = Field(
-        default_factory=DetectorConfig, description="Model."
-    )
-    tracker: TrackerConfig = Field(
-        default_factory=TrackerConfig, description="Tracker."
-    )
-    sinks: list[SinkConfig] = Field(min_length=1, description="Where events go.")
     supervisor: SupervisorConfig = Field(
         default_factory=SupervisorConfig, description="Process supervision."
     )
     http: HttpConfig = Field(default_factory=HttpConfig, description="Metrics, health.")
     links: LinksConfig = Field(default_factory=LinksConfig, description="Transport.")
 
-    @model_validator(mode="after")
-    def _unique_sink_names(self) -> FramechainConfig:
-        names = [sink.name for sink in self.sinks]
-        if len(set(names)) != len(names):
+
+def _slot_type(registry: Registry, slot: Slot) -> Any:
+    variants = registry.variants(slot.name)
+    if not variants:
+        raise ValueError(f"config slot {slot.name!r} has no registered kind")
+    union: Any = variants[0]
+    for variant in variants[1:]:
+        union = union | variant
+    member = (
+        Annotated[union, Field(discriminator="kind")] if len(variants) > 1 else union
+    )
+    return list[member] if slot.many else member  # type: ignore[valid-type]
+
+
+def _fields(
+    registry: Registry, sections: list[Section], slots: list[Slot]
+) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for section in sections:
+        options: dict[str, Any] = {"description": section.description}
+        if section.default_factory is not None:
+            options["default_factory"] = section.default_factory
+        elif section.default is not ...:
+            options["default"] = section.default
+        if section.min_length is not None:
+            options["min_length"] = section.min_length
+        fields[section.key] = (section.annotation, Field(**options))
+    for slot in slots:
+        options = {"description": slot.description}
+        if slot.default_empty:
+            options["default_factory"] = list
+        if slot.min_length is not None:
+            options["min_length"] = slot.min_length
+        fields[slot.key] = (_slot_type(registry, slot), Field(**options))
+    return fields
+
+
+def _unique_names(model: BaseModel, keys: list[str]) -> None:
+    for key in keys:
+        names = [item.name for item in getattr(model, key)]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
             raise ValueError(
-                f"sink names must be unique, got {names}; set name: on each"
+                f"{key} names must be unique, {duplicates} repeat; give each its "
+                "own name:"
             )
+
+
+def _unique_names_check(keys: list[str]) -> dict[str, Any]:
+    def check(self: BaseModel) -> BaseModel:
+        _unique_names(self, keys)
         return self
 
-    @model_validator(mode="after")
-    def _known_recorded_links(self) -> FramechainConfig:
-        known = self.endpoint_names()
+    return {"_unique_names": model_validator(mode="after")(check)}
+
+
+def build_models(registry: Registry) -> type[ChainBase]:
+    """The root model of a config for the kinds in ``registry``."""
+    camera_fields = _fields(
+        registry, registry.sections("camera"), registry.slots("camera")
+    )
+    camera: type[BaseModel] = create_model(  # type: ignore[call-overload]
+        "CameraConfig",
+        __base__=StrictModel,
+        __validators__=_unique_names_check(
+            [s.key for s in registry.slots("camera") if s.many]
+        ),
+        **camera_fields,
+    )
+    root_fields = _fields(registry, registry.sections("root"), registry.slots("root"))
+    root_fields["cameras"] = (
+        dict[CameraName, camera],  # type: ignore[valid-type]
+        Field(min_length=1, description="Cameras."),
+    )
+    named_lists = [s.key for s in registry.slots("root") if s.many]
+
+    def check(self: ChainBase) -> ChainBase:
+        _unique_names(self, named_lists)
+        known = registry.endpoint_names(self)
         unknown = sorted(set(self.links.record) - known)
         if unknown:
             raise ValueError(
@@ -204,124 +139,51 @@ class FramechainConfig(StrictModel):
             )
         return self
 
-    def endpoint_names(self) -> set[str]:
-        """Every link endpoint of the chain this config describes."""
-        names = {"detect.in"} | {f"sink.{s.name}.in" for s in self.sinks}
-        for camera, cam in self.cameras.items():
-            names |= {f"capture.{camera}.out", f"decode.{camera}.acks"}
-            names.add(f"track.{camera}.in")
-            if cam.annotate:
-                names.add(f"annotate.{camera}.in")
-        return names
+    validators = {"_chain_checks": model_validator(mode="after")(check)}
+    model: type[ChainBase] = create_model(  # type: ignore[call-overload]
+        "FramechainConfig",
+        __base__=ChainBase,
+        __validators__=validators,
+        **root_fields,
+    )
+    return model
 
 
+@dataclass(frozen=True, slots=True)
+class ResolveContext:
+    """What a kind's ``resolve`` hook sees: the validated config, the environment
+    and folder it was loaded with, what earlier kinds resolved, and ``where`` to
+    turn a key path into ``path (line N)`` for a message."""
+
+    config: Any
+    environ: Mapping[str, str]
+    base_dir: Path
+    resolved: Mapping[str, Any]
+    lines: Lines
+
+    def problem(self, path: tuple[Any, ...], message: str) -> str:
+        return format_problem(*display(path, self.lines, None), message)
+
+
+@dataclass(frozen=True, slots=True)
 class LoadedConfig:
-    """A validated config plus what loading resolved: its file, the model path, the
-    model's class names, and the crop classifier's model path when there is one."""
+    """A validated config plus what loading resolved: its file, the registry it was
+    validated against, and each kind's ``resolve`` result by kind name (the model
+    path and class names, for instance)."""
 
-    def __init__(
-        self,
-        path: Path,
-        config: FramechainConfig,
-        model_path: Path,
-        class_names: tuple[str, ...],
-        classifier_path: Path | None = None,
-    ) -> None:
-        self.path = path
-        self.config = config
-        self.model_path = model_path
-        self.class_names = class_names
-        self.classifier_path = classifier_path
-
-
-# -- YAML positions --------------------------------------------------------------------
-def _line_index(
-    node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]
-) -> None:
-    out[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            child = (*path, key.value)
-            _line_index(value, child, out)
-            out[child] = key.start_mark.line + 1
-    elif isinstance(node, yaml.SequenceNode):
-        for i, value in enumerate(node.value):
-            _line_index(value, (*path, i), out)
-
-
-def _display(
-    loc: tuple[Any, ...], lines: Mapping[tuple[Any, ...], int], data: Any
-) -> tuple[str, int | None]:
-    """Turn a pydantic error location into ``a.b[0].c`` and its YAML line, skipping
-    the union-tag steps (``kind`` values) pydantic inserts with no YAML counterpart."""
-    path: tuple[Any, ...] = ()
-    node = data
-    for step in loc:
-        if step == "[key]":
-            continue  # pydantic's marker for an invalid mapping key
-        if isinstance(node, dict) and step not in node and node.get("kind") == step:
-            continue  # a discriminated union's tag
-        path = (*path, step)
-        try:
-            node = node[step]
-        except (KeyError, IndexError, TypeError):
-            node = None
-    text = ""
-    for step in path:
-        text += (
-            f"[{step}]"
-            if isinstance(step, int)
-            else (f".{step}" if text else str(step))
-        )
-    line = None
-    probe = path
-    while probe and line is None:
-        line = lines.get(probe)
-        probe = probe[:-1]
-    return text or "(top level)", line
-
-
-def _format(path: str, line: int | None, message: str) -> str:
-    where = f" (line {line})" if line is not None else ""
-    return f"{path}{where}: {message}"
-
-
-def _message(error: Mapping[str, Any]) -> str:
-    kind, message = error["type"], error["msg"]
-    if kind == "extra_forbidden":
-        return "unknown key; remove it or check its spelling"
-    if kind == "missing":
-        return "required key is missing"
-    message = message.removeprefix("Value error, ")
-    value = error.get("input")
-    if isinstance(value, str | int | float | bool) and kind not in ("value_error",):
-        message += f" (got {redact(repr(value))[:80]})"
-    return message
-
-
-def _read_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], int]]:
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read config file ({e.strerror})") from e
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e)
-        raise ConfigError(f"{path}{where}: invalid YAML: {problem}") from e
-    lines: dict[tuple[Any, ...], int] = {}
-    if node is not None:
-        _line_index(node, (), lines)
-    return data, lines
+    path: Path
+    config: Any
+    registry: Registry
+    resolved: Mapping[str, Any] = field(default_factory=dict)
 
 
 def load_config(
-    path: str | Path, environ: Mapping[str, str] | None = None
+    path: str | Path,
+    registry: Registry,
+    environ: Mapping[str, str] | None = None,
 ) -> LoadedConfig:
-    """Read, interpolate and validate a config file, and resolve its model.
+    """Read, interpolate and validate a config file, then let every kind resolve what
+    needs more than the YAML (model files).
 
     Touches no camera and no accelerator: only files and the model's metadata.
 
@@ -330,122 +192,32 @@ def load_config(
     """
     path = Path(path)
     environ = dict(environ) if environ is not None else environ_snapshot()
-    data, lines = _read_yaml(path)
+    data, lines = read_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the config must be a YAML mapping of settings")
+    plugins = data.get("plugins", [])
+    if isinstance(plugins, list) and all(isinstance(p, str) for p in plugins):
+        registry.load_plugins(plugins)
     base_dir = path.resolve().parent
     try:
-        config = FramechainConfig.model_validate(
+        config = build_models(registry).model_validate(
             data, context={"environ": environ, "base_dir": base_dir}
         )
     except ValidationError as e:
         problems = [
-            _format(*_display(err["loc"], lines, data), _message(err))
+            format_problem(*display(err["loc"], lines, data), pydantic_message(err))
             for err in e.errors()
         ]
         raise ConfigError(problems[0], problems) from None
-    return _resolve(path, config, environ, base_dir, lines)
-
-
-def _resolve(
-    path: Path,
-    config: FramechainConfig,
-    environ: Mapping[str, str],
-    base_dir: Path,
-    lines: Mapping[tuple[Any, ...], int],
-) -> LoadedConfig:
-    """Checks that need more than the YAML itself: the model and its class names."""
-    from stages.backends import read_model_info
-
-    model_line = lines.get(("detector", "model"))
-    directories = model_directories(config.models_dir, environ, base_dir)
-    try:
-        model_path = resolve_model(config.detector.model, directories)
-        if config.detector.compile and model_path.suffix != ".pt":
-            raise ModelFormatError(
-                f"detector.compile builds from an Ultralytics .pt checkpoint, and "
-                f"{model_path.name} is not one; give the .pt, or drop compile"
-            )
-        info = read_model_info(model_path)
-        names = info.names
-        if info.task == "classify":
-            raise ModelFormatError(
-                f"{model_path.name} is a classify model; give a detect or segment "
-                "model here, and the classifier under detector.classifier"
-            )
-    except FramechainError as e:
-        problem = _format("detector.model", model_line, str(e))
-        raise ConfigError(problem) from None
-    classifier_path = None
-    classifier = config.detector.classifier
-    if classifier is not None:
+    resolved: dict[str, Any] = {}
+    for kind in registry.kinds():
+        if kind.resolve is None or kind.name in resolved:
+            continue
+        context = ResolveContext(config, environ, base_dir, resolved, lines)
         try:
-            classifier_path = resolve_model(classifier.model, directories)
-            task = read_model_info(classifier_path).task
-            if task != "classify":
-                raise ModelFormatError(
-                    f"{classifier_path.name} is a {task} model; the classifier needs "
-                    "an Ultralytics -cls export"
-                )
+            resolved[kind.name] = kind.resolve(context)
+        except ConfigError:
+            raise
         except FramechainError as e:
-            line = lines.get(("detector", "classifier", "model"))
-            raise ConfigError(
-                _format("detector.classifier.model", line, str(e))
-            ) from None
-    problems = []
-    known = set(names)
-    for camera, cam in config.cameras.items():
-        wanted: list[tuple[tuple[Any, ...], list[str]]] = []
-        if cam.detect.classes:
-            wanted.append(
-                (("cameras", camera, "detect", "classes"), cam.detect.classes)
-            )
-        if (
-            classifier is not None
-            and classifier.classes
-            and camera == next(iter(config.cameras))
-        ):
-            wanted.append((("detector", "classifier", "classes"), classifier.classes))
-        if cam.privacy is not None:
-            wanted.append(
-                (("cameras", camera, "privacy", "classes"), cam.privacy.classes)
-            )
-        if isinstance(cam.detect.confidence, dict):
-            wanted.append(
-                (
-                    ("cameras", camera, "detect", "confidence"),
-                    list(cam.detect.confidence),
-                )
-            )
-        for i, rule in enumerate(cam.rules):
-            if getattr(rule, "min_mask_overlap", None) and info.task != "segment":
-                text, line = _display(
-                    ("cameras", camera, "rules", i, "min_mask_overlap"), lines, None
-                )
-                problems.append(
-                    _format(
-                        text,
-                        line,
-                        f"needs a segmentation model; {model_path.name} is a "
-                        f"{info.task} model (use e.g. yolo11n-seg)",
-                    )
-                )
-            if rule.classes:
-                wanted.append(
-                    (("cameras", camera, "rules", i, "classes"), rule.classes)
-                )
-        for loc, classes in wanted:
-            unknown = [c for c in classes if c not in known]
-            if unknown and known:
-                text, line = _display(loc, lines, None)
-                problems.append(
-                    _format(
-                        text,
-                        line,
-                        f"unknown class {unknown[0]!r}; "
-                        f"the model knows {', '.join(names[:8])}, ...",
-                    )
-                )
-    if problems:
-        raise ConfigError(problems[0], problems)
-    return LoadedConfig(path.resolve(), config, model_path, names, classifier_path)
+            raise ConfigError(str(e)) from None
+    return LoadedConfig(path.resolve(), config, registry, resolved)

@@ -8,7 +8,7 @@ nothing is ever pickled (R11, R15).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -76,6 +76,34 @@ class Frame(msgspec.Struct, frozen=True, array_like=True, tag="frame"):
     motion: bool = True
 
 
+class OverlayLine(msgspec.Struct, frozen=True, array_like=True):
+    """A counting line as annotation draws it, with its running totals."""
+
+    name: str
+    start: tuple[float, float]
+    end: tuple[float, float]
+    count_in: int
+    count_out: int
+
+
+class OverlayZone(msgspec.Struct, frozen=True, array_like=True):
+    """A zone or crowd area as annotation draws it, with what it counts now."""
+
+    name: str
+    polygon: tuple[tuple[float, float], ...]
+    count: int
+    crowd: bool = False
+
+
+class Overlay(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What annotation draws besides boxes: the rules' geometry and counts. Encoded
+    as a map (not an array like the other structs): recordings made before it was
+    typed hold an empty map here, and still replay."""
+
+    lines: tuple[OverlayLine, ...] = ()
+    zones: tuple[OverlayZone, ...] = ()
+
+
 class Detected(msgspec.Struct, frozen=True, array_like=True, tag="detected"):
     """A frame with its detections. When ``count`` > 0, parts 0..2 hold the columns
     ``xyxy`` (count×4 float32, source pixels), ``confidence`` (float32) and
@@ -96,7 +124,7 @@ class Detected(msgspec.Struct, frozen=True, array_like=True, tag="detected"):
     timings: tuple[Timing, ...] = ()
     tracked: bool = False
     pixels: bool = False
-    overlay: dict[str, Any] = {}
+    overlay: Overlay | None = None
     masks: bool = False
     labels: tuple[str, ...] = ()
 
@@ -118,7 +146,7 @@ class StreamStatus(msgspec.Struct, frozen=True, array_like=True, tag="status"):
 
     stream_id: str
     seq: int
-    state: str
+    state: Literal["online", "offline"]
     reason: str
     ts: float
     detail: str = ""

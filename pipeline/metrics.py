@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pipeline.registry import Sample
 
 
 class FrameAges:
     """Frame age (now − capture time) of the frames seen in the last ``window_s``
-    seconds: the number that shows whether latency is bounded *now* (R9, R10).
+    seconds: the number that shows whether latency is bounded *now*.
 
     The window is measured in time, not frames, so a slow stage (a few frames a
     second) does not go on reporting a start-up spike for half a minute, and a fast
@@ -68,3 +72,19 @@ class Histogram:
             "counts": list(self.counts),
             "sum": self.total,
         }
+
+
+def frame_age_samples(
+    stats: Mapping[str, Any], camera: str, stage: str, key: str
+) -> Iterable[Sample]:
+    """The p50 and p99 frame ages a stage reports as ``{key}_p50_s`` / ``_p99_s``."""
+    for quantile, suffix in (("0.5", "p50"), ("0.99", "p99")):
+        value = stats.get(f"{key}_{suffix}_s")
+        if value is not None:
+            yield Sample(
+                "frame_age_seconds",
+                "gauge",
+                "Now minus capture time, over recent frames",
+                {"camera": camera, "stage": stage, "quantile": quantile},
+                float(value),
+            )

@@ -1,5 +1,5 @@
 """What an operator scrapes: Prometheus metrics built from the stages' heartbeat
-statistics, and the health endpoints (R9, R26).
+statistics, and the health endpoints.
 
 ``/metrics``  Prometheus text, one family per measurement, labelled by stage/camera.
 ``/healthz``  200 while the supervisor lives.
@@ -13,10 +13,13 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import accumulate
 from typing import Any
+
+from pipeline.registry import Sample, StageKind
 
 log = logging.getLogger(__name__)
 
@@ -24,180 +27,100 @@ Snapshot = Callable[[], dict[str, Any]]
 """Returns {"status": str, "stages": {name: {"state", "restarts", "stats"}}}."""
 
 
-def _camera(stage: str) -> str:
-    return stage.partition(".")[2]
+Kinds = Mapping[str, StageKind]
+"""The stage kind of each process, by process name."""
+
+_FAMILIES = {
+    "counter": "CounterMetricFamily",
+    "gauge": "GaugeMetricFamily",
+    "histogram": "HistogramMetricFamily",
+}
 
 
-def collect(snapshot: dict[str, Any]) -> Iterator[Any]:
-    """Metric families for one snapshot of the chain."""
-    from prometheus_client.core import (
-        CounterMetricFamily,
-        GaugeMetricFamily,
-        HistogramMetricFamily,
-    )
+def _chain_totals(stages: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+    totals: dict[str, float] = defaultdict(float)
+    for stage in stages.values():
+        for key, value in stage["stats"].items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                totals[key] += value
+    return totals
 
-    stages: dict[str, dict[str, Any]] = snapshot["stages"]
-    up = GaugeMetricFamily(
-        "framechain_stage_up", "1 while the stage runs and heartbeats", labels=["stage"]
-    )
-    restarts = CounterMetricFamily(
-        "framechain_stage_restarts",
-        "Restarts of the stage by the supervisor",
-        labels=["stage"],
-    )
-    cpu = CounterMetricFamily(
-        "framechain_stage_cpu_seconds",
-        "CPU time of the stage process",
-        labels=["stage"],
-    )
-    frames = CounterMetricFamily(
-        "framechain_frames",
-        "Frames out of decode / through detect and track",
-        labels=["stage", "camera"],
-    )
-    dropped = CounterMetricFamily(
-        "framechain_frames_dropped",
-        "Frames dropped, by reason",
-        labels=["camera", "reason"],
-    )
-    errors = CounterMetricFamily(
-        "framechain_decode_errors", "Packets that failed to decode", labels=["camera"]
-    )
-    reconnects = CounterMetricFamily(
-        "framechain_reconnects", "Reconnections of a live source", labels=["camera"]
-    )
-    online = GaugeMetricFamily(
-        "framechain_camera_online", "1 while the camera delivers", labels=["camera"]
-    )
-    depth = GaugeMetricFamily(
-        "framechain_queue_depth",
-        "Frames in flight behind decode",
-        labels=["camera", "stage"],
-    )
-    age = GaugeMetricFamily(
-        "framechain_frame_age_seconds",
-        "Now minus capture time, over recent frames",
-        labels=["camera", "stage", "quantile"],
-    )
-    fps = GaugeMetricFamily(
-        "framechain_fps", "Frames per second tracked", labels=["camera"]
-    )
-    events = CounterMetricFamily(
-        "framechain_events", "Events received by a sink", labels=["sink"]
-    )
-    backlog = GaugeMetricFamily(
-        "framechain_sink_backlog",
-        "Events produced but not yet delivered by the sink (in flight or spooled)",
-        labels=["sink"],
-    )
-    histograms = {
-        "inference": HistogramMetricFamily(
-            "framechain_inference_seconds", "Inference time per batch", labels=["stage"]
-        ),
-        "latency": HistogramMetricFamily(
-            "framechain_end_to_end_seconds",
-            "Capture to tracked-and-evaluated time",
-            labels=["camera"],
-        ),
-    }
-    produced = sum(
-        int(s["stats"].get("events_emitted", 0))
-        for n, s in stages.items()
-        if n.startswith("track.")
-    )
+
+def _samples(snapshot: Mapping[str, Any], kinds: Kinds) -> Iterator[Sample]:
+    stages: Mapping[str, Mapping[str, Any]] = snapshot["stages"]
+    chain = _chain_totals(stages)
     for name, stage in stages.items():
-        stats: dict[str, Any] = stage["stats"]
-        kind, camera = name.partition(".")[0], _camera(name)
-        up.add_metric([name], 1.0 if stage["state"] == "running" else 0.0)
-        restarts.add_metric([name], stage["restarts"])
-        cpu.add_metric([name], float(stats.get("cpu_s", 0.0)))
-        if kind in ("decode", "track"):
-            frames.add_metric([kind, camera], int(stats.get("frames", 0)))
-        if kind == "decode":
-            dropped.add_metric(
-                [camera, "behind"], stats.get("frames_dropped_behind", 0)
-            )
-            dropped.add_metric(
-                [camera, "packets_lost"], stats.get("frames_dropped_gap", 0)
-            )
-            errors.add_metric([camera], stats.get("decode_errors", 0))
-            depth.add_metric([camera, "decode"], stats.get("in_flight", 0))
-            _ages(age, stats, camera, "decode", "frame_age_out")
-        elif kind == "capture":
-            reconnects.add_metric([camera], stats.get("reconnects", 0))
-            dropped.add_metric(
-                [camera, "capture_queue"],
-                stats.get("dropped.packets", 0) + stats.get("queue_overflows", 0),
-            )
-            online.add_metric([camera], 0.0 if stats.get("state") == "offline" else 1.0)
-        elif kind == "track":
-            fps.add_metric([camera], float(stats.get("fps", 0.0)))
-            _ages(age, stats, camera, "track", "frame_age")
-            dropped.add_metric([camera, "annotate"], stats.get("dropped.annotate", 0))
-            _histogram(histograms["latency"], [camera], stats.get("latency"))
-        elif kind == "detect":
-            dropped.add_metric(
-                ["all", "slot_overwritten"], stats.get("frames_missed", 0)
-            )
-            _histogram(histograms["inference"], [name], stats.get("inference"))
-        elif kind == "sink":
-            received = int(stats.get("events_received", 0))
-            events.add_metric([camera], received)
-            spooled = int(stats.get("spooled", 0))
-            backlog.add_metric([camera], max(0, produced - received) + spooled)
-    yield from (
-        up,
-        restarts,
-        cpu,
-        frames,
-        dropped,
-        errors,
-        reconnects,
-        online,
-        depth,
-        age,
-        fps,
-        events,
-        backlog,
-        *histograms.values(),
-    )
+        stats = stage["stats"]
+        labels = {"stage": name}
+        up = 1.0 if stage["state"] == "running" else 0.0
+        yield Sample(
+            "stage_up", "gauge", "1 while the stage runs and heartbeats", labels, up
+        )
+        yield Sample(
+            "stage_restarts",
+            "counter",
+            "Restarts of the stage by the supervisor",
+            labels,
+            stage["restarts"],
+        )
+        yield Sample(
+            "stage_cpu_seconds",
+            "counter",
+            "CPU time of the stage process",
+            labels,
+            float(stats.get("cpu_s", 0.0)),
+        )
+        kind = kinds.get(name)
+        if kind is not None and kind.metrics is not None:
+            yield from kind.metrics(name, stats, chain)
 
 
-def _ages(
-    family: Any, stats: dict[str, Any], camera: str, stage: str, key: str
-) -> None:
-    for quantile, suffix in (("0.5", "p50"), ("0.99", "p99")):
-        value = stats.get(f"{key}_{suffix}_s")
-        if value is not None:
-            family.add_metric([camera, stage, quantile], float(value))
+def collect(snapshot: Mapping[str, Any], kinds: Kinds) -> Iterator[Any]:
+    """Metric families for one snapshot of the chain: per stage its liveness,
+    restarts and CPU, then what each stage's kind reports of its statistics."""
+    from prometheus_client import core
+
+    families: dict[str, Any] = {}
+    for sample in _samples(snapshot, kinds):
+        family = families.get(sample.name)
+        if family is None:
+            make = getattr(core, _FAMILIES[sample.kind])
+            family = families[sample.name] = make(
+                f"framechain_{sample.name}", sample.help, labels=list(sample.labels)
+            )
+        values = list(sample.labels.values())
+        if sample.kind == "histogram":
+            _histogram(family, values, sample.value)
+        else:
+            family.add_metric(values, sample.value)
+    yield from families.values()
 
 
-def _histogram(family: Any, labels: list[str], data: dict[str, Any] | None) -> None:
-    if not data:
-        return
+def _histogram(family: Any, labels: list[str], data: Mapping[str, Any]) -> None:
     bounds = [str(b) for b in data["buckets"]] + ["+Inf"]
     cumulative = list(accumulate(data["counts"]))
     family.add_metric(labels, list(zip(bounds, cumulative, strict=True)), data["sum"])
 
 
 class _Collector:
-    def __init__(self, snapshot: Snapshot) -> None:
+    def __init__(self, snapshot: Snapshot, kinds: Kinds) -> None:
         self.snapshot = snapshot
+        self.kinds = kinds
 
     def collect(self) -> Iterator[Any]:
-        return collect(self.snapshot())
+        return collect(self.snapshot(), self.kinds)
 
 
-def readiness(snapshot: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    """(HTTP status, body) for /readyz."""
+def readiness(snapshot: Mapping[str, Any], kinds: Kinds) -> tuple[int, dict[str, Any]]:
+    """(HTTP status, body) for /readyz: each camera's state comes from its source
+    stage (the kinds with a ``camera_state``)."""
     stages = {name: s["state"] for name, s in snapshot["stages"].items()}
-    cameras = {
-        _camera(name): s["stats"].get(
-            "state", "online" if s["state"] == "running" else s["state"]
-        )
-        for name, s in snapshot["stages"].items()
-        if name.startswith("capture.")
-    }
+    cameras = {}
+    for name, stage in snapshot["stages"].items():
+        kind = kinds.get(name)
+        if kind is not None and kind.camera_state is not None:
+            camera = name.partition(".")[2]
+            cameras[camera] = kind.camera_state(stage["stats"], stage["state"])
     ready = snapshot["status"] == "running" and all(
         v == "running" for v in stages.values()
     )
@@ -214,12 +137,12 @@ def readiness(snapshot: dict[str, Any]) -> tuple[int, dict[str, Any]]:
 class HealthServer:
     """Serves /metrics, /healthz and /readyz from a thread of the supervisor."""
 
-    def __init__(self, listen: str, snapshot: Snapshot) -> None:
+    def __init__(self, listen: str, snapshot: Snapshot, kinds: Kinds) -> None:
         from prometheus_client import CollectorRegistry, generate_latest
 
         host, _, port = listen.rpartition(":")
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(_Collector(snapshot))
+        registry.register(_Collector(snapshot, kinds))
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
@@ -232,7 +155,7 @@ class HealthServer:
                 elif self.path == "/healthz":
                     self._reply(200, b'{"status": "alive"}\n', "application/json")
                 elif self.path == "/readyz":
-                    status, body = readiness(snapshot())
+                    status, body = readiness(snapshot(), kinds)
                     self._reply(
                         status, json.dumps(body).encode() + b"\n", "application/json"
                     )

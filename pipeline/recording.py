@@ -19,6 +19,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
+import numpy as np
+
 from pipeline.errors import FramechainError
 from pipeline.messages import Message, decode, encode
 from pipeline.transport import Buffer
@@ -97,3 +99,23 @@ def replay(path: Path) -> Iterator[tuple[Message, list[bytes]]]:
                     raise FramechainError(f"{path}: cut short")
                 frames.append(data)
             yield decode(frames[0]), frames[1:]
+
+
+Frames = list[tuple[np.ndarray, np.ndarray]]
+"""Boxes (n, 4) and confidences (n,) of each frame, in frame order."""
+
+
+def recorded_frames(recording: Path) -> tuple[Frames, float]:
+    """The recorded detections (boxes, confidences) in frame order, each frame
+    once (a re-sent frame is recorded twice), and the stream's fps."""
+    from pipeline.detections import Detections
+    from pipeline.messages import Detected
+
+    by_seq: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    fps = 0.0
+    for message, parts in replay(recording):
+        if isinstance(message, Detected):
+            fps = message.frame.fps
+            detections = Detections.from_parts(message.count, parts)
+            by_seq[message.frame.seq] = (detections.xyxy, detections.confidence)
+    return [by_seq[seq] for seq in sorted(by_seq)], fps

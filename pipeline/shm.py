@@ -10,6 +10,7 @@ and unlinks the file; readers only map it.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import mmap
 import os
@@ -163,3 +164,8 @@ class RingReader:
             except BufferError:
                 log.debug("segment still has exported views; left to the GC")
         self._maps.clear()
+
+
+def ring_prefix(runtime_dir: Path) -> str:
+    """Name prefix of one run's shared-memory rings (unique per runtime folder)."""
+    return "fc-" + hashlib.sha256(str(runtime_dir).encode()).hexdigest()[:10]

@@ -15,7 +15,6 @@ import math
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -26,9 +25,9 @@ from typing import Any
 
 import zmq
 
-from pipeline.config import SupervisorConfig
 from pipeline.messages import Heartbeat
 from pipeline.sdnotify import Notifier
+from pipeline.settings import SupervisorConfig
 from pipeline.transport import Endpoint, LinkOptions, make_socket, receive
 
 WATCH_INTERVAL_S = 0.1
@@ -61,6 +60,20 @@ class MonitoredProcess:
         self.state = "done" if code == 0 else "stopped"
 
 
+@dataclass(frozen=True, slots=True)
+class StageRoles:
+    """What the supervisor must know of its stages, derived from their kinds:
+    ``terminal``: the chain's ends, which exit by themselves once done (the run is
+    over when they all are); ``ends_streams``: the stream heads that SIGUSR1 ends
+    at an orderly stop, in the order they get it (further down the chain first:
+    a head's own end must come after the one below it, which then drops it);
+    ``reloads``: the stages SIGHUP reloads."""
+
+    terminal: frozenset[str] = frozenset()
+    ends_streams: tuple[str, ...] = ()
+    reloads: frozenset[str] = frozenset()
+
+
 class Supervisor:
     def __init__(
         self,
@@ -68,7 +81,7 @@ class Supervisor:
         command: Callable[[str, str], list[str]],
         runtime_dir: Path,
         config: SupervisorConfig,
-        terminal_prefix: str = "sink.",
+        roles: StageRoles | None = None,
         environ: Mapping[str, str] | None = None,
         config_path: Path | None = None,
     ) -> None:
@@ -81,7 +94,8 @@ class Supervisor:
             name: MonitoredProcess(name, command(name, self.control_uri))
             for name in stages
         }
-        self.terminal = [n for n in stages if n.startswith(terminal_prefix)]
+        self.roles = roles or StageRoles()
+        self.terminal = [n for n in stages if n in self.roles.terminal]
         self.stop_requested = False
         self.reload_requested = False
         self.failed = False
@@ -125,7 +139,7 @@ class Supervisor:
             self.reload_requested = False
             log.info("reloading rules (SIGHUP to the track stages)")
             for name, child in self.children.items():
-                if name.startswith("track.") and child.alive:
+                if name in self.roles.reloads and child.alive:
                     assert child.process is not None
                     child.process.send_signal(signal.SIGHUP)
 
@@ -324,11 +338,8 @@ class Supervisor:
         This takes at most half of ``stop_timeout_s``; a chain that has not ended
         by then gets SIGTERM as before. Skipped unless every capture and decode
         is running (a stage still starting has no SIGUSR1 handler yet)."""
-        ending = [  # decode first: capture's own end comes after decode's, dropped
-            c
-            for prefix in ("decode.", "capture.")
-            for c in self.children.values()
-            if c.name.startswith(prefix)
+        ending = [
+            self.children[n] for n in self.roles.ends_streams if n in self.children
         ]
         if not self.terminal or not ending:
             return
@@ -383,23 +394,6 @@ class Supervisor:
                 child.process.kill()
             child.exited(child.process.wait())
         self._receive(control)
-
-
-def stage_command(
-    config_path: Path, runtime_dir: Path
-) -> Callable[[str, str | None], list[str]]:
-    """argv for ``framechain stage NAME`` with this interpreter (no ``--control``:
-    the stage runs without a supervisor). A supervised stage also gets this
-    process's pid, to exit when it dies."""
-
-    def command(name: str, control_uri: str | None) -> list[str]:
-        argv = [sys.executable, "-m", "pipeline.cli", "stage", name]
-        argv += ["--config", str(config_path), "--runtime-dir", str(runtime_dir)]
-        if control_uri:
-            argv += ["--control", control_uri, "--supervisor-pid", str(os.getpid())]
-        return argv
-
-    return command
 
 
 def remove_stale_rings(prefix: str) -> int:

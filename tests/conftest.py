@@ -50,7 +50,7 @@ def framechain(
 ) -> subprocess.CompletedProcess[str]:
     """Run the real CLI in a subprocess."""
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
+        [sys.executable, "-m", "framechain.cli", *args],
         cwd=REPO,
         env={**chain_env(), **(env_extra or {})},
         capture_output=True,
@@ -130,7 +130,7 @@ def spawn_run(config: Path, env: dict[str, str] | None = None) -> subprocess.Pop
     """``framechain run CONFIG`` in the background, output captured, in a process
     group of its own (its stages join it) for Ctrl-C and for ``end_run``."""
     return subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "run", str(config), "--no-progress"],
+        [sys.executable, "-m", "framechain.cli", "run", str(config), "--no-progress"],
         cwd=REPO,
         env=env or chain_env(),
         text=True,

@@ -16,9 +16,11 @@ from typing import Any
 import pytest
 import yaml
 
-from pipeline.config import load_config
-from pipeline.supervisor import Supervisor, remove_stale_rings, stage_command
-from stages.plan import ring_prefix, stage_names
+from framechain.app import load as load_config
+from framechain.app import stage_command
+from framechain.plan import stage_names, stage_roles
+from pipeline.shm import ring_prefix
+from pipeline.supervisor import Supervisor, remove_stale_rings
 
 HELPERS = Path(__file__).parent / "helpers"
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -115,7 +117,11 @@ class ChainRun:
             return argv if wrap is None else wrap(name, argv)
 
         self.supervisor = Supervisor(
-            stage_names(loaded), command, self.runtime, loaded.config.supervisor
+            stage_names(loaded),
+            command,
+            self.runtime,
+            loaded.config.supervisor,
+            stage_roles(loaded),
         )
         self.samples: list[tuple[float, dict[str, dict[str, Any]]]] = []
         self.code: int | None = None

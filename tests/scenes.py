@@ -61,8 +61,8 @@ def person_crops(model_path: Path) -> list[np.ndarray]:
     scaled to ``PERSON_HEIGHT`` pixels tall."""
     import ultralytics
 
-    from stages.backends import load_backend
-    from stages.yolo import postprocess, preprocess
+    from stages.detect.backends import load_backend
+    from stages.detect.yolo import postprocess, preprocess
 
     model = load_backend(model_path, 640, threads=2, device="cpu")
     crops = []

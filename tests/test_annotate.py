@@ -22,7 +22,7 @@ from conftest import CROWD_LEFT_HALF as ZONE
 from conftest import CROWD_LINE as LINE
 from live import free_port
 
-LINE_RGB = (255, 215, 0)  # stages.annotate.LINE_COLOUR, as RGB
+LINE_RGB = (255, 215, 0)  # stages.annotate.stage.LINE_COLOUR, as RGB
 CLIP_FRAMES = 460
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from tracking import Boxes, assert_same_tracks
 
-from stages.bytetrack import ByteTrack, lost_frames_budget
-from stages.track import TrackerConfig
+from stages.track.bytetrack import ByteTrack, lost_frames_budget
+from stages.track.tracking import TrackerConfig
 
 
 def tracker(**overrides: float) -> ByteTrack:

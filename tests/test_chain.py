@@ -96,7 +96,7 @@ def test_tracker_matches_the_trackers_package_on_real_detections(
     the ``trackers`` package's: the same ids on every frame, the same filters."""
     from tracking import assert_same_tracks
 
-    from pipeline.benchtracker import recorded_frames
+    from pipeline.recording import recorded_frames
 
     frames, fps = recorded_frames(clean_folder / "track.fcrec")
     assert len(frames) == 460
@@ -231,9 +231,9 @@ def test_stages_exit_when_the_supervisor_is_killed(
     camera and the rings. "starting" kills it while the stages are still importing:
     a stage must not then take init, its new parent, for its supervisor (a CI run
     hung on exactly that: a network sink with its broker away retried forever)."""
-    from pipeline.config import load_config
+    from framechain.app import load as load_config
+    from framechain.plan import stage_names
     from pipeline.runtime import StagePlan
-    from stages.plan import stage_names
 
     config = yaml.safe_load(demo_config(tmp_path, assets).read_text())
     config["cameras"]["crowd"]["source"]["realtime"] = True  # outlasts the bound

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from conftest import CROWD_LINE, framechain, read_events, write_config
 
-from stages.backends import load_backend
-from stages.classify import ClassifierConfig, CropClassifier, crops_to_classify
-from stages.yolo import postprocess, preprocess
+from stages.detect.backends import load_backend
+from stages.detect.classify import ClassifierConfig, CropClassifier, crops_to_classify
+from stages.detect.yolo import postprocess, preprocess
 
 
 def crowd_crops(assets: Path, frames: int = 3) -> list[np.ndarray]:

@@ -303,7 +303,7 @@ def test_valid_config_passes(tmp_path: Path) -> None:
 
 def test_env_interpolation_and_credentials_directory(tmp_path: Path) -> None:
     """${ENV} resolves from the environment, then from $CREDENTIALS_DIRECTORY files."""
-    from pipeline.config import load_config
+    from framechain.app import load as load_config
 
     config = tmp_path / "env.yaml"
     config.write_text(variant(f"path: {CLIP}", "path: ${CLIP_DIR}/${CLIP_NAME}"))

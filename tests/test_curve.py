@@ -71,7 +71,7 @@ def test_keys_command_writes_a_keypair(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "pipeline.cli",
+            "framechain.cli",
             "keys",
             "edge-01",
             "--dir",
@@ -91,7 +91,7 @@ def test_keys_command_writes_a_keypair(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "pipeline.cli",
+            "framechain.cli",
             "keys",
             "edge-01",
             "--dir",

@@ -11,7 +11,7 @@ import pytest
 from conftest import camera_config, framechain, read_events, write_config
 from scenes import HEIGHT, WIDTH, Walker, box_of, person_crops, render
 
-from stages.rules import points_in_polygon
+from stages.track.rules.base import points_in_polygon
 
 FRAMES = 100
 LINE = {

@@ -350,7 +350,7 @@ ENCODED = "p%40ss%3Aw0rd%2FZx9"
 
 def _run_cli(config: Path, env: dict[str, str], seconds: float) -> str:
     process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "run", str(config), "--no-progress"],
+        [sys.executable, "-m", "framechain.cli", "run", str(config), "--no-progress"],
         cwd=REPO,
         env=env,
         text=True,
@@ -434,8 +434,8 @@ def test_usb_capture_up_to_the_opencv_open(assets: Path) -> None:
     (everything but the V4L2 device itself)."""
     from pipeline.messages import Packet
     from pipeline.stage import Received
-    from stages.decode import DecodeConfig, DecodeStage
-    from stages.sources import UsbReader
+    from stages.capture.sources import UsbReader
+    from stages.decode.stage import DecodeConfig, DecodeStage
 
     reader = UsbReader(
         str(assets / "traffic.mp4"), None, None, None, None, backend=cv2.CAP_FFMPEG
@@ -470,7 +470,7 @@ def test_usb_capture_up_to_the_opencv_open(assets: Path) -> None:
 
 
 def test_unopenable_usb_device_is_refused() -> None:
-    from stages.sources import SourceFailure, UsbReader
+    from stages.capture.sources import SourceFailure, UsbReader
 
     with pytest.raises(SourceFailure) as failure:
         UsbReader("/dev/video-none", None, None, None, None).open()

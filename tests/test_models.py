@@ -16,11 +16,11 @@ from conftest import framechain
 
 from pipeline.detections import Detections
 from pipeline.errors import BackendUnavailableError, ModelFormatError
-from pipeline.export import build_with_ultralytics, compile_model, measure_drift
 from pipeline.masks import BoxMasks, polygon_region
-from pipeline.modelcache import CompileSpec, ModelCache, cache_key
-from stages.backends import load_backend, read_model_info
-from stages.backends.tensorrt import split_engine_file
+from stages.detect.backends import load_backend, read_model_info
+from stages.detect.backends.tensorrt import split_engine_file
+from stages.detect.export import build_with_ultralytics, compile_model, measure_drift
+from stages.detect.modelcache import CompileSpec, ModelCache, cache_key
 
 
 def random_masks(seed: int, n: int, height: int, width: int) -> np.ndarray:
@@ -258,7 +258,7 @@ def test_tensorrt_engine_cache_and_parity(assets: Path, tmp_path: Path) -> None:
     """On a GPU: an fp16 engine built through the cache matches the CPU ONNX path;
     a corrupted engine is rejected by checksum and rebuilt."""
     from pipeline.detections import box_iou
-    from stages.yolo import postprocess, preprocess
+    from stages.detect.yolo import postprocess, preprocess
 
     pt = tmp_path / "yolo11n.pt"
     shutil.copy2(assets / "yolo11n.pt", pt)
@@ -295,7 +295,7 @@ def test_stage_processes_inherit_the_model_metadata(
     import subprocess
     import sys
 
-    from stages.backends import MODEL_INFO_ENV
+    from stages.detect.backends import MODEL_INFO_ENV
 
     monkeypatch.delenv(MODEL_INFO_ENV, raising=False)
     info = read_model_info(assets / "yolo11n.pt")
@@ -304,7 +304,7 @@ def test_stage_processes_inherit_the_model_metadata(
             sys.executable,
             "-c",
             "import json, sys; from pathlib import Path; "
-            "from stages.backends import read_model_info; "
+            "from stages.detect.backends import read_model_info; "
             f"info = read_model_info(Path({str(assets / 'yolo11n.pt')!r})); "
             "print(json.dumps([list(info.names), info.task, 'torch' in sys.modules]))",
         ],

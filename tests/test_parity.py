@@ -15,9 +15,9 @@ import pytest
 import zmq
 from conftest import REPO, camera_config, chain_env, write_config
 
+from framechain.app import stage_command
 from pipeline.detections import Detections, box_iou
 from pipeline.messages import Ack, Detected
-from pipeline.supervisor import stage_command
 from pipeline.transport import Endpoint, LinkOptions, make_socket, receive, send
 
 FRAMES = 30

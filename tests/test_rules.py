@@ -9,7 +9,9 @@ import pytest
 from pydantic import ValidationError
 
 from pipeline.detections import Detections
-from stages.rules import LineCounter, LineRuleConfig, ZoneCounter, points_in_polygon
+from stages.track.rules.base import points_in_polygon
+from stages.track.rules.line import LineCounter, LineRuleConfig
+from stages.track.rules.zone import ZoneCounter
 
 LINE = (np.array([0.0, 100.0]), np.array([200.0, 100.0]))
 
@@ -197,7 +199,7 @@ def test_redact(text, expected) -> None:
 )
 def test_camera_class_filter_and_thresholds(config, kept) -> None:
     """Per-camera class filters and per-class confidence thresholds."""
-    from stages.detect import CameraDetectConfig, _CameraFilter
+    from stages.detect.config import CameraDetectConfig, CameraFilter
 
     detections = Detections(
         np.zeros((3, 4), np.float32),
@@ -205,7 +207,7 @@ def test_camera_class_filter_and_thresholds(config, kept) -> None:
         np.array([0, 2, 0], np.int32),
     )
     names = ["person", "bicycle", "car"]
-    camera = _CameraFilter(CameraDetectConfig(**config), names, base=0.25)
+    camera = CameraFilter(CameraDetectConfig(**config), names, base=0.25)
     result = camera.apply(detections)
     expected = detections[np.array(kept, int)] if kept else Detections.empty()
     assert result.confidence.tolist() == expected.confidence.tolist()
@@ -213,7 +215,7 @@ def test_camera_class_filter_and_thresholds(config, kept) -> None:
 
 def run_zone(path: list[tuple[float, float] | None], confirm: int = 2, loiter=None):
     """Feed one track along ``path`` (None: not detected that frame) at 1 frame/s."""
-    from stages.rules import ZoneVisits
+    from stages.track.rules.zone import ZoneVisits
 
     zone = ZoneVisits(SQUARE, confirm, loiter, lost_after_s=2.0)
     out = []
@@ -278,7 +280,7 @@ def test_loitering_is_reported_once_per_visit() -> None:
     ],
 )
 def test_crowd_hysteresis(counts, expected) -> None:
-    from stages.rules import CrowdMonitor
+    from stages.track.rules.crowd import CrowdMonitor
 
     crowd = CrowdMonitor(
         None, threshold=3, min_duration_s=2.0, clear_below=2, clear_duration_s=2.0
@@ -292,7 +294,7 @@ def test_crowd_hysteresis(counts, expected) -> None:
 
 
 def test_interval_counts_align_to_the_interval() -> None:
-    from stages.aggregate import IntervalCounts
+    from stages.track.aggregate import IntervalCounts
 
     counts = IntervalCounts(10.0)
     assert counts.roll(3.0) is None
@@ -313,7 +315,7 @@ def test_interval_counts_align_to_the_interval() -> None:
 
 def test_spool_is_ordered_durable_and_remembers_deliveries(tmp_path) -> None:
     from pipeline.messages import Event
-    from stages.spool import DiskSpool
+    from stages.sinks.spool import DiskSpool
 
     def event(i: int) -> Event:
         return Event(f"cam:r:k:-1:{i}", "cam", "r", "k", i, 0.0, 0.0)

@@ -15,9 +15,9 @@ from conftest import framechain, read_events, write_config
 
 from pipeline.detections import Detections
 from pipeline.masks import BoxMasks
-from stages.backends import load_backend
-from stages.privacy import PrivacyConfig, redact
-from stages.yolo import postprocess, preprocess
+from stages.detect.backends import load_backend
+from stages.detect.yolo import postprocess, preprocess
+from stages.track.privacy import PrivacyConfig, redact
 
 LEFT_HALF = [[0, 0], [400, 0], [400, 450], [0, 450]]
 
@@ -162,7 +162,7 @@ def test_compiled_detector_survives_a_short_startup_timeout(
 
 def test_annotation_tints_only_the_masks() -> None:
     """Masks are drawn as a tint in each track's colour over exactly their pixels."""
-    from stages.annotate import paint_masks
+    from stages.annotate.stage import paint_masks
 
     image = np.full((120, 160, 3), 128, np.uint8)
     dense = np.zeros((2, 120, 160), bool)

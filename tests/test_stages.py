@@ -12,8 +12,8 @@ import pytest
 
 from pipeline.messages import Ack, EndOfStream, Frame, Packet
 from pipeline.stage import Received
-from stages.capture import CaptureStage, FileSourceConfig
-from stages.decode import DecodeConfig, DecodeStage
+from stages.capture.file import CaptureStage, FileSourceConfig
+from stages.decode.stage import DecodeConfig, DecodeStage
 
 
 def packets(clip: Path) -> list[Received]:
@@ -219,8 +219,9 @@ def tracked_events(confidence: float, pixels: bool = False) -> tuple[list, objec
     detection confidence; returns the events and the stage."""
     from pipeline.detections import Detections
     from pipeline.messages import Detected, Event
-    from stages.rules import LineRuleConfig, ZoneRuleConfig
-    from stages.track import TrackerConfig, TrackStage
+    from stages.track.rules import LineRuleConfig, ZoneRuleConfig
+    from stages.track.stage import TrackStage
+    from stages.track.tracking import TrackerConfig
 
     rules = [
         LineRuleConfig(
@@ -285,9 +286,9 @@ def test_annotate_port_gets_tracked_frames_with_pixels() -> None:
     detections = Detections.from_parts(last.message.count, last.parts, tracked=True)
     assert detections.tracker_id.tolist() == [0]
     assert np.asarray(last.parts[-1]).nbytes == 200 * 200 * 3
-    line = last.message.overlay["lines"][0]
-    assert (line["name"], line["in"], line["out"]) == ("door", 1, 0)
-    assert last.message.overlay["zones"][0]["count"] == 1
+    line = last.message.overlay.lines[0]
+    assert (line.name, line.count_in, line.count_out) == ("door", 1, 0)
+    assert last.message.overlay.zones[0].count == 1
 
 
 def test_paced_file_is_due_in_decode_order_and_keeps_pace_across_loops(
@@ -318,8 +319,8 @@ def test_a_live_file_drops_like_a_camera(tmp_path: Path, assets: Path, live, los
     keeps only the newest frames); a plain file keeps backpressure and drops nothing."""
     import yaml
 
-    from pipeline.config import load_config
-    from stages.plan import build_plan
+    from framechain.app import load as load_config
+    from framechain.plan import build_plan
 
     source = {"kind": "file", "path": str(assets / "crowd.mp4"), "live": live}
     config = tmp_path / "c.yaml"
@@ -349,7 +350,7 @@ def detect_all(assets: Path, **settings: Any) -> list:
     import av
 
     from pipeline.detections import Detections
-    from stages.detect import CameraDetectConfig, DetectorConfig, DetectStage
+    from stages.detect.stage import CameraDetectConfig, DetectorConfig, DetectStage
 
     stage = DetectStage(
         DetectorConfig(**settings),
@@ -404,8 +405,8 @@ def test_detector_defaults_follow_the_runtime(assets: Path) -> None:
     """ONNX Runtime on a CPU with two threads: two single-thread sessions, one
     frame per call (docs/benchmarks.md §9, §10); one thread: one session and
     batches of up to 4; settings given in the config win over both."""
-    from stages.backends import inference_batch, inference_streams
-    from stages.detect import CameraDetectConfig, DetectorConfig, DetectStage
+    from stages.detect.backends import inference_batch, inference_streams
+    from stages.detect.stage import CameraDetectConfig, DetectorConfig, DetectStage
 
     onnx, pt = assets / "yolo11n.onnx", assets / "yolo11n.pt"
     assert inference_streams(onnx, "cpu", threads=2) == 2

@@ -1,4 +1,4 @@
-"""The reference ``stages.bytetrack`` is held to: the ``trackers`` package's
+"""The reference ``stages.track.bytetrack`` is held to: the ``trackers`` package's
 ``ByteTrackTracker`` (the tracker framechain used before), fed the same detections,
 both built from one ``TrackerConfig`` the way the benchmark builds them."""
 
@@ -9,8 +9,8 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from pipeline.benchtracker import reference_tracker
-from stages.track import TrackerConfig, make_tracker
+from stages.track.reference import reference_tracker
+from stages.track.tracking import TrackerConfig, make_tracker
 
 Boxes = tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]  # xyxy, confidence
 

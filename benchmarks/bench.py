@@ -1,0 +1,541 @@
+"""``framechain bench``: the chain against its limit and its peer, in one run, on the
+same clip, model file, input size and machine; medians over repeats.
+
+(a) limit: ONNX Runtime ``session.run`` on pre-made tensors of the shape the chain
+    feeds, at every setting of ``limit_settings`` (batch sizes, one session on all
+    cores or two on half the cores each); ratios are taken against the fastest;
+(b) Ultralytics ``model.track(source, stream=True)`` with the same ONNX file;
+(c) framechain end to end: capture, decode, detect, track (line rule), SQLite.
+
+Throughput is steady state: frames after the first divided by the time from the first
+to the last result, for (b) and (c) alike; wall time including start-up is shown too.
+Each measurement runs in its own process, one at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import FramechainError
+
+SUITES = (
+    "single",
+    "cameras",
+    "transport",
+    "latency",
+    "soak",
+    "backends",
+    "idle",
+    "tracker",
+)
+# the baselines each suite runs, and the packages they need (framechain[ultralytics])
+BASELINE_PACKAGES = {
+    "single": ("ultralytics", "trackers"),
+    "cameras": ("ultralytics",),
+    "tracker": ("trackers",),
+}
+LIMIT_SECONDS = 10.0  # how long each runtime-limit measurement runs
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "suite",
+        nargs="?",
+        default="single",
+        choices=SUITES,
+        help="single camera (default), cameras (1..8), transport (1080p hop), "
+        "latency (live source), soak (memory and frame age over minutes), "
+        "backends (one model in every runtime), idle (CPU of cameras that send "
+        "nothing), tracker (our ByteTrack vs the trackers package's)",
+    )
+    parser.add_argument(
+        "--clip",
+        default="crowd.mp4",
+        help="video file, or a name in the model directories",
+    )
+    parser.add_argument(
+        "--model", default="yolo11n.onnx", help="ONNX model file or name"
+    )
+    parser.add_argument("--imgsz", type=int, default=640)
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="the chain's detector.max_batch (default: the detector's own choice)",
+    )
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--models-dir", default=None, help="default: $FRAMECHAIN_MODELS"
+    )
+    parser.add_argument("--skip-ultralytics", action="store_true")
+    parser.add_argument(
+        "--overlap",
+        action="store_true",
+        help="detector.overlap on: prepare a batch while the previous one is inferred",
+    )
+    parser.add_argument(
+        "--streams",
+        type=int,
+        default=None,
+        help="the chain's detector.streams (default: the detector's own choice)",
+    )
+    parser.add_argument(
+        "--cameras", default="1,2,4,8", help="cameras suite: camera counts"
+    )
+    parser.add_argument(
+        "--source", help="latency/soak: an rtsp:// URL (default: the clip, paced)"
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=60,
+        help="latency: seconds per run; idle: seconds measured",
+    )
+    parser.add_argument("--minutes", type=float, default=10, help="soak: duration")
+    parser.add_argument(
+        "--soak-imgsz",
+        type=int,
+        default=1280,
+        help="soak: detector input size (the default makes it slower than the source)",
+    )
+    parser.add_argument(
+        "--models",
+        default="yolo11n.onnx,yolo11n.pt,yolo11n_int8_openvino_model",
+        help="backends: comma-separated model files or names (.onnx, .pt, "
+        "OpenVINO folders, .engine)",
+    )
+    parser.add_argument("--batches", default="1,4", help="backends: batch sizes")
+    parser.add_argument("--device", default="cpu", help="backends: cpu, cuda or auto")
+    parser.add_argument("--markdown", help="also write the table to this file")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+
+
+def _resolve(name: str, models_dir: str | None) -> Path:
+    from stages.detect.models import model_directories, resolve_model
+
+    return resolve_model(name, model_directories(models_dir, os.environ, Path.cwd()))
+
+
+def _input_shape(clip: Path, imgsz: int, stride: int = 32) -> tuple[int, int]:
+    import av
+
+    from stages.detect.yolo import Letterbox
+
+    with av.open(str(clip)) as container:
+        stream = container.streams.video[0]
+        height, width = stream.codec_context.height, stream.codec_context.width
+    box = Letterbox.fit(height, width, (imgsz, imgsz), stride, minimal=True)
+    return box.input_h, box.input_w
+
+
+def _frames(clip: Path) -> int:
+    import av
+
+    with av.open(str(clip)) as container:
+        return int(container.streams.video[0].frames)
+
+
+# -- workers (each runs in its own process) ---------------------------------
+def _worker_limit(
+    model: Path,
+    shape: tuple[int, int],
+    batch: int,
+    device: str = "cpu",
+    streams: int = 1,
+) -> dict[str, Any]:
+    """Images per second of ``streams`` copies of the model, each on its own thread
+    with ``cores / streams`` inference threads, inferring the same batch over and
+    over (the way the detector runs them)."""
+    import numpy as np
+
+    from stages.detect.backends import load_backend, threads_per_stream
+
+    threads = threads_per_stream(None, streams)
+    yolos = [
+        load_backend(model, max(shape), threads, device=device) for _ in range(streams)
+    ]
+    if not yolos[0].dynamic:
+        shape = yolos[0].imgsz  # a fixed-input model runs at its own size
+    tensor = np.random.default_rng(0).random((batch, 3, *shape), dtype=np.float32)
+    for yolo in yolos:
+        for _ in range(3):
+            yolo.infer(tensor)
+    # Run for seconds, not a count: this machine's speed drifts over tens of
+    # seconds, and a limit taken in a 2 s window is compared with chain runs of 20 s+.
+    runs = [0] * streams
+    started = time.perf_counter()
+
+    def infer(stream: int) -> None:
+        while runs[stream] < 8 or time.perf_counter() - started < LIMIT_SECONDS:
+            yolos[stream].infer(tensor)
+            runs[stream] += 1
+
+    workers = [threading.Thread(target=infer, args=(i,)) for i in range(streams)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    elapsed = time.perf_counter() - started
+    return {"fps": sum(runs) * batch / elapsed, "runtime": yolos[0].runtime}
+
+
+def _steady(
+    results: Iterable[Any], each: Callable[[Any], None] | None = None
+) -> dict[str, float]:
+    """Consume a stream of results: steady-state fps (frames after the first over
+    the time from the first to the last), wall time from the start, frames."""
+    started = time.perf_counter()
+    first = last = 0.0
+    frames = 0
+    for result in results:
+        if each is not None:
+            each(result)
+        last = time.perf_counter()
+        if frames == 0:
+            first = last
+        frames += 1
+    return {
+        "fps": (frames - 1) / (last - first),
+        "wall_s": last - started,
+        "frames": frames,
+    }
+
+
+def _worker_ultralytics(model: Path, clip: Path, imgsz: int) -> dict[str, float]:
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    from ultralytics import YOLO
+
+    yolo = YOLO(str(model), task="detect")
+    return _steady(
+        yolo.track(
+            source=str(clip),
+            stream=True,
+            imgsz=imgsz,
+            verbose=False,
+            tracker="bytetrack.yaml",
+        )
+    )
+
+
+def _worker_loop(model: Path, clip: Path, imgsz: int) -> dict[str, float]:
+    """The hand-written loop people write: Ultralytics predict, Roboflow's
+    ByteTrack (the ``trackers`` package, where supervision moved it) and
+    supervision's LineZone, one process, one frame at a time."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    import supervision as sv
+    from trackers import ByteTrackTracker
+    from ultralytics import YOLO
+
+    yolo = YOLO(str(model), task="detect")
+    tracker = ByteTrackTracker()
+    line = sv.LineZone(start=sv.Point(0, 200), end=sv.Point(4000, 200))
+
+    def track_and_count(result: Any) -> None:
+        line.trigger(tracker.update(sv.Detections.from_ultralytics(result)))
+
+    return _steady(
+        yolo.predict(source=str(clip), stream=True, imgsz=imgsz, verbose=False),
+        track_and_count,
+    )
+
+
+def _worker_streams(
+    model: Path, clip: Path, imgsz: int, streams: int
+) -> dict[str, float]:
+    """Ultralytics' own multi-stream mode: a ``.streams`` file, one tracker per
+    stream, batched inference. Its loader keeps only each stream's newest frame, so
+    on files it reads ahead and drops; what it processed per second of the run (from
+    the first result) is what it achieves."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    from ultralytics import YOLO
+
+    listing = Path(tempfile.mkdtemp()) / "bench.streams"
+    listing.write_text("\n".join([str(clip)] * streams) + "\n")
+    yolo = YOLO(str(model), task="detect")
+    started = time.perf_counter()
+    frames = 0
+    for _ in yolo.track(
+        source=str(listing),
+        stream=True,
+        imgsz=imgsz,
+        verbose=False,
+        tracker="bytetrack.yaml",
+    ):
+        frames += 1
+    wall = time.perf_counter() - started
+    return {
+        "fps": frames / wall,
+        "wall_s": wall,
+        "frames": frames,
+        "offered": streams * _frames(clip),
+    }
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from pipeline import benchsuite
+
+    spec = json.loads(args.worker)
+    what = spec["what"]
+    if what == "limit":
+        result = _worker_limit(
+            Path(spec["model"]),
+            tuple(spec["shape"]),
+            spec["batch"],
+            spec.get("device", "cpu"),
+            spec.get("streams", 1),
+        )
+    elif what == "ultralytics":
+        result = _worker_ultralytics(
+            Path(spec["model"]), Path(spec["clip"]), spec["imgsz"]
+        )
+    elif what == "loop":
+        result = _worker_loop(Path(spec["model"]), Path(spec["clip"]), spec["imgsz"])
+    elif what == "ultralytics-streams":
+        result = _worker_streams(
+            Path(spec["model"]), Path(spec["clip"]), spec["imgsz"], spec["streams"]
+        )
+    elif what == "transport-send":
+        result = benchsuite.worker_transport(spec["mode"])
+    elif what == "transport-recv":
+        result = benchsuite.worker_transport_receive(spec["data"], spec["acks"])
+    else:
+        raise ValueError(f"unknown bench worker {what!r}")
+    print(json.dumps(result))
+    return 0
+
+
+def _spawn(spec: dict[str, Any]) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, "-m", "framechain.cli", "bench", "--worker", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"bench worker {spec['what']} failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# -- framechain ---------------------------------------------------------------
+def _chain(
+    model: Path, clip: Path, tmp: Path, args: argparse.Namespace
+) -> dict[str, float]:
+    from benchmarks.chain import chain_config, file_camera, run_chain
+
+    config = chain_config(
+        model, {"bench": file_camera(clip)}, tmp, args.imgsz, args.batch
+    )
+    config["detector"].update(detector_options(args))
+    result = run_chain(config, tmp)
+    if result.code != 0:
+        raise RuntimeError("the framechain chain failed during the benchmark")
+    stats = result.stats["track.bench"]
+    return {
+        "fps": float(stats["fps"]),
+        "wall_s": result.wall_s,
+        "frames": stats["frames"],
+        "mean_batch": float(result.stats["detect"].get("mean_batch", 0)),
+        "streams": int(result.stats["detect"].get("streams", 1)),
+        "max_batch": int(result.stats["detect"].get("max_batch", 0)),
+    }
+
+
+def detector_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The detector settings the command line changes from the product's defaults."""
+    options: dict[str, Any] = {"overlap": args.overlap}
+    if args.streams is not None:
+        options["streams"] = args.streams
+    return options
+
+
+def limit_settings(chain_batches: Iterable[int | None]) -> list[tuple[int, int]]:
+    """(batch, streams) pairs the runtime limit is measured at, so that the limit is
+    the runtime's best on this machine and not one setting of it: batches of 1, 2
+    and 4 plus those the chain may reach (``chain_batches``), each run by one
+    session on all cores and, on 2+ cores, by two sessions on half the cores each
+    (the detector's default for ONNX Runtime on a CPU)."""
+    batches = sorted({1, 2, 4, *(b for b in chain_batches if b)})
+    two = [2] if (os.cpu_count() or 1) >= 2 else []
+    return [(batch, streams) for batch in batches for streams in [1, *two]]
+
+
+def limit_label(batch: int, streams: int) -> str:
+    from stages.detect.backends import threads_per_stream
+
+    if streams == 1:
+        return f"batch {batch}"
+    threads = threads_per_stream(None, streams)
+    return f"batch {batch}, {streams} sessions × {threads} thread(s)"
+
+
+def _check_baselines(args: argparse.Namespace) -> None:
+    """Fail before minutes of measuring when a baseline cannot be imported."""
+    import importlib.util
+
+    needed = BASELINE_PACKAGES.get(args.suite, ())
+    if args.skip_ultralytics and args.suite != "tracker":
+        needed = ()
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
+    if missing:
+        raise FramechainError(
+            f"the {args.suite} benchmark's baselines need {', '.join(missing)}: "
+            "pip install 'framechain[ultralytics]'"
+            + ("" if args.suite == "tracker" else ", or pass --skip-ultralytics")
+        )
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    if args.worker:
+        return _worker(args)
+    from pipeline import benchsuite
+    from pipeline.log import setup_logging
+
+    setup_logging("bench", "WARNING")
+    _check_baselines(args)
+    model = _resolve(args.model, args.models_dir)
+    clip = (
+        Path(args.clip).resolve()  # the chain's config lives in a temporary folder
+        if Path(args.clip).is_file()
+        else _resolve(args.clip, args.models_dir)
+    )
+    shape = _input_shape(clip, args.imgsz)
+    if args.suite != "single":
+        if args.suite == "cameras":
+            table = benchsuite.suite_cameras(args, model, clip, shape)
+        elif args.suite == "transport":
+            table = benchsuite.suite_transport(args)
+        elif args.suite == "latency":
+            table = benchsuite.suite_latency(args, model, clip)
+        elif args.suite == "idle":
+            table = benchsuite.suite_idle(args, model)
+        elif args.suite == "tracker":
+            from benchmarks.tracker import suite_tracker
+
+            table = suite_tracker(args, model, clip)
+        elif args.suite == "backends":
+            models = [_resolve(m, args.models_dir) for m in args.models.split(",")]
+            table = benchsuite.suite_backends(args, models, shape)
+        else:
+            table = benchsuite.suite_soak(args, model, clip)
+        print(table)
+        if args.markdown:
+            Path(args.markdown).write_text(table + "\n")
+        return 0
+    results: dict[str, list[dict[str, float]]] = {}
+    limits: dict[str, list[dict[str, float]]] = {}
+    base = {"model": str(model), "shape": shape}
+    settings = limit_settings([args.batch])
+    for repeat in range(args.repeats):
+        print(f"repeat {repeat + 1}/{args.repeats}", file=sys.stderr, flush=True)
+        for batch, streams in settings:
+            limits.setdefault(limit_label(batch, streams), []).append(
+                _spawn({**base, "what": "limit", "batch": batch, "streams": streams})
+            )
+        if not args.skip_ultralytics:
+            results.setdefault("l", []).append(
+                _spawn(
+                    {
+                        "what": "loop",
+                        "model": str(model),
+                        "clip": str(clip),
+                        "imgsz": args.imgsz,
+                    }
+                )
+            )
+            results.setdefault("b", []).append(
+                _spawn(
+                    {
+                        "what": "ultralytics",
+                        "model": str(model),
+                        "clip": str(clip),
+                        "imgsz": args.imgsz,
+                    }
+                )
+            )
+        with tempfile.TemporaryDirectory(prefix="framechain-bench-") as tmp:
+            results.setdefault("c", []).append(_chain(model, clip, Path(tmp), args))
+    table = _table(results, limits, args, model, clip, shape)
+    print(table)
+    if args.markdown:
+        Path(args.markdown).write_text(table + "\n")
+    return 0
+
+
+def _runs(runs: list[dict[str, float]]) -> str:
+    return ", ".join(f"{r['fps']:.1f}" for r in runs)
+
+
+def _median(runs: list[dict[str, float]], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def _table(
+    results: dict[str, list[dict[str, float]]],
+    limits: dict[str, list[dict[str, float]]],
+    args: argparse.Namespace,
+    model: Path,
+    clip: Path,
+    shape: tuple[int, int],
+) -> str:
+    limit = max(_median(runs, "fps") for runs in limits.values())
+    c = _median(results["c"], "fps")
+    rows = [
+        "| measurement | fps (median) | runs | wall s (median) |",
+        "|---|---:|---|---:|",
+        *(
+            f"| (a) ONNX Runtime limit, {label}, input 3×{shape[0]}×{shape[1]} | "
+            f"{_median(runs, 'fps'):.1f} | {_runs(runs)} | |"
+            for label, runs in limits.items()
+        ),
+    ]
+    if "b" in results:
+        b = _median(results["b"], "fps")
+        rows.append(
+            f"| (b) Ultralytics track(stream=True), same ONNX | {b:.1f} | "
+            f"{_runs(results['b'])} | "
+            f"{_median(results['b'], 'wall_s'):.1f} |"
+        )
+    if "l" in results:
+        rows.append(
+            f"| (b') hand-written loop: Ultralytics predict, trackers ByteTrack, "
+            f"supervision LineZone | {_median(results['l'], 'fps'):.1f} | "
+            f"{_runs(results['l'])} | "
+            f"{_median(results['l'], 'wall_s'):.1f} |"
+        )
+    rows.append(
+        f"| (c) framechain chain (mean batch "
+        f"{_median(results['c'], 'mean_batch'):.2f}, "
+        f"{results['c'][0]['streams']} stream(s), batches ≤ "
+        f"{results['c'][0]['max_batch']}) | {c:.1f} | "
+        f"{_runs(results['c'])} | "
+        f"{_median(results['c'], 'wall_s'):.1f} |"
+    )
+    paired = statistics.median(
+        run["fps"] / max(repeat[i]["fps"] for repeat in limits.values())
+        for i, run in enumerate(results["c"])
+    )
+    ratios = [
+        f"c/a = {c / limit:.2f} (against the faster limit, {limit:.1f} fps; "
+        f"median of each repeat's own ratio {paired:.2f})"
+    ]
+    if "b" in results:
+        ratios.append(f"c/b = {c / _median(results['b'], 'fps'):.2f}")
+    if "l" in results:
+        ratios.append(f"c/b' = {c / _median(results['l'], 'fps'):.2f}")
+    header = (
+        f"clip {clip.name}, model {model.name}, imgsz {args.imgsz} "
+        f"(input {shape[0]}×{shape[1]}), {os.cpu_count()} cores, "
+        f"{args.repeats} repeats"
+    )
+    return "\n".join([header, "", *rows, "", "; ".join(ratios)])

@@ -1,0 +1,133 @@
+"""Turns a config into the chain of stage processes and the links between them.
+
+Endpoints are named; by default each is an ``ipc://`` socket in the run's private
+runtime folder, and ``links.endpoints`` can move any of them to ``tcp://`` (pixels then
+travel inline instead of through shared memory)::
+
+    capture.<cam>.out  -> decode.<cam>  -> detect.in -> track.<cam>.in -> sink.<name>.in
+                          decode.<cam>.acks <- track.<cam> (acknowledgements)
+                                                track.<cam> -> annotate.<cam>.in (lossy)
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import zmq
+
+from pipeline.config import LoadedConfig
+from pipeline.errors import ConfigError
+from pipeline.registry import PlanContext, StageKind
+from pipeline.runtime import StagePlan
+from pipeline.supervisor import StageRoles
+from pipeline.transport import CurveKeys, Endpoint, LinkOptions
+
+
+def endpoint_uri(loaded: LoadedConfig, runtime_dir: Path, name: str) -> str:
+    return loaded.config.links.endpoints.get(name, f"ipc://{runtime_dir}/{name}")
+
+
+def stage_names(loaded: LoadedConfig) -> list[str]:
+    """All stage process names, upstream first."""
+    return [p.name for p in loaded.registry.processes(loaded.config)]
+
+
+def build_plan(loaded: LoadedConfig, name: str, runtime_dir: Path) -> StagePlan:
+    """The plan of one stage process, by its name (see ``stage_names``), with the
+    recordings ``links.record`` asks of its inputs.
+
+    Raises:
+        KeyError: no stage of that name in this config.
+    """
+    plan = _build_plan(loaded, name, runtime_dir)
+    record = {
+        e.port: Path(loaded.config.links.record[endpoint])
+        for endpoint in loaded.config.links.record
+        for e in plan.endpoints
+        if e.socket_type == zmq.PULL
+        and e.uri == endpoint_uri(loaded, runtime_dir, endpoint)
+    }
+    return replace(plan, record=record) if record else plan
+
+
+def _build_plan(loaded: LoadedConfig, name: str, runtime_dir: Path) -> StagePlan:
+    links = loaded.config.links
+
+    def uri(endpoint: str) -> str:
+        return endpoint_uri(loaded, runtime_dir, endpoint)
+
+    def link(
+        port: str, socket_type: int, endpoint: str, bind: bool, options: LinkOptions
+    ) -> Endpoint:
+        address = uri(endpoint)
+        keys = (
+            curve_keys(loaded, endpoint, bind) if address.startswith("tcp://") else None
+        )
+        return Endpoint(port, socket_type, address, bind, options, keys)
+
+    context = PlanContext(
+        loaded,
+        runtime_dir,
+        link,
+        uri,
+        {
+            "frames": LinkOptions(hwm=links.frame_hwm, linger_ms=0),
+            "packets": LinkOptions(hwm=links.frame_hwm * 4, linger_ms=0),
+            "events": LinkOptions(hwm=links.event_hwm, linger_ms=links.event_linger_ms),
+        },
+    )
+    process = loaded.registry.process(loaded.config, name)
+    return process.kind.plan(context, process.instance)
+
+
+def stage_roles(loaded: LoadedConfig) -> StageRoles:
+    """What the supervisor needs to know of this config's stages, from their kinds."""
+    processes = loaded.registry.processes(loaded.config)
+    heads = sorted(
+        (p for p in processes if p.kind.ends_streams), key=lambda p: -p.kind.position
+    )
+    return StageRoles(
+        terminal=frozenset(p.name for p in processes if p.kind.role == "terminal"),
+        ends_streams=tuple(p.name for p in heads),
+        reloads=frozenset(p.name for p in processes if p.kind.reloads),
+    )
+
+
+def process_kinds(loaded: LoadedConfig) -> dict[str, StageKind]:
+    """The kind of each stage process, by name (metrics, readiness, summary)."""
+    return {p.name: p.kind for p in loaded.registry.processes(loaded.config)}
+
+
+def curve_keys(loaded: LoadedConfig, endpoint: str, bind: bool) -> CurveKeys | None:
+    """This host's CURVE keys for a tcp:// endpoint, or None when links are plain.
+
+    Raises:
+        ConfigError: a key file is missing or unreadable, or a client end has no
+            server key for the endpoint.
+    """
+    import zmq.auth
+
+    curve = loaded.config.links.curve
+    if curve is None:
+        return None
+    try:
+        public, secret = zmq.auth.load_certificate(curve.secret_key_file)
+        server_public = None
+        if not bind:
+            if endpoint not in curve.server_keys:
+                raise ConfigError(
+                    f"links.curve.server_keys: no public key for endpoint "
+                    f"{endpoint!r}; add the certificate of the host that binds it"
+                )
+            server_public, _ = zmq.auth.load_certificate(curve.server_keys[endpoint])
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"links.curve: cannot read a certificate: {e}") from e
+    if secret is None:
+        raise ConfigError(
+            f"links.curve.secret_key_file {curve.secret_key_file} holds no "
+            "secret key; give the NAME.key_secret file"
+        )
+    return CurveKeys(
+        public, secret, server_public, curve.allowed_clients_dir if bind else None
+    )

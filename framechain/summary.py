@@ -1,0 +1,83 @@
+"""What ``framechain run`` shows a person: a progress bar while files play and a
+summary at the end, both built from the stages' heartbeat statistics."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import IO, Any
+
+from pipeline.config import LoadedConfig
+from pipeline.registry import StageKind
+from pipeline.supervisor import Supervisor
+
+
+class Progress:
+    """A tqdm bar over frames done, out of the files' frame counts when known; the
+    stage kinds say which of their stats count (``StageKind.progress``)."""
+
+    def __init__(self, enabled: bool, kinds: Mapping[str, StageKind]) -> None:
+        self.enabled = enabled
+        self.kinds = kinds
+        self._bar: Any = None
+
+    def _sum(self, supervisor: Supervisor, role: str, key: str) -> list[int]:
+        return [
+            int(child.stats.get(key, -1 if role == "total" else 0))
+            for name, child in supervisor.children.items()
+            if name in self.kinds and self.kinds[name].progress == role
+        ]
+
+    def update(self, supervisor: Supervisor) -> None:
+        if not self.enabled:
+            return
+        done = sum(self._sum(supervisor, "done", "next_seq"))
+        totals = self._sum(supervisor, "total", "total_frames")
+        total = sum(totals) if totals and min(totals) > 0 else None
+        if self._bar is None:
+            if not done:
+                return
+            from tqdm import tqdm
+
+            self._bar = tqdm(
+                total=total, unit="frame", dynamic_ncols=True, leave=False, disable=None
+            )
+        self._bar.n = done
+        self._bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def print_summary(
+    loaded: LoadedConfig,
+    supervisor: Supervisor,
+    kinds: Mapping[str, StageKind],
+    file: IO[str],
+) -> None:
+    """Per camera what its stages report (frames, fps, frame age, counts, drops),
+    then the stages that serve every camera, then CPU time and restarts."""
+    lines = ["", "framechain summary"]
+    by_camera: dict[str, list[str]] = {camera: [] for camera in loaded.config.cameras}
+    shared: list[str] = []
+    # per camera the stage nearest the events first (track's line heads its block)
+    for name in sorted(kinds, key=lambda n: -kinds[n].position):
+        kind, target = kinds[name], name.partition(".")[2]
+        if kind.summary is None or name not in supervisor.children:
+            continue
+        found = kind.summary(loaded, target, supervisor.children[name].stats)
+        if target in by_camera:
+            by_camera[target] += found
+        else:
+            shared[:0] = found
+    for block in by_camera.values():
+        lines += block
+    lines += shared
+    cpu = ", ".join(
+        f"{name} {child.stats.get('cpu_s', 0):.1f}s"
+        for name, child in supervisor.children.items()
+    )
+    lines.append(f"  cpu time: {cpu}")
+    if supervisor.restart_count:
+        lines.append(f"  stage restarts: {supervisor.restart_count}")
+    print("\n".join(lines), file=file)

@@ -1,0 +1,255 @@
+"""The registry of stage kinds: what the framework knows of its plugins.
+
+Each stage kind declares itself, next to its code, with one ``register`` call: its
+config (the parts of the YAML tree it owns), how many processes a config asks of it,
+the plan of each process (ports, links, stage factory), its role in the chain and
+how it reports. Everything in the framework that used to name stage kinds (the config
+unions, the plan, the supervisor's ordered stop, metrics, readiness, the summary) is
+derived from these entries, so a new kind is one module and one registration.
+
+The registry is a plain object passed around, never a module global: the application
+builds one, fills it with the built-in kinds and any ``plugins`` a config names, and
+hands it to the loader and the supervisor.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from pipeline.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from pipeline.config import LoadedConfig, ResolveContext
+    from pipeline.runtime import StagePlan
+    from pipeline.transport import Endpoint, LinkOptions
+
+Role = Literal["source", "transform", "terminal"]
+"""source: reads the outside world; transform: message in, message out;
+terminal: the end of the chain, exits by itself once every stream has ended."""
+
+Where = Literal["root", "camera"]
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """A key of the config tree that a kind owns, at the top level (``root``) or in
+    every camera (``camera``). ``annotation`` is its pydantic type; ``default`` (or
+    ``default_factory``) makes it optional."""
+
+    where: Where
+    key: str
+    annotation: Any
+    description: str
+    default: Any = ...
+    default_factory: Callable[[], Any] | None = None
+    min_length: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """A union in the config tree that kinds add variants to, such as a camera's
+    ``source`` or the list of ``sinks``: the kind that declares it owns the key;
+    each variant is a config model with a ``kind`` literal."""
+
+    name: str
+    where: Where
+    key: str
+    description: str
+    many: bool = False
+    min_length: int | None = None
+    default_empty: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One value for the metrics endpoint: family ``name`` (without the
+    ``framechain_`` prefix), its type and help text, its labels and value. A
+    histogram's value is ``{"buckets", "counts", "sum"}``."""
+
+    name: str
+    kind: Literal["counter", "gauge", "histogram"]
+    help: str
+    labels: Mapping[str, str]
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """One process a kind runs for a config: ``target`` is the camera, sink or
+    other thing it serves (``capture.<target>``), empty for a single process."""
+
+    target: str
+    config: Any = None
+
+
+PlanBuilder = Callable[["PlanContext", Instance], "StagePlan"]
+StatsView = Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class StageKind:
+    """A stage kind as the framework sees it.
+
+    Attributes:
+        name: the process name prefix (``capture`` -> ``capture.cam1``).
+        role: see ``Role``.
+        position: order along the chain, upstream first (start order, ordered stop).
+        instances: the processes a loaded config asks of this kind.
+        plan: builds one process's plan (called in the supervisor and in the stage).
+        endpoints: the link endpoint names this kind's processes bind.
+        sections / variant: the config this kind owns: keys of the tree, or
+            (``variant``: slot name, config model) one member of a union
+            (``Registry.add_slot``).
+        ends_streams: SIGUSR1 at an orderly stop ends its streams (stream heads);
+            kinds further down the chain get it first.
+        reloads: SIGHUP reloads what can change without a restart.
+        progress: this kind's stats ``done`` / ``total`` frames for the progress bar.
+        resolve: checks that need more than the YAML (model files), in position
+            order; its return value is kept in ``LoadedConfig.resolved[name]``.
+        metrics / summary / camera_state: how its heartbeat stats are reported;
+            ``metrics(name, stats, chain)`` also sees ``chain``, each numeric stat
+            summed over every stage (events produced, for a sink's backlog).
+    """
+
+    name: str
+    role: Role
+    position: int
+    instances: Callable[[Any], list[Instance]]
+    plan: PlanBuilder
+    endpoints: Callable[[Any], set[str]] = lambda _config: set()
+    sections: tuple[Section, ...] = ()
+    variant: tuple[str, type] | None = None
+    ends_streams: bool = False
+    reloads: bool = False
+    progress: Literal["done", "total"] | None = None
+    resolve: Callable[[ResolveContext], Any] | None = None
+    metrics: Callable[[str, StatsView, StatsView], Iterable[Sample]] | None = None
+    summary: Callable[[LoadedConfig, str, StatsView], list[str]] | None = None
+    camera_state: Callable[[StatsView, str], str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PlanContext:
+    """What a plan builder may use: the loaded config, the run's runtime folder, and
+    helpers for links (``uri``, ``link``) the application provides."""
+
+    loaded: LoadedConfig
+    runtime_dir: Path
+    link: Callable[..., Endpoint]
+    uri: Callable[[str], str]
+    links: Mapping[str, LinkOptions] = field(default_factory=dict)
+    """Link options by use: ``frames``, ``packets``, ``events``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Process:
+    """One stage process of a config: its kind and instance."""
+
+    kind: StageKind
+    instance: Instance
+
+    @property
+    def name(self) -> str:
+        if self.instance.target:
+            return f"{self.kind.name}.{self.instance.target}"
+        return self.kind.name
+
+
+class Registry:
+    """Stage kinds by name, and the variants of each config slot.
+
+    Several kinds may share a process name prefix when they are variants of one
+    slot (every sink kind runs as ``sink.<name>``)."""
+
+    def __init__(self) -> None:
+        self._kinds: dict[str, StageKind] = {}
+        self._slots: dict[str, Slot] = {}
+        self._variants: dict[str, dict[type, Any]] = {}
+        self._plugins: set[str] = set()
+
+    def add_slot(self, slot: Slot) -> None:
+        """Declare a union of the config tree that kinds add variants to."""
+        self._slots.setdefault(slot.name, slot)
+
+    def register(self, kind: StageKind) -> StageKind:
+        key = kind.name if kind.variant is None else f"{kind.name}:{kind.variant[1]}"
+        if key in self._kinds and self._kinds[key] != kind:
+            raise ValueError(f"stage kind {key} is registered twice")
+        self._kinds[key] = kind
+        if kind.variant is not None:
+            self.add_variant(kind.variant[0], kind.variant[1], kind)
+        return kind
+
+    def add_variant(self, slot: str, model: type, implementation: Any) -> None:
+        """Add a member to a config union (a stage kind's, or a rule kind's config
+        model with the class that implements it)."""
+        self._variants.setdefault(slot, {})[model] = implementation
+
+    def implementations(self, slot: str) -> dict[type, Any]:
+        """What implements each variant of a slot, by config model."""
+        return dict(self._variants.get(slot, {}))
+
+    def kinds(self) -> list[StageKind]:
+        """Every kind, upstream first."""
+        return sorted(self._kinds.values(), key=lambda k: k.position)
+
+    def sections(self, where: Where) -> list[Section]:
+        return [s for k in self.kinds() for s in k.sections if s.where == where]
+
+    def slots(self, where: Where) -> list[Slot]:
+        return [s for s in self._slots.values() if s.where == where]
+
+    def variants(self, slot: str) -> list[type]:
+        return list(self._variants.get(slot, {}))
+
+    def processes(self, config: Any) -> list[Process]:
+        """Every stage process of a validated config, upstream first."""
+        return [
+            Process(kind, instance)
+            for kind in self.kinds()
+            for instance in kind.instances(config)
+        ]
+
+    def process(self, config: Any, name: str) -> Process:
+        """Raises:
+        KeyError: no stage of that name in this config (the message lists them)."""
+        for process in self.processes(config):
+            if process.name == name:
+                return process
+        names = ", ".join(p.name for p in self.processes(config))
+        raise KeyError(f"no stage named {name!r}; this config has {names}")
+
+    def endpoint_names(self, config: Any) -> set[str]:
+        return {e for kind in self.kinds() for e in kind.endpoints(config)}
+
+    def load_plugins(self, modules: Sequence[str]) -> None:
+        """Import plugin modules; each calls ``register(registry)`` on this one.
+
+        Raises:
+            ConfigError: a module cannot be imported or has no ``register``.
+        """
+        for module_name in modules:
+            if module_name in self._plugins:
+                continue
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError as e:
+                raise ConfigError(
+                    f"plugins: cannot import {module_name!r} ({e}); install it or "
+                    "put it on PYTHONPATH"
+                ) from e
+            register = getattr(module, "register", None)
+            if not callable(register):
+                raise ConfigError(
+                    f"plugins: {module_name!r} has no register(registry) function"
+                )
+            register(self)
+            self._plugins.add(module_name)
+
+    def __iter__(self) -> Iterator[StageKind]:
+        return iter(self.kinds())

@@ -1,0 +1,86 @@
+"""The framework's own settings: supervision, links, the health endpoint. Stage
+kinds bring their own config models; ``config.py`` joins them all into one tree."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from pipeline.configtypes import ConfigPath, StrictModel
+
+
+class SupervisorConfig(StrictModel):
+    stop_timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="SIGTERM to SIGKILL escalation."
+    )
+    restart_backoff_s: float = Field(
+        default=0.5, gt=0, description="First restart delay."
+    )
+    restart_backoff_max_s: float = Field(
+        default=10.0, gt=0, description="Restart delay cap."
+    )
+    max_restarts: int = Field(
+        default=5, ge=0, description="Restarts allowed per window."
+    )
+    restart_window_s: float = Field(
+        default=60.0, gt=0, description="Window for max_restarts."
+    )
+    heartbeat_timeout_s: float = Field(
+        default=10.0, gt=0, description="A running stage silent this long is restarted."
+    )
+    startup_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="A starting stage silent this long is restarted.",
+    )
+    watch_config: bool = Field(
+        default=True,
+        description="Reload rules when the config file changes (as on SIGHUP).",
+    )
+
+
+class CurveConfig(StrictModel):
+    secret_key_file: ConfigPath = Field(
+        description="This host's certificate (NAME.key_secret from framechain keys)."
+    )
+    allowed_clients_dir: ConfigPath | None = Field(
+        default=None,
+        description="Folder of public certificates (NAME.key) allowed to connect to "
+        "the tcp:// links this host binds; any other key is refused.",
+    )
+    server_keys: dict[str, ConfigPath] = Field(
+        default_factory=dict,
+        description="Endpoint name -> public certificate of the host that binds it.",
+    )
+
+
+class LinksConfig(StrictModel):
+    frame_hwm: int = Field(default=16, ge=1, description="Queue bound on frame links.")
+    event_hwm: int = Field(
+        default=10000, ge=1, description="Queue bound on event links."
+    )
+    event_linger_ms: int = Field(
+        default=1000,
+        ge=0,
+        le=10000,
+        description="How long queued events may finish on exit.",
+    )
+    curve: CurveConfig | None = Field(
+        default=None, description="Encrypt and authenticate every tcp:// link."
+    )
+    endpoints: dict[str, str] = Field(
+        default_factory=dict,
+        description="Override a link's URI by endpoint name, e.g. detect.in: tcp://...",
+    )
+    record: dict[str, ConfigPath] = Field(
+        default_factory=dict,
+        description="Record what a stage receives on an endpoint, e.g. "
+        "track.cam1.in: cam1.fcrec (replay with framechain replay).",
+    )
+
+
+class HttpConfig(StrictModel):
+    listen: str | None = Field(
+        default=None,
+        pattern=r"^[^:\s]*:\d{1,5}$",
+        description="host:port for /metrics, /healthz and /readyz (off when unset).",
+    )

@@ -1,0 +1,292 @@
+"""Annotate: one process per camera that draws what the chain sees.
+
+Boxes, labels with track ids, track traces (supervision's annotators), zones with
+their occupancy and lines with their in/out counts, written to an MP4 file and/or
+served as MJPEG for a browser. It is fed by the track stage over a lossy link: when
+drawing or encoding falls behind, frames are dropped (counted by track as
+``dropped.annotate``), never held up in the counting path. The MP4 is finalised when
+the stage stops.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from fractions import Fraction
+from typing import Any, ClassVar
+
+import cv2
+import numpy as np
+from pydantic import Field, model_validator
+
+from pipeline.configtypes import ConfigPath, StrictModel
+from pipeline.convert import to_supervision
+from pipeline.detections import Detections
+from pipeline.errors import FramechainError
+from pipeline.messages import Detected, Overlay
+from pipeline.stage import Emit, Received, Stage
+
+log = logging.getLogger(__name__)
+
+LINE_COLOUR = (0, 215, 255)  # BGR
+ZONE_COLOUR = (255, 160, 0)
+CROWD_COLOUR = (0, 0, 255)
+
+
+class AnnotateConfig(StrictModel):
+    video: ConfigPath | None = Field(
+        default=None, description="Annotated MP4 file (H.264); replaced each run."
+    )
+    http_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Serve MJPEG on this port."
+    )
+    http_host: str = Field(
+        default="127.0.0.1",
+        description="Address the MJPEG server binds (no authentication: keep it "
+        "on loopback or behind a proxy).",
+    )
+    jpeg_quality: int = Field(default=80, ge=10, le=100, description="MJPEG quality.")
+    trace_frames: int = Field(
+        default=30, ge=0, le=1000, description="Track trace length in frames."
+    )
+
+    @model_validator(mode="after")
+    def _has_output(self) -> AnnotateConfig:
+        if self.video is None and self.http_port is None:
+            raise ValueError("give video (an .mp4 path), http_port, or both")
+        return self
+
+
+class Mp4Writer:
+    """H.264 in MP4 with millisecond timestamps from the frames' own times, so
+    dropped frames shorten nothing and the file plays at the source's pace."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._container: Any = None
+        self._stream: Any = None
+        self._last_ms = -1
+        self._offset_ms = 0
+        self._closed = False
+        self.frames = 0
+
+    def write(self, image: np.ndarray, pts: float, fps: float) -> None:
+        import av
+
+        if self._closed:
+            return
+        if self._container is None:
+            self._container = av.open(self.path, "w")
+            stream = self._container.add_stream("libx264", rate=round(fps) or 25)
+            stream.width, stream.height = image.shape[1], image.shape[0]
+            stream.pix_fmt = "yuv420p"
+            stream.time_base = Fraction(1, 1000)
+            stream.options = {"preset": "veryfast", "crf": "23"}
+            self._stream = stream
+        if (image.shape[1], image.shape[0]) != (
+            self._stream.width,
+            self._stream.height,
+        ):
+            image = cv2.resize(image, (self._stream.width, self._stream.height))
+        ms = round(pts * 1000) + self._offset_ms
+        if ms <= self._last_ms:  # the source restarted its clock (loop, reconnect)
+            self._offset_ms += self._last_ms + 1 - ms
+            ms = self._last_ms + 1
+        self._last_ms = ms
+        frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+        frame.pts, frame.time_base = ms, Fraction(1, 1000)
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+        self.frames += 1
+
+    def close(self) -> None:
+        self._closed = True
+        if self._container is None:
+            return
+        for packet in self._stream.encode(None):
+            self._container.mux(packet)
+        self._container.close()
+        self._container = None
+
+
+class AnnotateStage(Stage):
+    kind: ClassVar[str] = "annotate"
+
+    def __init__(self, stream_id: str, config: AnnotateConfig) -> None:
+        self.stream_id = stream_id
+        self.config = config
+        self._writer: Mp4Writer | None = None
+        self._server: Any = None
+        self._annotators: list[Any] = []
+        self._labels: Any = None
+        self.counters: dict[str, int] = {"frames": 0, "published": 0}
+        self._stopping = False
+
+    def setup(self) -> None:
+        import supervision as sv
+
+        cfg = self.config
+        by_track = sv.ColorLookup.TRACK
+        self._annotators = [sv.BoxAnnotator(thickness=2, color_lookup=by_track)]
+        if cfg.trace_frames:
+            self._annotators.append(
+                sv.TraceAnnotator(
+                    trace_length=cfg.trace_frames,
+                    position=sv.Position.BOTTOM_CENTER,
+                    color_lookup=by_track,
+                )
+            )
+        self._labels = sv.LabelAnnotator(
+            text_scale=0.5, text_padding=3, color_lookup=by_track
+        )
+        if cfg.video is not None:
+            self._writer = Mp4Writer(str(cfg.video))
+        if cfg.http_port is not None:
+            from stages.annotate.mjpeg import MjpegServer
+
+            try:
+                self._server = MjpegServer(cfg.http_host, cfg.http_port, self.stream_id)
+            except OSError as e:
+                raise FramechainError(
+                    f"annotate.http_port {cfg.http_port}: cannot listen on "
+                    f"{cfg.http_host}: {e.strerror}; pick a free port"
+                ) from e
+            self._server.start()
+            log.info(
+                "annotated %s at http://%s:%d/",
+                self.stream_id,
+                cfg.http_host,
+                cfg.http_port,
+            )
+
+    def process(self, batch: Sequence[Received]) -> Iterable[Emit]:
+        for item in batch:
+            message = item.message
+            if not isinstance(message, Detected) or not message.pixels:
+                continue
+            frame = message.frame
+            pixels = np.frombuffer(item.parts[-1], np.uint8).reshape(
+                frame.height, frame.width, 3
+            )
+            detections = Detections.from_parts(
+                message.count,
+                item.parts,
+                tracked=True,
+                masks=message.masks,
+                labels=bool(message.labels),
+            )
+            wants_jpeg = self._server is not None and self._server.latest.wanted
+            if self._writer is None and not wants_jpeg:
+                continue
+            image = self.draw(
+                pixels, detections, message.names, message.overlay, message.labels
+            )
+            self.counters["frames"] += 1
+            if self._writer is not None:
+                try:
+                    self._writer.write(image, frame.pts, frame.fps)
+                except (OSError, ValueError) as e:
+                    raise FramechainError(
+                        f"cannot write annotated video {self._writer.path}: {e}"
+                    ) from e
+            if wants_jpeg:
+                ok, jpeg = cv2.imencode(
+                    ".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.config.jpeg_quality]
+                )
+                if ok:
+                    self._server.latest.publish(jpeg.tobytes())
+                    self.counters["published"] += 1
+        return ()
+
+    def draw(
+        self,
+        pixels: np.ndarray,
+        detections: Detections,
+        names: tuple[str, ...],
+        overlay: Overlay | None,
+        labels: tuple[str, ...] = (),
+    ) -> np.ndarray:
+        image = pixels.copy()
+        for zone in overlay.zones if overlay is not None else ():
+            colour = CROWD_COLOUR if zone.crowd else ZONE_COLOUR
+            points = np.array(zone.polygon, np.int32)
+            cv2.polylines(image, [points], True, colour, 2)
+            x, y = points.min(axis=0)
+            _label(image, f"{zone.name}: {zone.count}", (x + 4, y + 18), colour)
+        for line in overlay.lines if overlay is not None else ():
+            start = (int(line.start[0]), int(line.start[1]))
+            end = (int(line.end[0]), int(line.end[1]))
+            cv2.line(image, start, end, LINE_COLOUR, 2)
+            _label(
+                image,
+                f"{line.name} in {line.count_in} out {line.count_out}",
+                (min(start[0], end[0]) + 4, min(start[1], end[1]) - 8),
+                LINE_COLOUR,
+            )
+        if detections.masks is not None and len(detections):
+            paint_masks(image, detections)
+        if len(detections):
+            sv_detections = to_supervision(detections)
+            for annotator in self._annotators:
+                image = annotator.annotate(image, sv_detections)
+            secondary = detections.data.get("label", np.full(len(detections), -1))
+            texts = [
+                f"#{t} {names[c] if 0 <= c < len(names) else c} {p:.2f}"
+                + (f" {labels[k]}" if 0 <= k < len(labels) else "")
+                for t, c, p, k in zip(
+                    detections.tracker_id.tolist(),  # type: ignore[union-attr]
+                    detections.class_id.tolist(),
+                    detections.confidence.tolist(),
+                    secondary.tolist(),
+                    strict=True,
+                )
+            ]
+            image = self._labels.annotate(image, sv_detections, labels=texts)
+        return image
+
+    def stop(self) -> Iterable[Emit]:
+        """Nothing queued here is worth waiting for (the link is lossy)."""
+        self._stopping = True
+        return ()
+
+    def finished(self) -> bool:
+        return self._stopping
+
+    def stats(self) -> dict[str, Any]:
+        video = self._writer.frames if self._writer is not None else 0
+        return {**self.counters, "video_frames": video}
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        if self._server is not None:
+            self._server.close()
+
+
+def paint_masks(image: np.ndarray, detections: Detections, alpha: float = 0.45) -> None:
+    """Tint each instance mask in its track's colour, in place, touching only the
+    pixels inside the masks' boxes."""
+    import supervision as sv
+
+    assert detections.masks is not None
+    palette = sv.ColorPalette.DEFAULT
+    ids = (
+        detections.tracker_id
+        if detections.tracker_id is not None
+        else np.arange(len(detections))
+    )
+    colours = ids.tolist()
+    for i, rows, columns, inside in detections.masks.in_frame(*image.shape[:2]):
+        region = image[rows, columns]
+        colour = np.array(palette.by_idx(colours[i]).as_bgr(), np.float32)
+        region[inside] = (region[inside] * (1 - alpha) + colour * alpha).astype(
+            np.uint8
+        )
+
+
+def _label(
+    image: np.ndarray, text: str, origin: tuple[int, int], colour: tuple[int, int, int]
+) -> None:
+    x, y = max(0, int(origin[0])), max(14, int(origin[1]))
+    cv2.putText(image, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 3)
+    cv2.putText(image, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.55, colour, 1)

@@ -1,0 +1,127 @@
+"""The decode kind: one process per camera, between its capture and detect."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import zmq
+
+from pipeline.metrics import frame_age_samples
+from pipeline.registry import (
+    Instance,
+    PlanContext,
+    Registry,
+    Sample,
+    Section,
+    StageKind,
+    StatsView,
+)
+from pipeline.runtime import StagePlan
+from pipeline.shm import ring_prefix
+from stages.decode.stage import DecodeConfig, DecodeStage
+
+
+def _instances(config: Any) -> list[Instance]:
+    return [Instance(name, camera) for name, camera in config.cameras.items()]
+
+
+def _endpoints(config: Any) -> set[str]:
+    return {f"decode.{camera}.acks" for camera in config.cameras}
+
+
+def _plan(context: PlanContext, instance: Instance) -> StagePlan:
+    camera, decode = instance.target, instance.config.decode
+    shm = decode.shared_memory and context.uri("detect.in").startswith("ipc://")
+    prefix = ring_prefix(context.runtime_dir) if shm else None
+    links = context.links
+    return StagePlan(
+        f"decode.{camera}",
+        "decode",
+        (
+            context.link(
+                "packets", zmq.PULL, f"capture.{camera}.out", False, links["packets"]
+            ),
+            context.link(
+                "acks", zmq.PULL, f"decode.{camera}.acks", True, links["events"]
+            ),
+            context.link("frames", zmq.PUSH, "detect.in", False, links["frames"]),
+        ),
+        lambda: DecodeStage(camera, decode, prefix),
+    )
+
+
+def _metrics(name: str, stats: StatsView, _chain: StatsView) -> Iterable[Sample]:
+    camera = name.partition(".")[2]
+    dropped = "Frames dropped, by reason"
+    yield Sample(
+        "frames",
+        "counter",
+        "Frames out of decode / through detect and track",
+        {"stage": "decode", "camera": camera},
+        stats.get("frames", 0),
+    )
+    for reason, key in (
+        ("behind", "frames_dropped_behind"),
+        ("packets_lost", "frames_dropped_gap"),
+    ):
+        yield Sample(
+            "frames_dropped",
+            "counter",
+            dropped,
+            {"camera": camera, "reason": reason},
+            stats.get(key, 0),
+        )
+    yield Sample(
+        "decode_errors",
+        "counter",
+        "Packets that failed to decode",
+        {"camera": camera},
+        stats.get("decode_errors", 0),
+    )
+    yield Sample(
+        "queue_depth",
+        "gauge",
+        "Frames in flight behind decode",
+        {"camera": camera, "stage": "decode"},
+        stats.get("in_flight", 0),
+    )
+    yield from frame_age_samples(stats, camera, "decode", "frame_age_out")
+
+
+def _summary(_loaded: Any, _target: str, stats: StatsView) -> list[str]:
+    behind = stats.get("frames_dropped_behind", 0)
+    gap = stats.get("frames_dropped_gap", 0)
+    errors = stats.get("decode_errors", 0)
+    if not (behind or gap or errors):
+        return []
+    return [
+        f"    dropped {behind + gap} frames (behind {behind}, lost packets {gap}), "
+        f"decode errors {errors}"
+    ]
+
+
+KIND = StageKind(
+    name="decode",
+    role="transform",
+    position=1,
+    instances=_instances,
+    plan=_plan,
+    endpoints=_endpoints,
+    sections=(
+        Section(
+            "camera",
+            "decode",
+            DecodeConfig,
+            "Decoding.",
+            default_factory=DecodeConfig,
+        ),
+    ),
+    ends_streams=True,
+    metrics=_metrics,
+    summary=_summary,
+)
+
+
+def register(registry: Registry) -> None:
+    registry.register(KIND)

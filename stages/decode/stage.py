@@ -1,0 +1,461 @@
+"""Decode: compressed packets to BGR frames, with sampling and resize, handed on
+through shared memory (one host) or inline (tcp).
+
+Decode also owns delivery. It keeps every frame it sent until the track stage
+acknowledges it (``Ack``), never more than ``window`` at a time. That window is the
+backpressure of the whole chain, the bound on its latency, and what guarantees that a
+shared-memory slot is never reused while a frame in it is in flight. If no
+acknowledgement arrives for ``resend_after_s`` (a stage died and was restarted), the
+unacknowledged frames are sent again in order; downstream drops what it already has,
+so a restart loses nothing and duplicates nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Iterator, Sequence
+from fractions import Fraction
+from typing import Any, ClassVar
+
+import msgspec
+import numpy as np
+from pydantic import Field
+
+from pipeline.configtypes import StrictModel
+from pipeline.messages import Ack, EndOfStream, Frame, Packet, StreamStatus, Timing
+from pipeline.metrics import FrameAges
+from pipeline.shm import FrameRing
+from pipeline.stage import Clock, Emit, Received, Stage, WallClock
+from stages.detect.motion import MotionConfig, MotionGate
+
+log = logging.getLogger(__name__)
+
+_MICROS = Fraction(1, 1_000_000)
+LIVE_START_WINDOW = 2  # frames in flight from a live source before any ack
+MAX_RESEND_WAIT_S = 60.0
+
+
+class DecodeConfig(StrictModel):
+    every_nth: int = Field(default=1, ge=1, description="Keep every Nth frame.")
+    target_fps: float | None = Field(
+        default=None,
+        gt=0,
+        description="Keep frames at about this rate (after every_nth).",
+    )
+    resize: tuple[int, int] | None = Field(
+        default=None, description="Scale frames to [width, height] before they travel."
+    )
+    motion: MotionConfig | None = Field(
+        default=None,
+        description="Motion gate: detect only frames where something moves.",
+    )
+    threads: int = Field(
+        default=1,
+        ge=0,
+        le=64,
+        description="Decoder and colour-conversion threads (0: auto).",
+    )
+    window: int = Field(
+        default=8, ge=1, le=256, description="Frames in flight before decode waits."
+    )
+    live_window: int = Field(
+        default=8,
+        ge=1,
+        le=256,
+        description="Most frames in flight from a live source; the window adapts "
+        "below this to keep frame age under live_max_age_s.",
+    )
+    live_max_age_s: float = Field(
+        default=0.6,
+        gt=0,
+        description="Target frame age for a live source (R10: p99 under 1 s). "
+        "Every frame in flight waits for the ones ahead of it, so while frames come "
+        "back older than this the window shrinks by one, and while they come back "
+        "in under half of it, it grows again.",
+    )
+    resend_after_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="Re-send unacknowledged frames after this silence.",
+    )
+    shared_memory: bool = Field(
+        default=True, description="Pass pixels in shared memory on ipc:// links."
+    )
+
+
+class DecodeStage(Stage):
+    kind: ClassVar[str] = "decode"
+
+    def __init__(
+        self,
+        stream_id: str,
+        config: DecodeConfig,
+        ring_prefix: str | None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.stream_id = stream_id
+        self.config = config
+        self.ring_prefix = ring_prefix  # None: pixels travel inline
+        self.clock = clock or WallClock()
+        self._codec: Any = None
+        self._reformatter: Any = None  # av's VideoReformatter, kept between frames
+        self._codec_key: tuple[str, bytes | None] | None = None
+        self._last_packet_seq = -1
+        self._capture_ts: dict[int, float] = {}
+        # decoded frames (av.VideoFrame, capture time) and in-band status, in order
+        self._pending: deque[tuple[Any, float] | StreamStatus] = deque()
+        self._live = False
+        # adapted by frame age (R10); starts small and grows while frames come back
+        # young: starting wide put a slow detector's start-up frames 8 deep in
+        # flight, and that spike stayed in the 10 s frame-age window
+        self._live_limit = min(LIVE_START_WINDOW, config.live_window)
+        self._acks_since_change = 0
+        self._dropping = False
+        self._outstanding: OrderedDict[int, Emit] = OrderedDict()
+        self._rings: list[FrameRing] = []
+        self._seq = 0
+        self._decoded = 0
+        self._next_keep_pts: float | None = None
+        self._eos: EndOfStream | None = None
+        self._eos_sent = False
+        self._done = False
+        self._fps = 0.0
+        self._last_progress = time.monotonic()
+        self._resend_wait = config.resend_after_s  # doubles per silent re-send
+        self._acknowledged = False
+        self._ages = FrameAges()
+        self._motion = MotionGate(config.motion) if config.motion else None
+        self.counters = {
+            "decode_errors": 0,
+            "resent": 0,
+            "skipped_to_keyframe": 0,
+            "frames_dropped_behind": 0,
+            "frames_dropped_gap": 0,
+        }
+
+    # -- flow control ----------------------------------------------------------------
+    def accepts(self, port: str) -> bool:
+        if port == "packets" and self._eos is not None:
+            return True  # ended: read and drop, so that capture never blocks on us
+        if port == "packets" and not self._live:
+            return not self._pending and len(self._outstanding) < self.config.window
+        return True  # live sources are always read; decode drops GOPs instead
+
+    def process(self, batch: Sequence[Received]) -> Iterable[Emit]:
+        for item in batch:
+            message = item.message
+            if isinstance(message, Ack):
+                self._acknowledge(message.seq)
+            elif self._eos is not None:
+                continue  # stopped before the source's own end arrived
+            elif isinstance(message, Packet):
+                self._decode(message, item.parts[0] if item.parts else b"")
+            elif isinstance(message, StreamStatus):
+                self._source_status(message)
+            elif isinstance(message, EndOfStream):
+                self._flush(message)
+        return list(self._send_pending())
+
+    def stop(self) -> Iterable[Emit]:
+        """End the stream here and now: the frames already decoded go on, then the
+        end of stream (reason ``stopped``); packets still queued from capture are
+        read and dropped. Decode is the stage that knows its frames arrived (track
+        acknowledges every one), so a stopping chain is ended here rather than at
+        capture: an end sent by a process that exits right after may never be read
+        (libzmq drops what a closing ipc peer had queued, zeromq/libzmq#4660), and
+        the packets queued before it would all be decoded and detected first."""
+        if self._eos is None:
+            self._flush(EndOfStream(self.stream_id, self._seq, "stopped", self._seq))
+        return list(self._send_pending())
+
+    def tick(self, now: float) -> Iterable[Emit]:
+        if not self._outstanding:
+            return list(self._send_pending())
+        if time.monotonic() - self._last_progress < self._resend_wait:
+            return ()
+        self._last_progress = time.monotonic()
+        self.counters["resent"] += len(self._outstanding)
+        # Before the first acknowledgement the stages after us may still be
+        # starting (a model loading, 30 processes importing on 2 cores): re-send, but
+        # that is no incident, and each silent try waits twice as long.
+        level = logging.WARNING if self._acknowledged else logging.INFO
+        log.log(
+            level,
+            "no acknowledgement for %.1fs: re-sending %d frames of %s from seq %d",
+            self._resend_wait,
+            len(self._outstanding),
+            self.stream_id,
+            next(iter(self._outstanding)),
+        )
+        self._resend_wait = min(2 * self._resend_wait, MAX_RESEND_WAIT_S)
+        return list(self._outstanding.values())
+
+    def _acknowledge(self, seq: int) -> None:
+        now = time.time()
+        while self._outstanding and next(iter(self._outstanding)) <= seq:
+            _, emit = self._outstanding.popitem(last=False)
+            self._last_progress = time.monotonic()
+            self._acknowledged = True
+            self._resend_wait = self.config.resend_after_s
+            if self._live and isinstance(emit.message, Frame):
+                self._adapt(now - emit.message.capture_ts)
+        if self._eos_sent and not self._outstanding:
+            self._done = True
+
+    # -- decoding --------------------------------------------------------------------
+    def _open_codec(self, packet: Packet) -> None:
+        import av
+
+        key = (packet.codec, packet.extradata)
+        if self._codec is not None and key == self._codec_key:
+            return
+        codec = av.CodecContext.create(packet.codec, "r")
+        if packet.extradata:
+            codec.extradata = packet.extradata
+        codec.thread_count = self.config.threads
+        codec.thread_type = "AUTO" if self.config.threads != 1 else "SLICE"
+        self._codec, self._codec_key = codec, key
+
+    def _after_gap(self, packet: Packet) -> bool:
+        """Live sources only: whether to skip this packet. After packets were lost
+        (capture dropped them, or a new session began) the decoder cannot continue
+        mid-GOP, so the rest of the GOP is dropped up to the next keyframe."""
+        if packet.seq != self._last_packet_seq + 1 and not self._dropping:
+            log.info(
+                "%s lost packets: dropping until the next keyframe", self.stream_id
+            )
+            self._dropping = True
+        if self._dropping and packet.keyframe:
+            self._dropping = False
+        if self._dropping:
+            self.counters["frames_dropped_gap"] += 1
+        return self._dropping
+
+    @property
+    def _window(self) -> int:
+        return self._live_limit if self._live else self.config.window
+
+    def _adapt(self, age: float) -> None:
+        """Adjust the live window from the age of a frame just acknowledged: one
+        step at a time, and only after a whole window of frames has shown the
+        effect of the previous step."""
+        self._acks_since_change += 1
+        if self._acks_since_change < self._live_limit:
+            return
+        target = self.config.live_max_age_s
+        if age > target and self._live_limit > 1:
+            self._live_limit -= 1
+        elif age < target / 2 and self._live_limit < self.config.live_window:
+            self._live_limit += 1
+        else:
+            return
+        self._acks_since_change = 0
+
+    def _latest_only(self) -> None:
+        """Live sources only: when the chain is behind, keep the newest decoded
+        frames and drop the oldest waiting ones (R10), so latency stays bounded
+        without losing whole GOPs to a short hiccup."""
+        waiting = [i for i, item in enumerate(self._pending) if isinstance(item, tuple)]
+        excess = len(self._outstanding) + len(waiting) - self._window
+        for index in reversed(waiting[: max(0, excess)]):
+            del self._pending[index]
+            self.counters["frames_dropped_behind"] += 1
+
+    def _decode(self, packet: Packet, payload: bytes | memoryview) -> None:
+        import av
+
+        self._live = packet.live
+        if packet.seq <= self._last_packet_seq:
+            if not packet.live:
+                return  # capture restarted and replays packets we already decoded
+            self._last_packet_seq, self._codec = packet.seq - 1, None  # new session
+        dropped = packet.live and self._after_gap(packet)
+        self._last_packet_seq = packet.seq
+        self._fps = packet.fps or self._fps or 25.0
+        if dropped:
+            return
+        if packet.codec == "rawvideo":
+            self._keep([self._raw_frame(packet, payload)])
+            return
+        if packet.keyframe and packet.extradata is not None:
+            self._open_codec(packet)
+        if self._codec is None:
+            if not packet.keyframe:
+                self.counters["skipped_to_keyframe"] += 1
+                return
+            self._open_codec(packet)
+        av_packet = av.Packet(bytes(payload))
+        pts_us = round(
+            (packet.pts if packet.pts is not None else packet.seq / self._fps) * 1e6
+        )
+        av_packet.pts = av_packet.dts = None if packet.pts is None else pts_us
+        av_packet.time_base = _MICROS
+        self._capture_ts[pts_us] = packet.capture_ts
+        if len(self._capture_ts) > 512:
+            self._capture_ts.pop(next(iter(self._capture_ts)))
+        try:
+            frames = self._codec.decode(av_packet)
+        except av.error.FFmpegError as e:
+            self.counters["decode_errors"] += 1
+            log.warning(
+                "decode error in %s packet %d: %s", self.stream_id, packet.seq, e
+            )
+            return
+        self._keep(frames)
+
+    def _raw_frame(self, packet: Packet, payload: bytes | memoryview) -> Any:
+        import av
+
+        pixels = np.frombuffer(payload, np.uint8).reshape(
+            packet.height, packet.width, 3
+        )
+        frame = av.VideoFrame.from_ndarray(pixels, format="bgr24")
+        frame.pts = round((packet.pts or 0.0) * 1e6)
+        frame.time_base = _MICROS
+        self._capture_ts[frame.pts] = packet.capture_ts
+        return frame
+
+    def _drain_decoder(self) -> None:
+        import av
+
+        if self._codec is not None:
+            try:
+                self._keep(self._codec.decode(None))
+            except av.error.FFmpegError as e:
+                self.counters["decode_errors"] += 1
+                log.warning("decode error flushing %s: %s", self.stream_id, e)
+
+    def _source_status(self, status: StreamStatus) -> None:
+        """A live source connected or failed: frames decoded so far go first; a new
+        connection starts a new decoder at its first keyframe."""
+        self._drain_decoder()
+        self._codec, self._codec_key, self._dropping = None, None, False
+        self._last_packet_seq = status.seq  # it took a place in the packet sequence
+        self._capture_ts.clear()
+        self._pending.append(status)
+
+    def _flush(self, eos: EndOfStream) -> None:
+        self._drain_decoder()
+        self._eos = eos
+
+    def _keep(self, frames: Iterable[Any]) -> None:
+        """Apply sampling and queue the frames that travel on."""
+        for frame in frames:
+            index = self._decoded
+            self._decoded += 1
+            if index % self.config.every_nth:
+                continue
+            pts = (
+                float(frame.pts * _MICROS)
+                if frame.pts is not None
+                else index / self._fps
+            )
+            if self.config.target_fps is not None:
+                if self._next_keep_pts is not None and pts < self._next_keep_pts - 1e-6:
+                    continue
+                step = 1.0 / self.config.target_fps
+                base = pts if self._next_keep_pts is None else self._next_keep_pts
+                self._next_keep_pts = max(base + step, pts)
+            capture_ts = self._capture_ts.pop(frame.pts, self.clock.now())
+            self._pending.append((frame, capture_ts))
+        if self._live:
+            self._latest_only()
+
+    def _effective_fps(self) -> float:
+        fps = self._fps / self.config.every_nth
+        if self.config.target_fps is not None:
+            fps = min(fps, self.config.target_fps)
+        return fps
+
+    # -- sending ---------------------------------------------------------------------
+    def _send_pending(self) -> Iterator[Emit]:
+        while self._pending and len(self._outstanding) < self._window:
+            item = self._pending.popleft()
+            if isinstance(item, StreamStatus):
+                emit = Emit("frames", msgspec.structs.replace(item, seq=self._seq))
+            else:
+                emit = self._frame_message(*item)
+            self._outstanding[self._seq] = emit
+            self._seq += 1
+            yield emit
+        if self._eos is not None and not self._eos_sent and not self._pending:
+            if len(self._outstanding) < self._window:
+                eos = EndOfStream(
+                    self.stream_id, self._seq, self._eos.reason, self._seq
+                )
+                emit = Emit("frames", eos)
+                self._outstanding[self._seq] = emit
+                self._eos_sent = True
+                yield emit
+
+    def _frame_message(self, frame: Any, capture_ts: float) -> Emit:
+        started = time.time()
+        width, height = self.config.resize or (frame.width, frame.height)
+        if self._reformatter is None:  # raw (USB) frames come without a codec
+            from av.video.reformatter import VideoReformatter
+
+            # One for the stream: frame.to_ndarray(format=...) builds a scaler and
+            # its thread pool per frame and frees them again, which was a third of
+            # this process's time in a crowd at 20 fps.
+            self._reformatter = VideoReformatter()
+        pixels = self._reformatter.reformat(
+            frame,
+            width=width,
+            height=height,
+            format="bgr24",
+            threads=self.config.threads,
+        ).to_ndarray()
+        pts = (
+            float(frame.pts * _MICROS)
+            if frame.pts is not None
+            else self._seq / self._fps
+        )
+        parts: tuple[Any, ...] = ()
+        ref = None
+        if self.ring_prefix is None:
+            parts = (memoryview(pixels.reshape(-1)),)
+        else:
+            ref = self._ring_for(pixels.nbytes).write(pixels)
+        message = Frame(
+            stream_id=self.stream_id,
+            seq=self._seq,
+            capture_ts=capture_ts,
+            pts=pts,
+            width=width,
+            height=height,
+            fps=self._effective_fps(),
+            shm=ref,
+            timings=(Timing("decode", started, time.time()),),
+            motion=self._motion.update(pixels, pts) if self._motion else True,
+        )
+        self._ages.add(capture_ts)
+        return Emit("frames", message, parts)
+
+    def _ring_for(self, nbytes: int) -> FrameRing:
+        if not self._rings or self._rings[-1].payload_bytes != nbytes:
+            name = f"{self.ring_prefix}-{self.stream_id}-{len(self._rings)}"
+            slots = max(self.config.window, self.config.live_window) + 1
+            self._rings.append(FrameRing(name, nbytes, slots))
+        return self._rings[-1]
+
+    # -- lifecycle -------------------------------------------------------------------
+    def finished(self) -> bool:
+        return self._done
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "frames": self._seq,
+            "in_flight": len(self._outstanding),
+            "window": self._window,
+            **self._ages.report("frame_age_out"),
+            **self.counters,
+            "motion_frames_gated": (
+                self._motion.frames - self._motion.opened if self._motion else 0
+            ),
+        }
+
+    def close(self) -> None:
+        for ring in self._rings:
+            ring.close()

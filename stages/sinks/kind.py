@@ -1,0 +1,133 @@
+"""The sink kinds: one process per ``sinks`` entry, each a variant of that list.
+
+A new sink kind is its config model (with a ``kind`` literal, a ``name`` and a
+``target()``), its ``EventSink`` class, and one ``sink_kind`` registration."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import zmq
+
+from pipeline.config import LoadedConfig
+from pipeline.registry import (
+    Instance,
+    PlanContext,
+    Registry,
+    Sample,
+    Slot,
+    StageKind,
+    StatsView,
+)
+from pipeline.runtime import StagePlan
+from pipeline.stage import Stage
+
+SinkFactory = Callable[[LoadedConfig, Any, list[str]], Stage]
+"""(loaded config, the sink's config entry, camera names) -> the sink stage."""
+
+POSITION = 5
+
+
+def sink_kind(config_type: type, factory: SinkFactory) -> StageKind:
+    """The stage kind of one sink config model."""
+
+    def instances(config: Any) -> list[Instance]:
+        return [
+            Instance(sink.name, sink)
+            for sink in config.sinks
+            if isinstance(sink, config_type)
+        ]
+
+    def plan(context: PlanContext, instance: Instance) -> StagePlan:
+        name = f"sink.{instance.target}"
+        endpoint = context.link(
+            "events", zmq.PULL, f"{name}.in", True, context.links["events"]
+        )
+        streams = list(context.loaded.config.cameras)
+        return StagePlan(
+            name,
+            "sink",
+            (endpoint,),
+            lambda: factory(context.loaded, instance.config, streams),
+            exit_when_finished=True,
+        )
+
+    return StageKind(
+        name="sink",
+        role="terminal",
+        position=POSITION,
+        instances=instances,
+        plan=plan,
+        endpoints=lambda config: {f"sink.{i.target}.in" for i in instances(config)},
+        variant=("sink", config_type),
+        metrics=_metrics,
+        summary=_summary,
+    )
+
+
+def _metrics(name: str, stats: StatsView, chain: StatsView) -> Iterable[Sample]:
+    sink = name.partition(".")[2]
+    received = int(stats.get("events", 0))
+    yield Sample(
+        "events", "counter", "Events received by a sink", {"sink": sink}, received
+    )
+    produced = int(chain.get("events_emitted", 0))
+    yield Sample(
+        "sink_backlog",
+        "gauge",
+        "Events produced but not yet delivered by the sink (in flight or spooled)",
+        {"sink": sink},
+        max(0, produced - received) + int(stats.get("spooled", 0)),
+    )
+
+
+def _summary(loaded: LoadedConfig, target: str, stats: StatsView) -> list[str]:
+    sink = next(s for s in loaded.config.sinks if s.name == target)
+    line = f"  sink {target}: {stats.get('events', 0)} events -> {sink.target()}"
+    if stats.get("spooled"):
+        line += f" ({stats['spooled']} not yet delivered, kept in the spool)"
+    return [line]
+
+
+def _sqlite(_loaded: LoadedConfig, config: Any, streams: list[str]) -> Stage:
+    from stages.sinks.sqlite import SqliteSink
+
+    return SqliteSink(config, streams)
+
+
+def _jsonl(_loaded: LoadedConfig, config: Any, streams: list[str]) -> Stage:
+    from stages.sinks.jsonl import JsonlSink
+
+    return JsonlSink(config, streams)
+
+
+def _webhook(_loaded: LoadedConfig, config: Any, streams: list[str]) -> Stage:
+    from stages.sinks.webhook import WebhookSink
+
+    return WebhookSink(config, streams)
+
+
+def _mqtt(loaded: LoadedConfig, config: Any, streams: list[str]) -> Stage:
+    from stages.sinks.mqtt import MqttSink
+
+    rules = {
+        camera: [(rule.name, rule.kind) for rule in cam.rules]
+        for camera, cam in loaded.config.cameras.items()
+    }
+    return MqttSink(config, streams, rules)
+
+
+def register(registry: Registry) -> None:
+    from stages.sinks.jsonl import JsonlSinkConfig
+    from stages.sinks.mqtt import MqttSinkConfig
+    from stages.sinks.sqlite import SqliteSinkConfig
+    from stages.sinks.webhook import WebhookSinkConfig
+
+    registry.add_slot(
+        Slot("sink", "root", "sinks", "Where events go.", many=True, min_length=1)
+    )
+    registry.register(sink_kind(SqliteSinkConfig, _sqlite))
+    registry.register(sink_kind(JsonlSinkConfig, _jsonl))
+    registry.register(sink_kind(MqttSinkConfig, _mqtt))
+    registry.register(sink_kind(WebhookSinkConfig, _webhook))

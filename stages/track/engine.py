@@ -1,0 +1,254 @@
+"""The rule engine of one camera: rule states in, tracked detections and their frame
+in, events and the annotation overlay out. It touches no pixels, sockets or clocks,
+so the same frames always give the same events.
+
+Besides the rules it keeps what events report of a track across frames: its mean
+confidence (the low-confidence flag) and the crop classifier's votes (its label),
+and the running totals and counts the summary and the overlay show.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from pipeline.detections import Detections
+from pipeline.messages import (
+    EndOfStream,
+    Event,
+    Frame,
+    Overlay,
+    OverlayLine,
+    StreamStatus,
+    event_id,
+)
+from stages.track.aggregate import IntervalCounts
+from stages.track.rules.base import Rule, RuleBase
+
+
+@dataclass(slots=True)
+class TrackInfo:
+    """What the engine remembers of a track besides the tracker's own state."""
+
+    confidence_sum: float = 0.0
+    frames: int = 0
+    seen: float = 0.0
+    label_votes: dict[int, float] = field(default_factory=dict)  # label -> scores
+
+    @property
+    def label(self) -> int:
+        """The classifier label with the most score over the track, or -1."""
+        if not self.label_votes:
+            return -1
+        return max(self.label_votes, key=self.label_votes.__getitem__)
+
+    @property
+    def confidence(self) -> float:
+        return self.confidence_sum / self.frames if self.frames else 0.0
+
+
+class RuleEngine:
+    """Applies one camera's rules to its tracked frames, in frame order."""
+
+    def __init__(
+        self,
+        stream_id: str,
+        rules: Sequence[RuleBase],
+        rule_types: Mapping[type, type[Rule]],
+        lost_track_s: float,
+        aggregate_s: float | None = None,
+        snapshot_path: Callable[[int], str] | None = None,
+    ) -> None:
+        """``rule_types``: the rule class of each rule config model;
+        ``snapshot_path``: the snapshot file of a track, when snapshots are on."""
+        self.stream_id = stream_id
+        self.rule_types = rule_types
+        self.lost_track_s = lost_track_s
+        self.snapshot_path = snapshot_path
+        self.rules: list[RuleBase] = list(rules)
+        self.states: list[Rule] = [self._state(rule) for rule in self.rules]
+        self.names: tuple[str, ...] = ()
+        self.labels: tuple[str, ...] = ()  # the crop classifier's
+        self._rule_classes: list[np.ndarray | None] = []
+        self.aggregate = IntervalCounts(aggregate_s) if aggregate_s else None
+        self.totals: dict[tuple[str, str], int] = defaultdict(int)
+        self.counts: dict[str, int] = defaultdict(int)
+        self.tracks: dict[int, TrackInfo] = {}
+        self.ended: list[int] = []  # the tracks the last frame ended
+
+    def _state(self, rule: RuleBase) -> Rule:
+        return self.rule_types[type(rule)](rule, self.lost_track_s)
+
+    def replace_rules(self, rules: Sequence[RuleBase]) -> None:
+        """New rules; a rule whose settings did not change keeps its state."""
+        old = list(zip(self.rules, self.states, strict=True))
+        self.states = [
+            next((state for r, state in old if r == rule), None) or self._state(rule)
+            for rule in rules
+        ]
+        self.rules = list(rules)
+        self.resolve_classes(self.names)
+
+    def resolve_classes(self, names: tuple[str, ...]) -> None:
+        """The model's class names (they come with the first frame)."""
+        index = {name: i for i, name in enumerate(names)}
+        self.names = names
+        self._rule_classes = [
+            None
+            if rule.classes is None
+            else np.array([index[c] for c in rule.classes if c in index], np.int32)
+            for rule in self.rules
+        ]
+
+    def count(self, key: str) -> None:
+        self.counts[key] += 1
+
+    def apply(self, frame: Frame, tracked: Detections) -> list[Event]:
+        """The events of one tracked frame (``tracked.tracker_id`` set)."""
+        self._remember(tracked, frame.pts)
+        events: list[Event] = []
+        if self.aggregate is not None:
+            report = self.aggregate.roll(frame.pts)
+            if report is not None:
+                events.append(self._counts_event(frame, report))
+        track_ids = tracked.tracker_id
+        assert track_ids is not None
+        for rule, state, classes in zip(
+            self.rules, self.states, self._rule_classes, strict=True
+        ):
+            subset, ids = tracked, track_ids
+            if classes is not None and len(tracked):
+                keep = np.isin(tracked.class_id, classes)
+                subset, ids = tracked[keep], track_ids[keep]
+            anchors = subset.anchors(rule.anchor)
+            events.extend(state.evaluate(self, frame, subset, anchors, ids))
+        self.ended = self._forget(frame.pts)
+        return events
+
+    def end_tracks(self, frame: Frame) -> list[Event]:
+        """The camera went away: every track ends (zone visits exit, ``lost``)."""
+        events = []
+        for state in self.states:
+            events.extend(state.end_tracks(self, frame))
+        self.tracks.clear()
+        return events
+
+    def status_event(self, status: StreamStatus) -> Event:
+        """camera_online / camera_offline, stored like any other event."""
+        kind = f"camera_{status.state}"
+        return Event(
+            event_id=event_id(self.stream_id, "camera", kind, -1, status.seq),
+            stream_id=self.stream_id,
+            rule="camera",
+            kind=kind,
+            seq=status.seq,
+            pts=0.0,
+            capture_ts=status.ts,
+            direction=status.reason,
+            data={"reason": status.reason, "detail": status.detail},
+        )
+
+    def final_events(self, eos: EndOfStream, last_frame: Frame | None) -> list[Event]:
+        """At the end of a stream: the last, partial aggregate."""
+        if self.aggregate is None or last_frame is None:
+            return []
+        report = self.aggregate.report(partial=True)
+        if report is None:
+            return []
+        frame = msgspec.structs.replace(last_frame, seq=eos.seq)
+        return [self._counts_event(frame, report)]
+
+    def overlay(self) -> Overlay:
+        lines, zones = [], []
+        for state in self.states:
+            shape = state.overlay(self)
+            if isinstance(shape, OverlayLine):
+                lines.append(shape)
+            elif shape is not None:
+                zones.append(shape)
+        return Overlay(tuple(lines), tuple(zones))
+
+    def _remember(self, tracked: Detections, pts: float) -> None:
+        assert tracked.tracker_id is not None
+        labels = tracked.data.get("label")
+        scores = tracked.data.get("label_score")
+        for i, (track_id, confidence) in enumerate(
+            zip(tracked.tracker_id.tolist(), tracked.confidence.tolist(), strict=True)
+        ):
+            info = self.tracks.get(track_id)
+            if info is None:
+                info = self.tracks[track_id] = TrackInfo()
+            info.confidence_sum += confidence
+            info.frames += 1
+            info.seen = pts
+            if labels is not None and scores is not None and labels[i] >= 0:
+                label = int(labels[i])
+                info.label_votes[label] = info.label_votes.get(label, 0.0) + float(
+                    scores[i]
+                )
+
+    def _forget(self, pts: float) -> list[int]:
+        """Tracks unseen for longer than the tracker keeps them are over: drop what
+        the rules and the engine hold on them."""
+        horizon = pts - self.lost_track_s - 1.0
+        ended = [t for t, info in self.tracks.items() if info.seen < horizon]
+        for track_id in ended:
+            del self.tracks[track_id]
+        for state in self.states:
+            state.forget(older_than=horizon)
+        return ended
+
+    def event(
+        self,
+        frame: Frame,
+        rule: RuleBase | None,
+        kind: str,
+        *,
+        track_id: int = -1,
+        class_id: int = -1,
+        direction: str = "",
+        value: float = 0.0,
+        data: dict[str, Any] | None = None,
+    ) -> Event:
+        """One event of this frame; events of a track carry its confidence, the
+        low-confidence flag, its label and its snapshot path."""
+        rule_name = rule.name if rule is not None else "aggregate"
+        confidence, low, snapshot = 0.0, False, ""
+        info = self.tracks.get(track_id) if track_id >= 0 else None
+        if info is not None:
+            confidence = round(info.confidence, 4)
+            low = rule is not None and confidence < rule.low_confidence_below
+            if info.label >= 0 and info.label < len(self.labels):
+                data = {**(data or {}), "label": self.labels[info.label]}
+        if track_id >= 0 and self.snapshot_path is not None:
+            snapshot = self.snapshot_path(track_id)
+        return Event(
+            event_id=event_id(self.stream_id, rule_name, kind, track_id, frame.seq),
+            stream_id=self.stream_id,
+            rule=rule_name,
+            kind=kind,
+            seq=frame.seq,
+            pts=frame.pts,
+            capture_ts=frame.capture_ts,
+            track_id=track_id,
+            class_id=class_id,
+            class_name=self.names[class_id] if class_id >= 0 else "",
+            direction=direction,
+            value=value,
+            data=data or {},
+            confidence=confidence,
+            low_confidence=low,
+            snapshot=snapshot,
+        )
+
+    def _counts_event(self, frame: Frame, report: dict[str, Any]) -> Event:
+        lines = report["lines"].values()
+        total = sum(
+            n for by in lines for counts in by.values() for n in counts.values()
+        )
+        return self.event(frame, None, "counts", value=float(total), data=report)

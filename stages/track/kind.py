@@ -1,0 +1,239 @@
+"""The track kind: one process per camera, and the rule kinds its config holds."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Annotated, Any
+
+import zmq
+from pydantic import Field
+
+from pipeline.config import ResolveContext, load_config
+from pipeline.errors import ConfigError
+from pipeline.metrics import frame_age_samples
+from pipeline.registry import (
+    Instance,
+    PlanContext,
+    Registry,
+    Sample,
+    Section,
+    Slot,
+    StageKind,
+    StatsView,
+)
+from pipeline.runtime import StagePlan
+from pipeline.transport import LinkOptions
+from stages.track.privacy import PrivacyConfig
+from stages.track.rules import BUILTIN_RULES, RuleBase
+from stages.track.snapshots import SnapshotConfig
+from stages.track.tracking import TrackerConfig
+
+ANNOTATE_LINK = LinkOptions(hwm=2, linger_ms=0)
+"""The lossy link to the annotate stage: two frames queued at most."""
+
+
+def _instances(config: Any) -> list[Instance]:
+    return [Instance(name, camera) for name, camera in config.cameras.items()]
+
+
+def _reload_rules(context: PlanContext, camera: str) -> list[RuleBase]:
+    """The rules of one camera, read again from the config file (SIGHUP).
+
+    Raises:
+        ConfigError: the edited file is invalid (the caller keeps its rules).
+    """
+    loaded = context.loaded
+    cameras = load_config(loaded.path, loaded.registry).config.cameras
+    if camera not in cameras:
+        raise ConfigError(
+            f"camera {camera!r} is no longer in {loaded.path}; restart to remove it"
+        )
+    return list(cameras[camera].rules)
+
+
+def _plan(context: PlanContext, instance: Instance) -> StagePlan:
+    loaded = context.loaded
+    config = loaded.config
+    camera_name, camera = instance.target, instance.config
+    name = f"track.{camera_name}"
+    links = context.links
+    endpoints = [
+        context.link("detections", zmq.PULL, f"{name}.in", True, links["frames"]),
+        context.link(
+            "acks", zmq.PUSH, f"decode.{camera_name}.acks", False, links["events"]
+        ),
+    ]
+    endpoints += [
+        context.link("events", zmq.PUSH, f"{p.name}.in", False, links["events"])
+        for p in loaded.registry.processes(config)
+        if p.kind.role == "terminal"
+    ]
+    if camera.annotate:
+        endpoints.append(
+            context.link(
+                "annotate", zmq.PUSH, f"annotate.{camera_name}.in", False, ANNOTATE_LINK
+            )
+        )
+    kinds = loaded.registry.implementations("rule")
+
+    def build() -> Any:
+        from stages.track.stage import TrackStage
+
+        return TrackStage(
+            camera_name,
+            config.tracker,
+            camera.rules,
+            lambda: _reload_rules(context, camera_name),
+            snapshots=camera.snapshots,
+            aggregate_s=camera.aggregate_s,
+            annotate=camera.annotate is not None,
+            privacy=camera.privacy,
+            kinds=kinds,
+        )
+
+    return StagePlan(
+        name, "track", tuple(endpoints), build, lossy_ports=frozenset({"annotate"})
+    )
+
+
+def _resolve(context: ResolveContext) -> None:
+    """Class names in rules and privacy, and mask-overlap zones, against the model
+    the detect kind resolved.
+
+    Raises:
+        ConfigError: an unknown class, or mask overlap without a segmentation model.
+    """
+    from stages.detect.kind import unknown_classes
+
+    model = context.resolved.get("detect")
+    if model is None:
+        return
+    problems = []
+    wanted: list[tuple[tuple[Any, ...], list[str]]] = []
+    for camera, cam in context.config.cameras.items():
+        if cam.privacy is not None:
+            wanted.append(
+                (("cameras", camera, "privacy", "classes"), cam.privacy.classes)
+            )
+        for i, rule in enumerate(cam.rules):
+            if getattr(rule, "min_mask_overlap", None) and model.task != "segment":
+                problems.append(
+                    context.problem(
+                        ("cameras", camera, "rules", i, "min_mask_overlap"),
+                        f"needs a segmentation model; {model.model_path.name} is a "
+                        f"{model.task} model (use e.g. yolo11n-seg)",
+                    )
+                )
+            if rule.classes:
+                wanted.append(
+                    (("cameras", camera, "rules", i, "classes"), rule.classes)
+                )
+    problems += unknown_classes(context, model.class_names, wanted)
+    if problems:
+        raise ConfigError(problems[0], problems)
+
+
+def _metrics(name: str, stats: StatsView, _chain: StatsView) -> Iterable[Sample]:
+    camera = name.partition(".")[2]
+    yield Sample(
+        "frames",
+        "counter",
+        "Frames out of decode / through detect and track",
+        {"stage": "track", "camera": camera},
+        stats.get("frames", 0),
+    )
+    yield Sample(
+        "fps",
+        "gauge",
+        "Frames per second tracked",
+        {"camera": camera},
+        stats.get("fps", 0.0),
+    )
+    yield from frame_age_samples(stats, camera, "track", "frame_age")
+    yield Sample(
+        "frames_dropped",
+        "counter",
+        "Frames dropped, by reason",
+        {"camera": camera, "reason": "annotate"},
+        stats.get("dropped.annotate", 0),
+    )
+    if stats.get("latency"):
+        yield Sample(
+            "end_to_end_seconds",
+            "histogram",
+            "Capture to tracked-and-evaluated time",
+            {"camera": camera},
+            stats["latency"],
+        )
+
+
+def _summary(_loaded: Any, target: str, stats: StatsView) -> list[str]:
+    lines = [
+        f"  camera {target}: {stats.get('frames', 0)} frames at "
+        f"{stats.get('fps', 0.0):.1f} fps, frame age p50 "
+        f"{1000 * stats.get('frame_age_p50_s', 0.0):.0f} ms, p99 "
+        f"{1000 * stats.get('frame_age_p99_s', 0.0):.0f} ms"
+    ]
+    counts = stats.get("counts", {})
+    for key in sorted(counts):
+        rule, *what = key.split("/")  # rule/class/direction or rule/event kind
+        lines.append(f"    {rule:<16} {' '.join(what):<17} {counts[key]:>6}")
+    if not counts:
+        lines.append("    no line crossings")
+    return lines
+
+
+def _sections() -> Sequence[Section]:
+    return (
+        Section(
+            "root", "tracker", TrackerConfig, "Tracker.", default_factory=TrackerConfig
+        ),
+        Section(
+            "camera",
+            "aggregate_s",
+            Annotated[float, Field(ge=1)] | None,
+            "Emit a counts event per interval of this many seconds (at least 1).",
+            default=None,
+        ),
+        Section(
+            "camera",
+            "snapshots",
+            SnapshotConfig | None,
+            "Best crop per track as JPEG, path in its events.",
+            default=None,
+        ),
+        Section(
+            "camera",
+            "privacy",
+            PrivacyConfig | None,
+            "Hide people (or other classes) in annotated output and snapshots.",
+            default=None,
+        ),
+    )
+
+
+KIND = StageKind(
+    name="track",
+    role="transform",
+    position=3,
+    instances=_instances,
+    plan=_plan,
+    endpoints=lambda config: {f"track.{c}.in" for c in config.cameras},
+    sections=tuple(_sections()),
+    reloads=True,
+    progress="done",
+    resolve=_resolve,
+    metrics=_metrics,
+    summary=_summary,
+)
+
+
+def register(registry: Registry) -> None:
+    registry.add_slot(
+        Slot(
+            "rule", "camera", "rules", "Analytics rules.", many=True, default_empty=True
+        )
+    )
+    for rule in BUILTIN_RULES:
+        registry.add_variant("rule", rule.config_type, rule)
+    registry.register(KIND)

@@ -1,0 +1,143 @@
+"""Media taps of one camera: what the track stage does with a frame's pixels besides
+counting — privacy redaction, each track's best crop (snapshots) and the tracked
+frame handed to the annotate stage.
+
+All of it runs before the frame is acknowledged: the shared-memory slot the pixels
+sit in is reused by decode once it is.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from pipeline.detections import Detections
+from pipeline.errors import SlotOverwrittenError
+from pipeline.messages import Detected, Overlay
+from pipeline.shm import RingReader
+from pipeline.stage import Emit
+from stages.track.privacy import PrivacyConfig, redact
+from stages.track.snapshots import SnapshotConfig, SnapshotStore
+
+log = logging.getLogger(__name__)
+
+
+class MediaTaps:
+    def __init__(
+        self,
+        stream_id: str,
+        snapshots: SnapshotConfig | None = None,
+        annotate: bool = False,
+        privacy: PrivacyConfig | None = None,
+    ) -> None:
+        """``annotate``: emit tracked frames with pixels on the ``annotate`` port.
+        ``privacy``: hide these classes in those frames and in snapshots."""
+        self.stream_id = stream_id
+        self.snapshot_config = snapshots
+        self.annotate = annotate
+        self.privacy = privacy
+        self.snapshots: SnapshotStore | None = None
+        self._private_classes = np.empty(0, np.int32)
+        self._reader = RingReader()
+        self.counters: dict[str, int] = defaultdict(int)
+
+    @property
+    def wants_pixels(self) -> bool:
+        return self.snapshots is not None or self.annotate
+
+    def setup(self) -> None:
+        if self.snapshot_config is not None:
+            self.snapshots = SnapshotStore(self.snapshot_config, self.stream_id)
+
+    def resolve_classes(self, names: tuple[str, ...]) -> None:
+        if self.privacy is None:
+            return
+        index = {name: i for i, name in enumerate(names)}
+        self._private_classes = np.array(
+            [index[c] for c in self.privacy.classes if c in index], np.int32
+        )
+
+    def pixels(
+        self, message: Detected, parts: Sequence[Any], detections: Detections
+    ) -> np.ndarray | None:
+        """The frame's pixels, redacted when privacy is on; None when they are not
+        needed or not to be had."""
+        if not self.wants_pixels:
+            return None
+        pixels = self._view(message, parts)
+        if pixels is not None and self.privacy is not None:
+            pixels = redact(pixels, detections, self._private_classes, self.privacy)
+        return pixels
+
+    def _view(self, message: Detected, parts: Sequence[Any]) -> np.ndarray | None:
+        frame = message.frame
+        shape = (frame.height, frame.width, 3)
+        try:
+            if message.pixels:
+                return np.frombuffer(parts[-1], np.uint8).reshape(shape)
+            if frame.shm is not None:
+                # decode does not reuse the slot before this frame is acknowledged
+                return self._reader.view(frame.shm, shape)
+        except (SlotOverwrittenError, ValueError) as e:
+            log.warning("no pixels for frame %d: %s", frame.seq, e)
+        self.counters["frames_without_pixels"] += 1
+        return None
+
+    def offer(self, pixels: np.ndarray | None, tracked: Detections) -> None:
+        """Keep each track's best crop so far."""
+        if self.snapshots is None or pixels is None or not len(tracked):
+            return
+        assert tracked.tracker_id is not None
+        self.snapshots.offer(
+            pixels, tracked.xyxy, tracked.confidence, tracked.tracker_id
+        )
+
+    def snapshot_path(self, track_id: int) -> str:
+        return self.snapshots.path(track_id) if self.snapshots is not None else ""
+
+    def expire(self, live: set[int]) -> None:
+        """Write and forget the snapshots of tracks no longer ``live``."""
+        if self.snapshots is not None:
+            self.snapshots.expire(live)
+
+    def annotated(
+        self,
+        message: Detected,
+        tracked: Detections,
+        pixels: np.ndarray,
+        overlay: Overlay,
+    ) -> Emit:
+        """A tracked frame for the annotate stage, pixels inline (the ring slot is
+        reused once this frame is acknowledged)."""
+        frame = msgspec.structs.replace(message.frame, shm=None)
+        header = Detected(
+            frame,
+            len(tracked),
+            message.names,
+            message.timings,
+            tracked=True,
+            pixels=True,
+            overlay=overlay,
+            masks=tracked.masks is not None,
+            labels=message.labels if "label" in tracked.data else (),
+        )
+        # redaction already made a private copy; otherwise the slot's pixels must
+        # be copied before the frame is acknowledged and the slot reused
+        own = pixels if self.privacy is not None else pixels.copy()
+        return Emit("annotate", header, [*tracked.to_parts(), own])
+
+    def stats(self) -> dict[str, int]:
+        return {
+            **self.counters,
+            "snapshots_written": self.snapshots.written if self.snapshots else 0,
+            "snapshots_failed": self.snapshots.failed if self.snapshots else 0,
+        }
+
+    def close(self) -> None:
+        self.expire(set())
+        self._reader.close()

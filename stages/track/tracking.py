@@ -1,0 +1,123 @@
+"""Tracking for one camera: frames in strict sequence, ByteTrack over their
+detections, ids unique across outages, and an acknowledgement per frame.
+
+A frame that arrives ahead of a gap is left for decode to re-send, and one already
+applied is ignored, so tracker state and events are the same whether or not an
+upstream stage was restarted mid-run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import replace
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+from pydantic import Field
+
+from pipeline.configtypes import StrictModel
+from pipeline.detections import Detections
+from pipeline.messages import Ack, Detected, EndOfStream, Message, StreamStatus
+
+if TYPE_CHECKING:
+    from stages.track.bytetrack import ByteTrack
+
+log = logging.getLogger(__name__)
+
+
+class TrackerConfig(StrictModel):
+    kind: Literal["bytetrack"] = Field(
+        default="bytetrack", description="Tracker algorithm."
+    )
+    lost_track_s: float = Field(
+        default=1.0, gt=0, description="Keep a lost track this many seconds."
+    )
+    activation_threshold: float = Field(
+        default=0.25, gt=0, lt=1, description="Minimum confidence that starts a track."
+    )
+    high_confidence: float = Field(
+        default=0.5, gt=0, lt=1, description="First-stage association threshold."
+    )
+    min_consecutive_frames: int = Field(
+        default=2, ge=1, description="Frames before a new track gets an id."
+    )
+    match_iou: float = Field(
+        default=0.1, gt=0, lt=1, description="Minimum IoU to match."
+    )
+
+
+def make_tracker(config: TrackerConfig, fps: float) -> ByteTrack:
+    """A camera's tracker for a stream at ``fps`` (the lost budget is in seconds,
+    so it means the same at any frame rate). Shared with the tracker benchmark and
+    its parity tests."""
+    from stages.track.bytetrack import ByteTrack, lost_frames_budget
+
+    return ByteTrack(
+        max_lost_frames=lost_frames_budget(config.lost_track_s, fps),
+        activation_threshold=config.activation_threshold,
+        high_confidence=config.high_confidence,
+        min_consecutive_frames=config.min_consecutive_frames,
+        match_iou=config.match_iou,
+    )
+
+
+class Tracking:
+    """Sequence order, the tracker and its id offsets, and acknowledgements."""
+
+    def __init__(self, stream_id: str, config: TrackerConfig) -> None:
+        self.stream_id = stream_id
+        self.config = config
+        self.next_seq = 0
+        self.counters: dict[str, int] = defaultdict(int)
+        self._tracker: ByteTrack | None = None
+        self._tracker_fps = 0.0
+        self._id_offset = 0
+        self._max_track_id = -1
+
+    def admit(self, message: Message) -> int | None:
+        """The sequence number of ``message`` if it is the next one due; None for
+        a duplicate, a frame ahead of a gap, or a message without a sequence."""
+        if isinstance(message, Detected):
+            seq = message.frame.seq
+        elif isinstance(message, EndOfStream | StreamStatus):
+            seq = message.seq
+        else:
+            return None
+        if seq < self.next_seq:
+            self.counters["duplicates"] += 1
+            return None
+        if seq > self.next_seq:
+            self.counters["out_of_order"] += 1  # decode re-sends the gap
+            return None
+        self.next_seq += 1
+        return seq
+
+    def ack(self, seq: int) -> Ack:
+        """Every frame up to ``seq`` is done: tracked, evaluated, events handed on."""
+        return Ack(self.stream_id, seq)
+
+    def track(self, detections: Detections, fps: float) -> Detections:
+        """ByteTrack over one frame's detections; rows it does not confirm are
+        dropped, the rest keep their masks and columns and get the track's id
+        (``tracker_id`` is always set, empty when nothing is tracked)."""
+        if self._tracker is None or abs(fps - self._tracker_fps) > 1e-3:
+            log.info("tracker for %s at %.2f fps", self.stream_id, fps)
+            self._tracker = make_tracker(self.config, fps)
+            self._tracker_fps = fps
+        rows, ids = self._tracker.update(detections.xyxy, detections.confidence)
+        tracked = replace(detections[rows], tracker_id=ids)
+        if tracked.tracker_id is None or not len(tracked):
+            return replace(tracked, tracker_id=np.empty(0, np.int64))
+        # a fresh tracker after an outage counts from 0 again: keep ids unique
+        tracked = replace(tracked, tracker_id=tracked.tracker_id + self._id_offset)
+        assert tracked.tracker_id is not None
+        self._max_track_id = max(self._max_track_id, int(tracked.tracker_id.max()))
+        return tracked
+
+    def reset(self) -> None:
+        """The camera went offline: nothing is carried across an outage; the next
+        tracker's ids start above every id used so far."""
+        if self._tracker is not None:
+            self._id_offset = self._max_track_id + 1
+            self._tracker = None
