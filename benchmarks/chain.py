@@ -56,8 +56,8 @@ def run_chain(
     ``sample_every_s`` seconds when given."""
     from framechain.app import load, stage_command
     from framechain.plan import stage_names, stage_roles
-    from pipeline.shm import ring_prefix
-    from pipeline.supervisor import Supervisor, remove_stale_rings
+    from pipeline.shm import remove_stale_rings, ring_prefix
+    from pipeline.supervisor import Supervisor
 
     path = tmp / "bench.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))

@@ -32,7 +32,10 @@ _ONE_RUN = """
 import json, sys, tempfile
 from pathlib import Path
 sys.path.insert(0, ".")
-from benchmarks.chain import chain_config, file_camera, run_chain
+try:
+    from benchmarks.chain import chain_config, file_camera, run_chain
+except ImportError:  # a checkout from before the benchmarks left pipeline/
+    from pipeline.benchchain import chain_config, file_camera, run_chain
 model, clip, n = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 extra = json.loads(sys.argv[4])
 with tempfile.TemporaryDirectory(prefix="framechain-ab-") as tmp:
@@ -68,6 +71,10 @@ def one_run(
     if out.returncode != 0:
         sys.exit(f"{checkout}: {out.stderr.strip()[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _cpu_of(kind: str) -> Callable[[dict], float]:
+    return lambda run: float(run["cpu_s"].get(kind, 0.0))
 
 
 def main() -> int:
@@ -120,7 +127,7 @@ def main() -> int:
     print("| measure | base | new | new / base |\n|---|---:|---:|---:|")
     measures: dict[str, Callable[[dict], float]] = {"aggregate fps": lambda r: r["fps"]}
     for kind in sorted(runs["base"][0]["cpu_s"]):
-        measures[f"{kind} CPU s"] = lambda r, k=kind: r["cpu_s"].get(k, 0.0)
+        measures[f"{kind} CPU s"] = _cpu_of(kind)
     measures["track RSS MiB"] = lambda r: r["track_rss_mb"]
     for label, pick in measures.items():
         base, new = median("base", pick), median("new", pick)

@@ -63,9 +63,9 @@ def suite_tracker(args: Any, model: Path, clip: Path) -> str:
         frames, fps = recorded_frames(recording)
     track_rss = max(s.rss_mb.get("track.bench", 0.0) for s in result.samples)
     detections = sum(len(xyxy) for xyxy, _ in frames)
-    from stages.track.stage import TrackerConfig, make_tracker
+    from stages.track.tracking import TrackerConfig, make_tracker
 
-    config = TrackerConfig()
+    tracker_config = TrackerConfig()
     times: dict[str, list[float]] = {"reference": [], "ours": []}
     agree = True
     for repeat in range(args.repeats):
@@ -73,9 +73,9 @@ def suite_tracker(args: Any, model: Path, clip: Path) -> str:
         outputs = {}
         for name in order:
             tracker = (
-                reference_tracker(config, fps)[1]
+                reference_tracker(tracker_config, fps)[1]
                 if name == "reference"
-                else make_tracker(config, fps).update
+                else make_tracker(tracker_config, fps).update
             )
             seconds, outputs[name] = _timed(tracker, frames)
             times[name].append(seconds * 1e3)

@@ -15,7 +15,7 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pipeline.errors import ConfigError, FramechainError
 
@@ -54,7 +54,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_stage(args: argparse.Namespace) -> int:
     from framechain.plan import build_plan
-    from pipeline.runtime import bootstrap, die_with, run_stage
+    from pipeline.bootstrap import bootstrap, die_with
+    from pipeline.runtime import run_stage
 
     if args.supervisor_pid is not None:  # first, so an early death also ends us
         die_with(args.supervisor_pid)
@@ -74,8 +75,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from framechain.summary import Progress, print_summary
     from pipeline.log import setup_logging
     from pipeline.observability import HealthServer
-    from pipeline.shm import ring_prefix
-    from pipeline.supervisor import Supervisor, remove_stale_rings
+    from pipeline.shm import remove_stale_rings, ring_prefix
+    from pipeline.supervisor import Supervisor
 
     loaded = _load(args.config)
     setup_logging("supervisor", loaded.config.log_level, loaded.config.log_format)
@@ -219,7 +220,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from stages.detect.models import model_directories, resolve_model
 
     source = resolve_model(args.model, model_directories(None, os.environ, Path.cwd()))
-    precision = "int8" if args.int8 else "fp16" if args.half else "fp32"
+    precision: Literal["fp32", "fp16", "int8"] = (
+        "int8" if args.int8 else "fp16" if args.half else "fp32"
+    )
     spec = CompileSpec(
         format=args.format,
         imgsz=args.imgsz,
@@ -255,9 +258,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from benchmarks.bench import run_bench
+    """The benchmarks live in their own package, imported only here; they parse
+    their own arguments."""
+    from benchmarks.bench import add_arguments, run_bench
 
-    return run_bench(args)
+    parser = argparse.ArgumentParser(prog="framechain bench")
+    add_arguments(parser)
+    return run_bench(parser.parse_args(args.bench_args))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -344,16 +351,22 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--out", help="also copy the result into this folder")
     export.set_defaults(func=cmd_export)
 
-    from benchmarks.bench import add_arguments
-
-    bench = sub.add_parser("bench", help="runtime limit vs Ultralytics vs framechain")
-    add_arguments(bench)
+    bench = sub.add_parser(
+        "bench",
+        help="runtime limit vs Ultralytics vs framechain (framechain bench --help)",
+        add_help=False,
+    )
     bench.set_defaults(func=cmd_bench)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "bench":
+        args.bench_args = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args))
     except ConfigError as e:

@@ -1,4 +1,4 @@
-"""Reconnect pacing (R1): a first retry after ``initial_s``, multiplied by ``factor``
+"""Reconnect pacing: a first retry after ``initial_s``, multiplied by ``factor``
 up to ``max_s``, each delay jittered by ±``jitter`` so that many cameras do not retry
 in step, reset once a connection has stayed healthy for ``reset_after_s``. Never more
 than one attempt per second."""

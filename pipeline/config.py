@@ -101,6 +101,9 @@ def _unique_names(model: BaseModel, keys: list[str]) -> None:
 
 
 def _unique_names_check(keys: list[str]) -> dict[str, Any]:
+    """A model validator (for ``create_model``) that the ``keys`` lists' items
+    have unique names."""
+
     def check(self: BaseModel) -> BaseModel:
         _unique_names(self, keys)
         return self
@@ -113,7 +116,7 @@ def build_models(registry: Registry) -> type[ChainBase]:
     camera_fields = _fields(
         registry, registry.sections("camera"), registry.slots("camera")
     )
-    camera: type[BaseModel] = create_model(  # type: ignore[call-overload]
+    camera: type[BaseModel] = create_model(
         "CameraConfig",
         __base__=StrictModel,
         __validators__=_unique_names_check(
@@ -139,8 +142,8 @@ def build_models(registry: Registry) -> type[ChainBase]:
             )
         return self
 
-    validators = {"_chain_checks": model_validator(mode="after")(check)}
-    model: type[ChainBase] = create_model(  # type: ignore[call-overload]
+    validators: dict[str, Any] = {"_chain_checks": model_validator(mode="after")(check)}
+    model: type[ChainBase] = create_model(
         "FramechainConfig",
         __base__=ChainBase,
         __validators__=validators,

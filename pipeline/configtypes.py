@@ -80,7 +80,7 @@ _URL_PASSWORD = re.compile(r"://[^/@\s:]*:(?P<password>[^/\s]*)@")
 
 def _no_literal_password(value: Any) -> Any:
     """Credentials come only from ${ENV} or credential files, never the YAML text,
-    which ends up in backups, tickets and version control (R18)."""
+    which ends up in backups, tickets and version control."""
     if isinstance(value, str):
         match = _URL_PASSWORD.search(value)
         if match and not match.group("password").startswith("${"):
@@ -99,7 +99,7 @@ EnvSecret = Annotated[
 
 
 def _reference_only(value: Any) -> Any:
-    """A password field must name where the secret lives, not hold it (R18)."""
+    """A password field must name where the secret lives, not hold it."""
     if isinstance(value, str) and not _ENV_REFERENCE.search(value):
         raise ValueError(
             "write the password as ${NAME} and set NAME in the environment or in "

@@ -20,7 +20,10 @@ def box_iou(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> npt.NDArray[np.float64]
     inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
     area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
     area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+    iou: npt.NDArray[np.float64] = inter / np.maximum(
+        area_a[:, None] + area_b[None, :] - inter, 1e-9
+    )
+    return iou
 
 
 def _check(name: str, array: np.ndarray, shape: tuple[int, ...]) -> None:
@@ -116,6 +119,7 @@ class Detections:
     def anchors(self, anchor: str = "bottom_center") -> npt.NDArray[np.float32]:
         """(n, 2) reference points of the boxes: ``center`` or ``bottom_center``."""
         x = (self.xyxy[:, 0] + self.xyxy[:, 2]) / 2
+        y: npt.NDArray[np.floating[Any]]
         if anchor == "center":
             y = (self.xyxy[:, 1] + self.xyxy[:, 3]) / 2
         elif anchor == "bottom_center":
@@ -131,19 +135,19 @@ class Detections:
         and ``label_score`` (float32) columns when crops were classified."""
         if not len(self):
             return []
-        parts = [
-            memoryview(np.ascontiguousarray(self.xyxy, np.float32)),
-            memoryview(np.ascontiguousarray(self.confidence, np.float32)),
-            memoryview(np.ascontiguousarray(self.class_id, np.int32)),
+        parts: list[bytes | memoryview] = [
+            np.ascontiguousarray(self.xyxy, np.float32).data,
+            np.ascontiguousarray(self.confidence, np.float32).data,
+            np.ascontiguousarray(self.class_id, np.int32).data,
         ]
         if self.tracker_id is not None:
-            parts.append(memoryview(np.ascontiguousarray(self.tracker_id, np.int64)))
+            parts.append(np.ascontiguousarray(self.tracker_id, np.int64).data)
         if self.masks is not None:
             parts += self.masks.to_parts()
         if "label" in self.data:
-            parts.append(memoryview(np.ascontiguousarray(self.data["label"], np.int32)))
+            parts.append(np.ascontiguousarray(self.data["label"], np.int32).data)
             parts.append(
-                memoryview(np.ascontiguousarray(self.data["label_score"], np.float32))
+                np.ascontiguousarray(self.data["label_score"], np.float32).data
             )
         return parts
 
@@ -151,7 +155,7 @@ class Detections:
     def from_parts(
         cls,
         count: int,
-        parts: Sequence[bytes | memoryview],
+        parts: Sequence[bytes | memoryview | bytearray],
         tracked: bool = False,
         masks: bool = False,
         labels: bool = False,

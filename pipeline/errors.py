@@ -34,10 +34,6 @@ class SourceError(FramechainError, OSError):
     """A video source could not be opened or read."""
 
 
-class SourceTimeout(SourceError, TimeoutError):
-    """A video source delivered nothing within its deadline."""
-
-
 class SlotOverwrittenError(FramechainError, LookupError):
     """A shared-memory slot was reused before its reader finished with it."""
 

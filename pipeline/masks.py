@@ -159,12 +159,14 @@ class BoxMasks:
 
     def to_parts(self) -> list[memoryview]:
         return [
-            memoryview(np.ascontiguousarray(self.boxes, np.int32)),
-            memoryview(np.ascontiguousarray(self.bits, np.uint8)),
+            np.ascontiguousarray(self.boxes, np.int32).data,
+            np.ascontiguousarray(self.bits, np.uint8).data,
         ]
 
     @classmethod
-    def from_parts(cls, count: int, parts: Sequence[bytes | memoryview]) -> BoxMasks:
+    def from_parts(
+        cls, count: int, parts: Sequence[bytes | memoryview | bytearray]
+    ) -> BoxMasks:
         """Rebuild from the two wire parts; sizes are validated."""
         boxes = np.frombuffer(parts[0], np.int32).reshape(-1, 4)
         if len(boxes) != count:

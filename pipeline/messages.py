@@ -3,12 +3,12 @@
 A message travels as ZeroMQ multipart: frame 0 is the msgpack-encoded header (one of the
 structs below, tagged by type), frames 1.. are binary parts (packet bytes, pixels,
 detection columns) sent without copying. Headers are small and validated on receipt;
-nothing is ever pickled (R11, R15).
+nothing is ever pickled.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -160,29 +160,126 @@ class Ack(msgspec.Struct, frozen=True, array_like=True, tag="ack"):
     seq: int
 
 
-class Event(msgspec.Struct, frozen=True, array_like=True, tag="event"):
-    """An analytics event (schema: ``docs/event.schema.json``). ``event_id`` is stable
-    (camera, rule, kind, track, frame seq), so a redelivered event is stored once.
-    ``confidence`` is the track's mean detection confidence (0 for events without a
-    track); ``low_confidence`` flags it below the rule's threshold; ``snapshot`` is
-    the path of the track's best crop, when snapshots are on."""
+EventKind = Literal[
+    "line_crossing",
+    "zone_occupancy",
+    "zone_enter",
+    "zone_exit",
+    "loitering",
+    "crowd_start",
+    "crowd_end",
+    "counts",
+    "camera_online",
+    "camera_offline",
+]
+"""What happened (``docs/events.md`` describes each)."""
 
-    event_id: str
-    stream_id: str
-    rule: str
-    kind: str
-    seq: int
-    pts: float
-    capture_ts: float
-    track_id: int = -1
-    class_id: int = -1
-    class_name: str = ""
-    direction: str = ""
-    value: float = 0.0
-    data: dict[str, Any] = {}
-    confidence: float = 0.0
-    low_confidence: bool = False
-    snapshot: str = ""
+
+class Event(msgspec.Struct, frozen=True, array_like=True, tag="event"):
+    """An analytics event. This struct is the one definition of an event: the
+    SQLite columns and ``docs/event.schema.json`` are generated from it
+    (``pipeline.eventschema``). ``event_id`` is stable (camera, rule, kind, track,
+    frame seq), so a redelivered event is stored once."""
+
+    event_id: Annotated[
+        str,
+        msgspec.Meta(
+            description="<camera>:<rule>:<kind>:<track_id>:<seq>; the same frame "
+            "and rule always give the same id.",
+            pattern=r"^[^:]+:[^:]+:[a-z_]+:-?[0-9]+:[0-9]+$",
+        ),
+    ]
+    stream_id: Annotated[
+        str,
+        msgspec.Meta(description="Camera name from the config."),
+    ]
+    rule: Annotated[
+        str,
+        msgspec.Meta(
+            description="Rule name; 'camera' for camera status events, "
+            "'aggregate' for counts."
+        ),
+    ]
+    kind: Annotated[
+        EventKind,
+        msgspec.Meta(description="What happened (see docs/events.md)."),
+    ]
+    seq: Annotated[
+        int,
+        msgspec.Meta(
+            description="Frame sequence number in the camera's stream where the "
+            "event was decided.",
+            ge=0,
+        ),
+    ]
+    pts: Annotated[
+        float,
+        msgspec.Meta(description="That frame's presentation time, seconds."),
+    ]
+    capture_ts: Annotated[
+        float,
+        msgspec.Meta(
+            description="Wall-clock time (Unix seconds) the frame was captured."
+        ),
+    ]
+    track_id: Annotated[
+        int,
+        msgspec.Meta(
+            description="Track id; -1 for events without a track.",
+            ge=-1,
+        ),
+    ] = -1
+    class_id: Annotated[
+        int,
+        msgspec.Meta(
+            description="Class id in the model; -1 without one.",
+            ge=-1,
+        ),
+    ] = -1
+    class_name: Annotated[
+        str,
+        msgspec.Meta(description="Class name in the model; '' without one."),
+    ] = ""
+    direction: Annotated[
+        str,
+        msgspec.Meta(
+            description="'in' / 'out' for line_crossing; the reason for camera_* "
+            "events; '' otherwise."
+        ),
+    ] = ""
+    value: Annotated[
+        float,
+        msgspec.Meta(
+            description="line_crossing: 1; zone_occupancy and crowd_*: objects "
+            "counted; zone_exit and loitering: dwell seconds; counts: crossings in "
+            "the interval."
+        ),
+    ] = 0.0
+    data: Annotated[
+        dict[str, Any],
+        msgspec.Meta(description="Kind-specific details, see below."),
+    ] = {}
+    confidence: Annotated[
+        float,
+        msgspec.Meta(
+            description="The track's mean detection confidence; 0 without a track.",
+            ge=0,
+            le=1,
+        ),
+    ] = 0.0
+    low_confidence: Annotated[
+        bool,
+        msgspec.Meta(
+            description="confidence is below the rule's low_confidence_below."
+        ),
+    ] = False
+    snapshot: Annotated[
+        str,
+        msgspec.Meta(
+            description="Path of the track's best crop (JPEG) when snapshots are "
+            "on, else ''."
+        ),
+    ] = ""
 
 
 class Heartbeat(msgspec.Struct, frozen=True, array_like=True, tag="heartbeat"):

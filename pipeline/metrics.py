@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from pipeline.clock import Clock, WallClock
 from pipeline.registry import Sample
 
 
@@ -19,12 +19,18 @@ class FrameAges:
     one does not forget a stall after a fraction of a second. ``max_frames`` only
     bounds memory."""
 
-    def __init__(self, window_s: float = 10.0, max_frames: int = 4096) -> None:
+    def __init__(
+        self,
+        window_s: float = 10.0,
+        max_frames: int = 4096,
+        clock: Clock | None = None,
+    ) -> None:
         self._window_s = window_s
+        self._clock = clock or WallClock()
         self._seen: deque[tuple[float, float]] = deque(maxlen=max_frames)
 
     def add(self, capture_ts: float, now: float | None = None) -> None:
-        now = time.time() if now is None else now
+        now = self._clock.now() if now is None else now
         self._seen.append((now, now - capture_ts))
 
     def report(
@@ -33,7 +39,7 @@ class FrameAges:
         """``{prefix}_p50_s`` and ``{prefix}_p99_s`` over the window (0 before the
         first frame). The newest frame is always kept, so a stream that stopped still
         reports the age its last frame had instead of looking perfectly fresh."""
-        horizon = (time.time() if now is None else now) - self._window_s
+        horizon = (self._clock.now() if now is None else now) - self._window_s
         while len(self._seen) > 1 and self._seen[0][0] < horizon:
             self._seen.popleft()
         ages = sorted(age for _, age in self._seen)

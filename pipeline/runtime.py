@@ -4,7 +4,6 @@ signals and the exit status. The same entry point serves the supervisor and
 
 from __future__ import annotations
 
-import faulthandler
 import logging
 import math
 import os
@@ -21,7 +20,6 @@ from typing import Any
 import zmq
 
 from pipeline.errors import ConfigError, FramechainError, MessageError
-from pipeline.log import setup_logging
 from pipeline.messages import Detected, Heartbeat, Packet
 from pipeline.recording import Recorder
 from pipeline.stage import Emit, Received, Stage, drain_fd
@@ -252,6 +250,7 @@ class StageRuntime:
             if first:
                 wait = timeout_s
             else:
+                assert deadline is not None
                 wait = max(0.0, deadline - time.monotonic())
             ready = dict(self._poller(ports, first).poll(math.ceil(wait * 1000)))
             if not ready:
@@ -377,39 +376,6 @@ class StageRuntime:
             send(self.control, beat, flags=zmq.NOBLOCK)
         except zmq.Again:
             self.counters["heartbeats_dropped"] += 1
-
-
-def bootstrap(name: str, log_level: str = "INFO", log_format: str = "text") -> None:
-    """What every stage process does first: a recognisable process title, tracebacks
-    on fatal signals, logging set up once."""
-    try:
-        from setproctitle import setproctitle
-
-        setproctitle(f"framechain {name}")
-    except ImportError:  # optional nicety
-        pass
-    faulthandler.enable()
-    setup_logging(name, log_level, log_format)
-
-
-def die_with(supervisor_pid: int) -> None:
-    """Ask Linux to SIGTERM this stage when its supervisor dies, even by SIGKILL, so
-    no orphaned stage keeps a camera or a shared-memory ring, or blocks forever on a
-    dead neighbour (no-op elsewhere).
-
-    The supervisor's pid comes from its command line, not from ``getppid()`` here:
-    a stage still importing when the supervisor dies has already been handed to
-    init (or a container's subreaper), and would take that for its parent."""
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != supervisor_pid:  # it died before prctl took effect
-        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def run_stage(plan: StagePlan, control_uri: str | None) -> int:

@@ -1,6 +1,6 @@
 """systemd's notification protocol (sd_notify(3)) without libsystemd: one datagram
 per message to ``$NOTIFY_SOCKET``. Without that variable every call does nothing, so
-the same code runs under systemd, Docker or a terminal (R22)."""
+the same code runs under systemd, Docker or a terminal."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ class Notifier:
         usec = environ.get("WATCHDOG_USEC", "")
         pid = environ.get("WATCHDOG_PID", "")
         watched = usec.isdigit() and (not pid or pid == str(os.getpid()))
-        # Ping at a quarter of the deadline (systemd asks for at most half, R22), so
+        # Ping at a quarter of the deadline (systemd asks for at most half), so
         # a loaded box that delays one loop turn by a second still never trips it.
         self.watchdog_interval_s = int(usec) / 4e6 if watched else None
 

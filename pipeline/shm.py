@@ -10,6 +10,7 @@ and unlinks the file; readers only map it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import mmap
@@ -169,3 +170,15 @@ class RingReader:
 def ring_prefix(runtime_dir: Path) -> str:
     """Name prefix of one run's shared-memory rings (unique per runtime folder)."""
     return "fc-" + hashlib.sha256(str(runtime_dir).encode()).hexdigest()[:10]
+
+
+def remove_stale_rings(prefix: str) -> int:
+    """Unlink shared-memory rings a crashed producer left behind; returns how many."""
+    removed = 0
+    for path in shm_directory().glob(f"{prefix}-*"):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed += 1
+    if removed:
+        log.info("removed %d stale shared-memory rings", removed)
+    return removed

@@ -8,25 +8,13 @@ heartbeats, signals and timing, and calls the hooks below.
 from __future__ import annotations
 
 import os
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any
 
 from pipeline.messages import Message
 from pipeline.transport import Buffer
-
-
-class Clock(Protocol):
-    """Injected time source; tests pass a fake."""
-
-    def now(self) -> float: ...
-
-
-class WallClock:
-    def now(self) -> float:
-        return time.time()
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +88,6 @@ class Stage(ABC):
     ``finished()`` true makes the runtime exit the process with status 0.
     """
 
-    kind: ClassVar[str]
     max_batch: int = 1
     max_wait_s: float = 0.0
     tick_interval: float = 0.5

@@ -1,5 +1,5 @@
 """Starts every stage as its own OS process, watches exits and heartbeats, restarts
-with capped exponential backoff, and drains on SIGTERM (R5, R23, R24).
+with capped exponential backoff, and drains on SIGTERM.
 
 Following Frigate's watchdog and the zguide's pirate: exit 0 means the stage is done;
 any other exit, or a heartbeat silence longer than the limit, means restart, at most
@@ -9,7 +9,6 @@ Docker can restart it.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -244,11 +243,9 @@ class Supervisor:
             except Exception as e:  # a malformed heartbeat must not stop supervision
                 log.warning("ignored a bad control message: %s", e)
                 continue
-            child = (
-                self.children.get(message.stage)
-                if isinstance(message, Heartbeat)
-                else None
-            )
+            if not isinstance(message, Heartbeat):
+                continue
+            child = self.children.get(message.stage)
             if (
                 child is None
                 or child.process is None
@@ -373,7 +370,7 @@ class Supervisor:
 
     def _stop_all(self, control: zmq.Socket[Any], deadline: float) -> None:
         """SIGTERM every live stage, let them drain, SIGKILL what is left by
-        ``deadline`` (R5)."""
+        ``deadline``."""
         live = [c for c in self.children.values() if c.alive]
         for child in live:
             child.state = "stopping"
@@ -394,17 +391,3 @@ class Supervisor:
                 child.process.kill()
             child.exited(child.process.wait())
         self._receive(control)
-
-
-def remove_stale_rings(prefix: str) -> int:
-    """Unlink shared-memory rings a crashed producer left behind; returns how many."""
-    from pipeline.shm import shm_directory
-
-    removed = 0
-    for path in shm_directory().glob(f"{prefix}-*"):
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-            removed += 1
-    if removed:
-        log.info("removed %d stale shared-memory rings", removed)
-    return removed

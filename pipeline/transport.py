@@ -1,5 +1,5 @@
 """ZeroMQ sockets made one way: every socket gets HWM, LINGER, IMMEDIATE and a message
-size cap from one ``LinkOptions`` (R11, R13, R14, R15)."""
+size cap from one ``LinkOptions``."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ class LinkOptions:
 class CurveKeys:
     """CURVE keys (Z85 bytes) for one tcp:// socket. A binding socket is the CURVE
     server and admits only the client keys in ``allowed_dir`` (ZAP); a connecting
-    socket is a client and must know the server's public key (R16)."""
+    socket is a client and must know the server's public key."""
 
     public: bytes
     secret: bytes
@@ -57,13 +57,13 @@ class Endpoint:
 def make_socket(context: zmq.Context[Any], endpoint: Endpoint) -> zmq.Socket[Any]:
     """Create, configure and bind or connect a socket for ``endpoint``."""
     options = endpoint.options
-    sock = context.socket(endpoint.socket_type)
+    sock: zmq.Socket[Any] = context.socket(endpoint.socket_type)
     sock.setsockopt(zmq.SNDHWM, options.hwm)
     sock.setsockopt(zmq.RCVHWM, options.hwm)
     sock.setsockopt(zmq.LINGER, options.linger_ms)
     sock.setsockopt(zmq.MAXMSGSIZE, options.max_message_bytes)
     if endpoint.socket_type in (zmq.PUSH, zmq.DEALER):
-        # Queue nothing for peers that are not connected yet (R13): sends block instead,
+        # Queue nothing for peers that are not connected yet: sends block instead,
         # which is exactly the backpressure a file source wants.
         sock.setsockopt(zmq.IMMEDIATE, 1)
     if endpoint.curve is not None:

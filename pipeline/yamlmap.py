@@ -67,7 +67,7 @@ def format_problem(path: str, line: int | None, message: str) -> str:
 
 
 def pydantic_message(error: Mapping[str, Any]) -> str:
-    kind, message = error["type"], error["msg"]
+    kind, message = str(error["type"]), str(error["msg"])
     if kind == "extra_forbidden":
         return "unknown key; remove it or check its spelling"
     if kind == "missing":

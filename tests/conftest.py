@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -224,3 +228,69 @@ def short_clip(tmp_path_factory: pytest.TempPathFactory, assets: Path) -> Path:
         check=True,
     )
     return clip
+
+
+def free_port() -> int:
+    """A free port below the kernel's ephemeral range. Tests stop and restart
+    servers on their port while clients keep retrying it; a port in that range can
+    be handed to one of those clients as its source port, and a connect to it then
+    succeeds to itself (TCP self-connect) and holds the port, so the server cannot
+    come back."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for port in random.sample(range(max(1024, low - 12000), low), 200):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError(f"no free port below {low}")
+
+
+def wait_until(
+    condition: Callable[[], bool],
+    timeout: float,
+    what: str,
+    alive: Callable[[], bool] | None = None,
+) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds, or as soon
+    as ``alive`` (the thing being waited on) says it has stopped."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        assert alive is None or alive(), f"stopped early, waiting for {what}"
+        time.sleep(0.1)
+
+
+def of_kind(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [e for e in events if e["kind"] == kind]
+
+
+def children(parent: int) -> dict[int, str]:
+    """pid → process title (the argv of a stage still starting) of ``parent``'s
+    children."""
+    children = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").strip()
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(stat[1]) == parent:
+            children[int(entry.name)] = title.decode(errors="replace")
+    return children
+
+
+def stage_pid(name: str, supervisor_pid: int) -> int | None:
+    """The pid of a stage process, found by its process title and parent."""
+    titles = children(supervisor_pid).items()
+    return next((pid for pid, title in titles if title == f"framechain {name}"), None)
+
+
+def running_stage_pid(name: str, supervisor_pid: int) -> int:
+    """Like ``stage_pid``, for a stage that must be running."""
+    pid = stage_pid(name, supervisor_pid)
+    assert pid is not None, f"no stage {name} under {supervisor_pid}"
+    return pid

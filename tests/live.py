@@ -4,8 +4,6 @@ sample while it injects faults."""
 
 from __future__ import annotations
 
-import random
-import socket
 import subprocess
 import threading
 import time
@@ -15,32 +13,16 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import free_port, wait_until
 
 from framechain.app import load as load_config
 from framechain.app import stage_command
 from framechain.plan import stage_names, stage_roles
-from pipeline.shm import ring_prefix
-from pipeline.supervisor import Supervisor, remove_stale_rings
+from pipeline.shm import remove_stale_rings, ring_prefix
+from pipeline.supervisor import Supervisor
 
 HELPERS = Path(__file__).parent / "helpers"
 SYSTEM_PYTHON = "/usr/bin/python3"
-
-
-def free_port() -> int:
-    """A free port below the kernel's ephemeral range. Tests stop and restart
-    servers on their port while clients keep retrying it; a port in that range can
-    be handed to one of those clients as its source port, and a connect to it then
-    succeeds to itself (TCP self-connect) and holds the port, so the server cannot
-    come back."""
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    for port in random.sample(range(max(1024, low - 12000), low), 200):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise AssertionError(f"no free port below {low}")
 
 
 class RtspServer:
@@ -146,11 +128,7 @@ class ChainRun:
     def wait_for(
         self, condition: Callable[[], bool], timeout: float, what: str
     ) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            assert self._thread.is_alive(), "the chain stopped early"
-            time.sleep(0.1)
+        wait_until(condition, timeout, what, alive=self._thread.is_alive)
 
     def stop(self, timeout: float = 30) -> int:
         self.supervisor.stop_requested = True

@@ -17,10 +17,9 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from conftest import ASSETS, end_run, framechain, read_events, spawn_run
+from conftest import ASSETS, end_run, framechain, free_port, read_events, spawn_run
 from conftest import CROWD_LEFT_HALF as ZONE
 from conftest import CROWD_LINE as LINE
-from live import free_port
 
 LINE_RGB = (255, 215, 0)  # stages.annotate.stage.LINE_COLOUR, as RGB
 CLIP_FRAMES = 460

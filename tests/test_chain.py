@@ -13,7 +13,16 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import REPO, end_run, framechain, poll_store, read_events, spawn_run
+from conftest import (
+    REPO,
+    children,
+    end_run,
+    framechain,
+    poll_store,
+    read_events,
+    spawn_run,
+    stage_pid,
+)
 
 EVENT_FIELDS = (
     "event_id",
@@ -103,23 +112,6 @@ def test_tracker_matches_the_trackers_package_on_real_detections(
     assert assert_same_tracks(frames, fps) > 3000
 
 
-def _children(parent: int) -> dict[int, str]:
-    """pid → process title (the argv of a stage still starting) of ``parent``'s
-    children."""
-    children = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").strip()
-            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(stat[1]) == parent:
-            children[int(entry.name)] = title.decode(errors="replace")
-    return children
-
-
 def _alive(pid: int) -> bool:
     """Running, not a zombie (which an orphan becomes where init does not reap)."""
     try:
@@ -127,12 +119,6 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return stat[0] != "Z"
-
-
-def _stage_pid(name: str, supervisor_pid: int) -> int | None:
-    """The pid of a stage process, found by its process title and parent."""
-    titles = _children(supervisor_pid).items()
-    return next((pid for pid, title in titles if title == f"framechain {name}"), None)
 
 
 def _max_seq(db: Path) -> int:
@@ -154,7 +140,7 @@ def test_kill_detect_mid_run_loses_nothing(
             assert time.monotonic() < deadline, "the chain made no progress"
             assert process.poll() is None, process.communicate()[1][-3000:]
             time.sleep(0.1)
-        pid = _stage_pid("detect", process.pid)
+        pid = stage_pid("detect", process.pid)
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
         stdout, stderr = process.communicate(timeout=180)
@@ -195,7 +181,7 @@ def test_stop_ends_the_streams_and_exits_within_10_s(
         while _max_seq(tmp_path / "events.db") < 40:
             assert time.monotonic() < deadline and process.poll() is None
             time.sleep(0.1)
-        children = [_stage_pid(n, process.pid) for n in ("capture.crowd", "detect")]
+        children = [stage_pid(n, process.pid) for n in ("capture.crowd", "detect")]
         rings = set(shm_directory().glob("fc-*")) - rings_before
         assert rings, "the running chain should hold a shared-memory ring"
         started = time.monotonic()
@@ -244,23 +230,27 @@ def test_stages_exit_when_the_supervisor_is_killed(
     try:
         deadline = time.monotonic() + 60
         while (
-            len(_children(process.pid)) < stages
+            len(children(process.pid)) < stages
             if when == "starting"
             else _max_seq(tmp_path / "events.db") < 40
         ):
             assert time.monotonic() < deadline and process.poll() is None
             time.sleep(0.01)
-        children = _children(process.pid)
-        assert len(children) == stages
+        stage_pids = children(process.pid)
+        assert len(stage_pids) == stages
         os.kill(process.pid, signal.SIGKILL)
         killed = time.monotonic()
         try:  # ends when the last stage has closed its end of the output pipes
             process.communicate(timeout=30)
         except subprocess.TimeoutExpired:
-            alive = [title for pid, title in children.items() if _alive(pid)]
+            alive = [title for pid, title in stage_pids.items() if _alive(pid)]
             pytest.fail(f"stages outlived their supervisor by 30 s: {alive}")
         ended_in = time.monotonic() - killed
     finally:
         end_run(process)
-    assert not [pid for pid in children if _alive(pid)]
+    # a process closes its pipes on the way out, a moment before it is gone
+    lingering = time.monotonic() + 2.0
+    while [pid for pid in stage_pids if _alive(pid)] and time.monotonic() < lingering:
+        time.sleep(0.05)
+    assert not [stage_pids[pid] for pid in stage_pids if _alive(pid)]
     assert ended_in <= StagePlan.drain_timeout_s + 4.0  # and time to exit

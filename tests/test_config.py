@@ -1,4 +1,4 @@
-"""Config validation UX (R19): every malformed config gives one line per problem
+"""Config validation UX: every malformed config gives one line per problem
 naming the YAML path and line, exit status 2, and no traceback."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """tcp:// links between hosts: CURVE-encrypted and authenticated with keys from
 `framechain keys`. Frames flow, a peer with an unknown key is refused, and a capture
-of the traffic shows no plaintext header field (R16)."""
+of the traffic shows no plaintext header field."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import pytest
 import yaml
 import zmq
 import zmq.auth
-from conftest import ASSETS, REPO, chain_env
-from live import ChainRun, free_port
+from conftest import ASSETS, REPO, chain_env, free_port
+from live import ChainRun
 
 from pipeline.messages import Frame, encode
 

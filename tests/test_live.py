@@ -21,10 +21,10 @@ import av
 import cv2
 import numpy as np
 import pytest
-from conftest import ASSETS, REPO, chain_env, read_events
+from conftest import ASSETS, REPO, chain_env, free_port, of_kind, read_events
 from conftest import CROWD_LINE as LINE
 from conftest import CROWD_WHOLE_FRAME as WHOLE_FRAME
-from live import ChainRun, RtspServer, free_port
+from live import ChainRun, RtspServer
 
 
 def live_config(
@@ -40,10 +40,6 @@ def live_config(
 
 def frames(run: ChainRun) -> int:
     return int(run.stats("track.cam").get("frames", 0))
-
-
-def of_kind(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [e for e in events if e["kind"] == kind]
 
 
 @pytest.fixture
@@ -122,7 +118,7 @@ def test_rtsp_server_killed_five_times(
 ) -> None:
     """The server dies 5 times and comes back after 1-8 s: each time the camera goes
     offline with a reason, comes back within the backoff bound + 2 s, and no stage
-    crashes (R1, R8)."""
+    crashes."""
     config = live_config(
         tmp_path, {"kind": "rtsp", "url": rtsp.url, "backoff": {"reset_after_s": 3.0}}
     )
@@ -167,9 +163,9 @@ def test_unreachable_camera_backs_off_and_idles(
     chain: Callable[..., ChainRun], tmp_path: Path
 ) -> None:
     """A camera that never comes up: attempts at 1, 2, 4, 8 s intervals (±20 %),
-    one offline event with its reason, and the waiting capture uses < 1 % of a core
-    (R1, R7): its reader thread rings a doorbell, nothing polls a queue on a timer
-    (that cost 2-2.5 % of a core per idle camera)."""
+     one offline event with its reason, and the waiting capture uses < 1 % of a core
+    : its reader thread rings a doorbell, nothing polls a queue on a timer
+     (that cost 2-2.5 % of a core per idle camera)."""
     url = f"rtsp://127.0.0.1:{free_port()}/live"
     run = chain(live_config(tmp_path, {"kind": "rtsp", "url": url}))
     run.wait_for(
@@ -192,7 +188,7 @@ def test_unreachable_camera_backs_off_and_idles(
     assert cpu < 0.01, f"capture used {cpu:.1%} of a core while waiting"
     offline = of_kind(read_events(tmp_path / "events.db"), "camera_offline")
     assert [e["direction"] for e in offline] == ["refused"]
-    assert frames(run) == 0  # no synthetic frames during an outage (R6)
+    assert frames(run) == 0  # no synthetic frames during an outage
 
 
 def corrupt_copy(source: Path, target: Path) -> None:
@@ -223,7 +219,7 @@ def test_corrupted_stream_keeps_decoding(
     chain: Callable[..., ChainRun], tmp_path: Path, assets: Path
 ) -> None:
     """Bit flips and truncated packets over RTSP: decode errors are counted, decoding
-    goes on, and nothing downstream crashes (R4)."""
+    goes on, and nothing downstream crashes."""
     clip = tmp_path / "corrupt.mp4"
     corrupt_copy(assets / "crowd.mp4", clip)
     server = RtspServer(clip)
@@ -250,9 +246,9 @@ def test_slow_detector_keeps_frame_age_bounded(
     chain: Callable[..., ChainRun], tmp_path: Path, long_clip: Path
 ) -> None:
     """Detection slower than the camera for 50 s (imgsz 1280 on 2 cores, about
-    half the camera's 24 fps): frame age p99 stays under R10's 1 s with no upward
+    half the camera's 24 fps): frame age p99 stays under the 1 s bound with no upward
     trend (decode narrows its live window), and the frames left behind are counted
-    as drops (R10)."""
+    as drops."""
     server = RtspServer(long_clip)
     server.start()
     try:
@@ -282,7 +278,7 @@ def test_slow_detector_keeps_frame_age_bounded(
         if "window" in s.get("decode.cam", {})
     ]
     worst = max(ages, key=lambda sample: sample[1])
-    assert worst[1] <= 1.0, (worst, ages)  # R10
+    assert worst[1] <= 1.0, (worst, ages)  # the live-latency bound
     assert min(windows) < 8, "the live window never adapted"
     assert late <= early * 1.25 + 0.1, (early, late)
     processed = track["frames"] / RUN_S
@@ -368,7 +364,7 @@ def _run_cli(config: Path, env: dict[str, str], seconds: float) -> str:
 def test_credentials_never_leak(tmp_path: Path, assets: Path) -> None:
     """A credentialed RTSP URL (password from ${ENV}, with @ : / in it): the right
     password streams, a wrong one gives an auth_failed offline event, and neither
-    password appears in any log line, event, or stage statistic (R17, R18)."""
+    password appears in any log line, event, or stage statistic."""
     import yaml
 
     server = RtspServer(assets / "crowd.mp4", "admin", PASSWORD)
@@ -483,7 +479,7 @@ def test_stalled_server_goes_offline_then_recovers(
     chain: Callable[..., ChainRun], tmp_path: Path, rtsp: RtspServer
 ) -> None:
     """SIGSTOP of the server: the camera is offline (stalled) within stall_timeout
-    + 2 s; SIGCONT: it reconnects (R2)."""
+    + 2 s; SIGCONT: it reconnects."""
     config = live_config(
         tmp_path, {"kind": "rtsp", "url": rtsp.url, "stall_timeout_s": 4}
     )
@@ -529,7 +525,7 @@ def test_silent_server_times_out(
     chain: Callable[..., ChainRun], tmp_path: Path
 ) -> None:
     """A server that accepts and never answers: the capture reports a timeout within
-    the open deadline + 5 s instead of hanging (R3)."""
+    the open deadline + 5 s instead of hanging."""
     server, port = _silent_listener()
     try:
         source = {
@@ -607,7 +603,7 @@ def test_unreachable_camera_does_not_hold_up_the_other(
     chain: Callable[..., ChainRun], tmp_path: Path, rtsp: RtspServer
 ) -> None:
     """Two cameras, one unreachable: the reachable one delivers tracked frames within
-    5 s of coming online, and each camera's status is its own (R7)."""
+    5 s of coming online, and each camera's status is its own."""
     config = live_config(tmp_path, {"kind": "rtsp", "url": rtsp.url})
     dead = f"rtsp://127.0.0.1:{free_port()}/live"
     config["cameras"]["dead"] = {"source": {"kind": "rtsp", "url": dead}}

@@ -15,7 +15,7 @@ import cv2
 import jsonschema
 import pytest
 import yaml
-from conftest import REPO, end_run, poll_store, read_events, spawn_run
+from conftest import REPO, end_run, of_kind, poll_store, read_events, spawn_run
 from scenes import FPS, HEIGHT, WIDTH, Route, person_crops, render
 
 FRAMES = 150  # 10 s at 15 fps
@@ -131,10 +131,6 @@ def _count(tmp: Path, kind: str) -> int:
 def _last_seq(tmp: Path) -> int:
     with sqlite3.connect(tmp / "events.db") as db:
         return int(db.execute("SELECT MAX(seq) FROM events").fetchone()[0])
-
-
-def of_kind(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [e for e in events if e["kind"] == kind]
 
 
 def test_zone_enter_and_exit_at_the_right_frames(run) -> None:

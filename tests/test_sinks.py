@@ -19,10 +19,17 @@ from typing import Any, ClassVar
 import paho.mqtt.client as mqtt
 import pytest
 import yaml
-from conftest import ASSETS, end_run, framechain, poll_store, read_events, spawn_run
+from conftest import (
+    ASSETS,
+    end_run,
+    framechain,
+    free_port,
+    poll_store,
+    read_events,
+    spawn_run,
+)
 from conftest import CROWD_LEFT_HALF as ZONE
 from conftest import CROWD_LINE as LINE
-from live import free_port
 
 CROWD = {"kind": "crowd", "name": "busy", "threshold": 8, "min_duration_s": 1.0}
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from pipeline.clock import FakeClock
 from pipeline.messages import Ack, EndOfStream, Frame, Packet
 from pipeline.stage import Received
 from stages.capture.file import CaptureStage, FileSourceConfig
@@ -40,7 +41,7 @@ def drain(decode: DecodeStage, inputs: list[Received]) -> list[Frame | EndOfStre
             emits = decode.process([Received("acks", Ack("cam", last))])
         for emit in emits:
             sent.append(emit.message)
-            assert len(decode._outstanding) <= decode.config.window
+            assert decode.stats()["in_flight"] <= decode.config.window
     return sent
 
 
@@ -70,21 +71,30 @@ def test_decode_sampling_resize_and_window(assets: Path, config, frames, shape) 
 
 def test_decode_resends_unacknowledged_frames(assets: Path) -> None:
     """With no acknowledgement for resend_after_s, the frames in flight are sent
-    again, in order, with the same sequence numbers."""
+    again, in order, with the same sequence numbers; not a moment before, and each
+    silent re-send waits twice as long (a fake clock, no sleeping)."""
+    clock = FakeClock()
     decode = DecodeStage(
-        "cam", DecodeConfig(window=4, resend_after_s=0.01), ring_prefix=None
+        "cam", DecodeConfig(window=4, resend_after_s=5.0), ring_prefix=None, clock=clock
     )
     sent = []
     for item in packets(assets / "traffic.mp4")[:20]:
         if decode.accepts("packets"):
             sent += [e.message.seq for e in decode.process([item])]
     assert sent == [0, 1, 2, 3]
-    import time
-
-    time.sleep(0.02)
-    again = [e.message.seq for e in decode.tick(time.time())]
+    clock.advance(4.9)
+    assert list(decode.tick(clock.now())) == []
+    clock.advance(0.2)
+    again = [e.message.seq for e in decode.tick(clock.now())]
     assert again == [0, 1, 2, 3]
     assert decode.stats()["resent"] == 4
+    clock.advance(9.9)  # the second wait is 10 s
+    assert list(decode.tick(clock.now())) == []
+    clock.advance(0.2)
+    assert [e.message.seq for e in decode.tick(clock.now())] == [0, 1, 2, 3]
+    more = [e.message.seq for e in decode.process([Received("acks", Ack("cam", 1))])]
+    clock.advance(5.1)  # an acknowledgement resets the wait to 5 s
+    assert [e.message.seq for e in decode.tick(clock.now())] == [2, 3, *more]
     decode.close()
 
 

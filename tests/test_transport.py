@@ -136,7 +136,7 @@ def test_high_water_marks_bound_the_queue(tmp_path: Path, context) -> None:
 
 
 def test_invalid_header_is_rejected() -> None:
-    """Untrusted bytes never become a message object (R15)."""
+    """Untrusted bytes never become a message object."""
     with pytest.raises(MessageError):
         decode(b"\x93\xa3bad\x01\x02")
     assert decode(encode(Ack("cam", 7))) == Ack("cam", 7)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from fractions import Fraction
-from typing import Any, ClassVar
+from typing import Any
 
 import cv2
 import numpy as np
@@ -110,8 +110,6 @@ class Mp4Writer:
 
 
 class AnnotateStage(Stage):
-    kind: ClassVar[str] = "annotate"
-
     def __init__(self, stream_id: str, config: AnnotateConfig) -> None:
         self.stream_id = stream_id
         self.config = config

@@ -8,19 +8,19 @@ downstream queue), so a file run drops nothing and is deterministic. With
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import msgspec
 from pydantic import Field, field_validator
 
+from pipeline.clock import Clock, WallClock
 from pipeline.configtypes import EnvPath, StrictModel
 from pipeline.errors import SourceError
 from pipeline.log import redact
 from pipeline.messages import EndOfStream, Packet
-from pipeline.stage import Clock, Emit, Received, Stage, WallClock
+from pipeline.stage import Emit, Received, Stage
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,6 @@ class FileSourceConfig(StrictModel):
 
 class CaptureStage(Stage):
     """Reads one source and emits ``Packet`` messages, then ``EndOfStream``."""
-
-    kind: ClassVar[str] = "capture"
 
     def __init__(
         self, stream_id: str, source: FileSourceConfig, clock: Clock | None = None
@@ -138,9 +136,9 @@ class CaptureStage(Stage):
         if not (self.source.realtime or self.source.live) or due_s is None:
             return 0.0
         if self._start_due is None:
-            self._start_due, self._start_wall = due_s, time.monotonic()
+            self._start_due, self._start_wall = due_s, self.clock.monotonic()
         due = self._start_wall + due_s - self._start_due
-        return max(0.0, due - time.monotonic())
+        return max(0.0, due - self.clock.monotonic())
 
     def next_awake(self) -> float | None:
         return None if self._pending is None else self._wait_s(self._pending[2])

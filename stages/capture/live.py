@@ -1,12 +1,12 @@
 """Capture from live sources (RTSP, HTTP/MJPEG/HLS, USB) that survives the real world.
 
 A connection thread opens the source, reads packets into a bounded queue and, when the
-source fails, waits out a capped, jittered exponential backoff before the next attempt
-(R1). Reads have deadlines, so a stalled server counts as a failure (R2, R3). The stage
+source fails, waits out a capped, jittered exponential backoff before the next attempt.
+Reads have deadlines, so a stalled server counts as a failure. The stage
 itself never blocks: it drains the queue, sends packets without waiting (a full
 downstream queue drops the packet and counts it; decode then resumes at the next
 keyframe) and reports ``online``/``offline`` transitions in-band, with a reason, so
-they become events like any other (R6, R8).
+they become events like any other.
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
 from pipeline.backoff import Backoff
+from pipeline.clock import Clock, WallClock
 from pipeline.configtypes import EnvSecret, StrictModel
 from pipeline.log import redact
 from pipeline.messages import EndOfStream, Packet, StreamStatus
@@ -54,16 +55,16 @@ class BackoffConfig(StrictModel):
 
 class _LiveSource(StrictModel):
     open_timeout_s: float = Field(
-        default=10.0, gt=0, le=120, description="Deadline to connect (R3)."
+        default=10.0, gt=0, le=120, description="Deadline to connect."
     )
     stall_timeout_s: float = Field(
         default=10.0,
         gt=0,
         le=300,
-        description="No data this long counts as a stall (R2).",
+        description="No data this long counts as a stall.",
     )
     backoff: BackoffConfig = Field(
-        default_factory=BackoffConfig, description="Reconnect pacing (R1)."
+        default_factory=BackoffConfig, description="Reconnect pacing."
     )
 
 
@@ -99,10 +100,6 @@ class UsbSourceConfig(_LiveSource):
     height: int | None = Field(default=None, gt=0, description="Requested height.")
     fps: float | None = Field(default=None, gt=0, description="Requested frame rate.")
 
-
-LiveSourceConfig = Annotated[
-    RtspSourceConfig | HttpSourceConfig | UsbSourceConfig, Field(discriminator="kind")
-]
 
 _QUEUE_ITEMS = 256
 
@@ -187,11 +184,10 @@ class Connection(threading.Thread):
 class LiveCaptureStage(Stage):
     """Emits ``Packet``s of a live source and ``StreamStatus`` on every change."""
 
-    kind: ClassVar[str] = "capture"
-
-    def __init__(self, stream_id: str, source: Any) -> None:
+    def __init__(self, stream_id: str, source: Any, clock: Clock | None = None) -> None:
         self.stream_id = stream_id
         self.source = source
+        self.clock = clock or WallClock()
         self._items: queue.Queue[tuple[str, Any]] = queue.Queue(_QUEUE_ITEMS)
         self._doorbell = Doorbell()
         self._connection: Connection | None = None
@@ -241,7 +237,7 @@ class LiveCaptureStage(Stage):
         message = Packet(
             stream_id=self.stream_id,
             seq=self._seq,
-            capture_ts=time.time(),
+            capture_ts=self.clock.now(),
             pts=raw.pts,
             keyframe=raw.keyframe,
             codec=info.codec,
@@ -256,7 +252,9 @@ class LiveCaptureStage(Stage):
         self.counters["packets"] += 1
         return Emit("packets", message, (raw.payload,))
 
-    def _status(self, state: str, reason: str, detail: str) -> list[Emit]:
+    def _status(
+        self, state: Literal["online", "offline"], reason: str, detail: str
+    ) -> list[Emit]:
         if state == self._state:
             log.info("%s still %s (%s): %s", self.stream_id, state, reason, detail)
             return []
@@ -269,7 +267,12 @@ class LiveCaptureStage(Stage):
         else:
             log.warning("%s offline (%s): %s", self.stream_id, reason, detail)
         message = StreamStatus(
-            self.stream_id, self._seq, state, reason, time.time(), redact(detail)[:300]
+            self.stream_id,
+            self._seq,
+            state,
+            reason,
+            self.clock.now(),
+            redact(detail)[:300],
         )
         self._seq += 1
         return [Emit("packets", message)]

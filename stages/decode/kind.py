@@ -19,7 +19,8 @@ from pipeline.registry import (
 )
 from pipeline.runtime import StagePlan
 from pipeline.shm import ring_prefix
-from stages.decode.stage import DecodeConfig, DecodeStage
+from stages.decode.config import DecodeConfig
+from stages.decode.stage import DecodeStage
 
 
 def _instances(config: Any) -> list[Instance]:

@@ -1,93 +1,38 @@
 """Decode: compressed packets to BGR frames, with sampling and resize, handed on
 through shared memory (one host) or inline (tcp).
 
-Decode also owns delivery. It keeps every frame it sent until the track stage
-acknowledges it (``Ack``), never more than ``window`` at a time. That window is the
-backpressure of the whole chain, the bound on its latency, and what guarantees that a
-shared-memory slot is never reused while a frame in it is in flight. If no
-acknowledgement arrives for ``resend_after_s`` (a stage died and was restarted), the
-unacknowledged frames are sent again in order; downstream drops what it already has,
-so a restart loses nothing and duplicates nothing.
+Decode is the head of its stream's delivery protocol (``pipeline.delivery``): every
+frame it sends is held until the track stage acknowledges it, never more than a
+window at a time, and re-sent when acknowledgements stop.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from fractions import Fraction
-from typing import Any, ClassVar
+from typing import Any
 
 import msgspec
 import numpy as np
-from pydantic import Field
 
-from pipeline.configtypes import StrictModel
+from pipeline.clock import Clock, WallClock
+from pipeline.delivery import DeliveryWindow
 from pipeline.messages import Ack, EndOfStream, Frame, Packet, StreamStatus, Timing
 from pipeline.metrics import FrameAges
 from pipeline.shm import FrameRing
-from pipeline.stage import Clock, Emit, Received, Stage, WallClock
-from stages.detect.motion import MotionConfig, MotionGate
+from pipeline.stage import Emit, Received, Stage
+from pipeline.transport import Buffer
+from stages.decode.config import DecodeConfig
+from stages.detect.motion import MotionGate
 
 log = logging.getLogger(__name__)
 
 _MICROS = Fraction(1, 1_000_000)
-LIVE_START_WINDOW = 2  # frames in flight from a live source before any ack
-MAX_RESEND_WAIT_S = 60.0
-
-
-class DecodeConfig(StrictModel):
-    every_nth: int = Field(default=1, ge=1, description="Keep every Nth frame.")
-    target_fps: float | None = Field(
-        default=None,
-        gt=0,
-        description="Keep frames at about this rate (after every_nth).",
-    )
-    resize: tuple[int, int] | None = Field(
-        default=None, description="Scale frames to [width, height] before they travel."
-    )
-    motion: MotionConfig | None = Field(
-        default=None,
-        description="Motion gate: detect only frames where something moves.",
-    )
-    threads: int = Field(
-        default=1,
-        ge=0,
-        le=64,
-        description="Decoder and colour-conversion threads (0: auto).",
-    )
-    window: int = Field(
-        default=8, ge=1, le=256, description="Frames in flight before decode waits."
-    )
-    live_window: int = Field(
-        default=8,
-        ge=1,
-        le=256,
-        description="Most frames in flight from a live source; the window adapts "
-        "below this to keep frame age under live_max_age_s.",
-    )
-    live_max_age_s: float = Field(
-        default=0.6,
-        gt=0,
-        description="Target frame age for a live source (R10: p99 under 1 s). "
-        "Every frame in flight waits for the ones ahead of it, so while frames come "
-        "back older than this the window shrinks by one, and while they come back "
-        "in under half of it, it grows again.",
-    )
-    resend_after_s: float = Field(
-        default=5.0,
-        gt=0,
-        description="Re-send unacknowledged frames after this silence.",
-    )
-    shared_memory: bool = Field(
-        default=True, description="Pass pixels in shared memory on ipc:// links."
-    )
 
 
 class DecodeStage(Stage):
-    kind: ClassVar[str] = "decode"
-
     def __init__(
         self,
         stream_id: str,
@@ -107,13 +52,15 @@ class DecodeStage(Stage):
         # decoded frames (av.VideoFrame, capture time) and in-band status, in order
         self._pending: deque[tuple[Any, float] | StreamStatus] = deque()
         self._live = False
-        # adapted by frame age (R10); starts small and grows while frames come back
-        # young: starting wide put a slow detector's start-up frames 8 deep in
-        # flight, and that spike stayed in the 10 s frame-age window
-        self._live_limit = min(LIVE_START_WINDOW, config.live_window)
-        self._acks_since_change = 0
         self._dropping = False
-        self._outstanding: OrderedDict[int, Emit] = OrderedDict()
+        self._delivery = DeliveryWindow(
+            stream_id,
+            self.clock,
+            config.window,
+            config.live_window,
+            config.live_max_age_s,
+            config.resend_after_s,
+        )
         self._rings: list[FrameRing] = []
         self._seq = 0
         self._decoded = 0
@@ -122,14 +69,10 @@ class DecodeStage(Stage):
         self._eos_sent = False
         self._done = False
         self._fps = 0.0
-        self._last_progress = time.monotonic()
-        self._resend_wait = config.resend_after_s  # doubles per silent re-send
-        self._acknowledged = False
-        self._ages = FrameAges()
+        self._ages = FrameAges(clock=self.clock)
         self._motion = MotionGate(config.motion) if config.motion else None
         self.counters = {
             "decode_errors": 0,
-            "resent": 0,
             "skipped_to_keyframe": 0,
             "frames_dropped_behind": 0,
             "frames_dropped_gap": 0,
@@ -140,7 +83,7 @@ class DecodeStage(Stage):
         if port == "packets" and self._eos is not None:
             return True  # ended: read and drop, so that capture never blocks on us
         if port == "packets" and not self._live:
-            return not self._pending and len(self._outstanding) < self.config.window
+            return not self._pending and self._delivery.has_room()
         return True  # live sources are always read; decode drops GOPs instead
 
     def process(self, batch: Sequence[Received]) -> Iterable[Emit]:
@@ -171,37 +114,13 @@ class DecodeStage(Stage):
         return list(self._send_pending())
 
     def tick(self, now: float) -> Iterable[Emit]:
-        if not self._outstanding:
+        if not self._delivery.outstanding:
             return list(self._send_pending())
-        if time.monotonic() - self._last_progress < self._resend_wait:
-            return ()
-        self._last_progress = time.monotonic()
-        self.counters["resent"] += len(self._outstanding)
-        # Before the first acknowledgement the stages after us may still be
-        # starting (a model loading, 30 processes importing on 2 cores): re-send, but
-        # that is no incident, and each silent try waits twice as long.
-        level = logging.WARNING if self._acknowledged else logging.INFO
-        log.log(
-            level,
-            "no acknowledgement for %.1fs: re-sending %d frames of %s from seq %d",
-            self._resend_wait,
-            len(self._outstanding),
-            self.stream_id,
-            next(iter(self._outstanding)),
-        )
-        self._resend_wait = min(2 * self._resend_wait, MAX_RESEND_WAIT_S)
-        return list(self._outstanding.values())
+        return self._delivery.due()
 
     def _acknowledge(self, seq: int) -> None:
-        now = time.time()
-        while self._outstanding and next(iter(self._outstanding)) <= seq:
-            _, emit = self._outstanding.popitem(last=False)
-            self._last_progress = time.monotonic()
-            self._acknowledged = True
-            self._resend_wait = self.config.resend_after_s
-            if self._live and isinstance(emit.message, Frame):
-                self._adapt(now - emit.message.capture_ts)
-        if self._eos_sent and not self._outstanding:
+        self._delivery.acknowledge(seq)
+        if self._eos_sent and not self._delivery.outstanding:
             self._done = True
 
     # -- decoding --------------------------------------------------------------------
@@ -233,40 +152,20 @@ class DecodeStage(Stage):
             self.counters["frames_dropped_gap"] += 1
         return self._dropping
 
-    @property
-    def _window(self) -> int:
-        return self._live_limit if self._live else self.config.window
-
-    def _adapt(self, age: float) -> None:
-        """Adjust the live window from the age of a frame just acknowledged: one
-        step at a time, and only after a whole window of frames has shown the
-        effect of the previous step."""
-        self._acks_since_change += 1
-        if self._acks_since_change < self._live_limit:
-            return
-        target = self.config.live_max_age_s
-        if age > target and self._live_limit > 1:
-            self._live_limit -= 1
-        elif age < target / 2 and self._live_limit < self.config.live_window:
-            self._live_limit += 1
-        else:
-            return
-        self._acks_since_change = 0
-
     def _latest_only(self) -> None:
         """Live sources only: when the chain is behind, keep the newest decoded
-        frames and drop the oldest waiting ones (R10), so latency stays bounded
+        frames and drop the oldest waiting ones, so latency stays bounded
         without losing whole GOPs to a short hiccup."""
         waiting = [i for i, item in enumerate(self._pending) if isinstance(item, tuple)]
-        excess = len(self._outstanding) + len(waiting) - self._window
+        excess = len(self._delivery) + len(waiting) - self._delivery.limit
         for index in reversed(waiting[: max(0, excess)]):
             del self._pending[index]
             self.counters["frames_dropped_behind"] += 1
 
-    def _decode(self, packet: Packet, payload: bytes | memoryview) -> None:
+    def _decode(self, packet: Packet, payload: Buffer) -> None:
         import av
 
-        self._live = packet.live
+        self._live = self._delivery.live = packet.live
         if packet.seq <= self._last_packet_seq:
             if not packet.live:
                 return  # capture restarted and replays packets we already decoded
@@ -305,7 +204,7 @@ class DecodeStage(Stage):
             return
         self._keep(frames)
 
-    def _raw_frame(self, packet: Packet, payload: bytes | memoryview) -> Any:
+    def _raw_frame(self, packet: Packet, payload: Buffer) -> Any:
         import av
 
         pixels = np.frombuffer(payload, np.uint8).reshape(
@@ -371,27 +270,27 @@ class DecodeStage(Stage):
 
     # -- sending ---------------------------------------------------------------------
     def _send_pending(self) -> Iterator[Emit]:
-        while self._pending and len(self._outstanding) < self._window:
+        while self._pending and self._delivery.has_room():
             item = self._pending.popleft()
             if isinstance(item, StreamStatus):
                 emit = Emit("frames", msgspec.structs.replace(item, seq=self._seq))
             else:
                 emit = self._frame_message(*item)
-            self._outstanding[self._seq] = emit
+            self._delivery.sent(self._seq, emit)
             self._seq += 1
             yield emit
         if self._eos is not None and not self._eos_sent and not self._pending:
-            if len(self._outstanding) < self._window:
+            if self._delivery.has_room():
                 eos = EndOfStream(
                     self.stream_id, self._seq, self._eos.reason, self._seq
                 )
                 emit = Emit("frames", eos)
-                self._outstanding[self._seq] = emit
+                self._delivery.sent(self._seq, emit)
                 self._eos_sent = True
                 yield emit
 
     def _frame_message(self, frame: Any, capture_ts: float) -> Emit:
-        started = time.time()
+        started = self.clock.now()
         width, height = self.config.resize or (frame.width, frame.height)
         if self._reformatter is None:  # raw (USB) frames come without a codec
             from av.video.reformatter import VideoReformatter
@@ -427,7 +326,7 @@ class DecodeStage(Stage):
             height=height,
             fps=self._effective_fps(),
             shm=ref,
-            timings=(Timing("decode", started, time.time()),),
+            timings=(Timing("decode", started, self.clock.now()),),
             motion=self._motion.update(pixels, pts) if self._motion else True,
         )
         self._ages.add(capture_ts)
@@ -447,8 +346,9 @@ class DecodeStage(Stage):
     def stats(self) -> dict[str, Any]:
         return {
             "frames": self._seq,
-            "in_flight": len(self._outstanding),
-            "window": self._window,
+            "in_flight": len(self._delivery),
+            "window": self._delivery.limit,
+            "resent": self._delivery.resent,
             **self._ages.report("frame_age_out"),
             **self.counters,
             "motion_frames_gated": (

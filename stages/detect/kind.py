@@ -94,8 +94,8 @@ def _resolve(context: ResolveContext) -> ResolvedModel:
                 (("cameras", camera, "detect", "classes"), cam.detect.classes)
             )
         if isinstance(cam.detect.confidence, dict):
-            path = ("cameras", camera, "detect", "confidence")
-            wanted.append((path, list(cam.detect.confidence)))
+            confidence = ("cameras", camera, "detect", "confidence")
+            wanted.append((confidence, list(cam.detect.confidence)))
     problems = unknown_classes(context, info.names, wanted)
     if problems:
         raise ConfigError(problems[0], problems)

@@ -11,12 +11,13 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
+from pipeline.clock import Clock, WallClock
 from pipeline.detections import Detections
-from pipeline.errors import ModelFormatError, SlotOverwrittenError
+from pipeline.errors import SlotOverwrittenError
 from pipeline.messages import Detected, EndOfStream, Frame, StreamStatus, Timing
 from pipeline.metrics import FrameAges, Histogram
 from pipeline.shm import RingReader
@@ -42,8 +43,6 @@ class _Batch:
 
 
 class DetectStage(Stage):
-    kind: ClassVar[str] = "detect"
-
     def __init__(
         self,
         config: DetectorConfig,
@@ -51,11 +50,13 @@ class DetectStage(Stage):
         cameras: dict[str, CameraDetectConfig],
         pixels_for: set[str] | None = None,
         classifier_path: Path | None = None,
+        clock: Clock | None = None,
     ) -> None:
         """``pixels_for``: cameras whose track stage needs the pixels (snapshots,
         annotation); forwarded inline when they are not in shared memory.
         ``classifier_path``: the crop classifier's model (``config.classifier``)."""
         self.config = config
+        self.clock = clock or WallClock()
         self.pixels_for = pixels_for or set()
         self.model_path = model_path
         self.classifier_path = classifier_path
@@ -80,22 +81,14 @@ class DetectStage(Stage):
         self._model: Any = None
         self.counters: dict[str, Any] = defaultdict(int)
         self._infer_s = 0.0
-        self._ages = FrameAges()
+        self._ages = FrameAges(clock=self.clock)
         self._inference = Histogram()
 
     def setup(self) -> None:
+        from stages.detect.loading import load_models
+
         cfg = self.config
-        path = self._compiled() if cfg.compile else self.model_path
-        try:
-            models = self._load(path)
-        except ModelFormatError:
-            if not cfg.compile:
-                raise
-            # verified by checksum, yet refused by the runtime (a driver update
-            # the key cannot see): rebuild once rather than fail the camera
-            log.warning("cached %s refused by its runtime; rebuilding", path.name)
-            path = self._compiled(invalidate=path)
-            models = self._load(path)
+        models, self.max_batch = load_models(cfg, self.model_path)
         self._model = models[0]  # names, task and letterbox: the same for all
         for model in models:
             self._idle_models.put(model)
@@ -119,54 +112,6 @@ class DetectStage(Stage):
             stream: CameraFilter(cfg, self._model.names, self.config.confidence)
             for stream, cfg in self.cameras.items()
         }
-
-    def _load(self, path: Path) -> list[Any]:
-        """One warmed-up copy of the model per inference stream."""
-        from stages.detect.backends import (
-            inference_batch,
-            inference_streams,
-            load_backend,
-            threads_per_stream,
-        )
-
-        cfg = self.config
-        streams = cfg.streams or inference_streams(path, cfg.device, cfg.threads)
-        threads = threads_per_stream(cfg.threads, streams)
-        self.max_batch = cfg.max_batch or inference_batch(path, cfg.device, streams)
-        models = []
-        for _ in range(streams):
-            model = load_backend(path, cfg.imgsz, threads, cfg.device, cfg.half)
-            model.warm_up()
-            models.append(model)
-        log.info(
-            "%s on %s: %d stream(s) of %d thread(s), batches of up to %d",
-            path.name,
-            models[0].runtime,
-            streams,
-            threads,
-            self.max_batch,
-        )
-        return models
-
-    def _compiled(self, invalidate: Path | None = None) -> Path:
-        from stages.detect.backends import DEFAULT_MAX_BATCH
-        from stages.detect.export import compile_model
-        from stages.detect.modelcache import CompileSpec, ModelCache, default_cache_dir
-
-        cfg = self.config
-        assert cfg.compile is not None
-        cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
-        if invalidate is not None:
-            ModelCache(cache).invalidate(invalidate)
-        spec = CompileSpec(
-            format=cfg.compile,
-            imgsz=cfg.imgsz,
-            batch=cfg.max_batch or DEFAULT_MAX_BATCH,
-            precision=cfg.precision,
-            calibration=str(cfg.calibration) if cfg.calibration else None,
-        )
-        entry, _ = compile_model(self.model_path, spec, cache, cfg.max_drift)
-        return entry.path
 
     def _pixels(self, frame: Frame, parts: Sequence[Any]) -> np.ndarray:
         shape = (frame.height, frame.width, 3)
@@ -206,7 +151,7 @@ class DetectStage(Stage):
 
     def _prepare(self, batch: Sequence[Received]) -> _Batch:
         """Sort the batch, letterbox its frames and queue their inference."""
-        prepared = _Batch(time.time())
+        prepared = _Batch(self.clock.now())
         for item in batch:
             message = item.message
             if isinstance(message, EndOfStream | StreamStatus):
@@ -331,7 +276,7 @@ class DetectStage(Stage):
                 detected.append((frame, detections, pixels))
         if self._classifier is not None:
             detected = self._classify(detected)
-        finished = time.time()
+        finished = self.clock.now()
         out = prepared.other + self._emit_in_order(
             detected, prepared.gated, prepared.started, finished
         )
@@ -420,7 +365,7 @@ class DetectStage(Stage):
         )
         parts = detections.to_parts()
         if pixels is not None:
-            parts.append(memoryview(pixels).cast("B"))
+            parts.append(pixels.data.cast("B"))
         return Emit(f"track.{frame.stream_id}", message, parts)
 
     def finished(self) -> bool:

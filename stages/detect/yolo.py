@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import cast
 
 import cv2
 import numpy as np
@@ -84,8 +85,11 @@ def preprocess(
     batch = np.full((len(images), input_h, input_w, 3), PAD_VALUE, np.uint8)
     for i, (image, box) in enumerate(zip(images, boxes, strict=True)):
         if (box.new_h, box.new_w) != image.shape[:2]:
-            image = cv2.resize(
-                image, (box.new_w, box.new_h), interpolation=cv2.INTER_LINEAR
+            image = cast(
+                npt.NDArray[np.uint8],
+                cv2.resize(
+                    image, (box.new_w, box.new_h), interpolation=cv2.INTER_LINEAR
+                ),
             )
         batch[i, box.top : box.top + box.new_h, box.left : box.left + box.new_w] = image
     tensor = np.ascontiguousarray(
@@ -121,8 +125,13 @@ def postprocess(
     offset = class_id[:, None].astype(np.float32) * MAX_WH
     shifted = (xyxy + offset).astype(np.float64)
     xywh = np.concatenate([shifted[:, :2], shifted[:, 2:] - shifted[:, :2]], axis=1)
-    keep = cv2.dnn.NMSBoxes(xywh, confidence.astype(np.float64), conf, iou)
-    keep = np.asarray(keep, np.int64).reshape(-1)[:max_det]
+    kept = cv2.dnn.NMSBoxes(
+        xywh,  # type: ignore[arg-type]  # the stubs ask for lists; arrays work
+        confidence.astype(np.float64),
+        conf,
+        iou,
+    )
+    keep = np.asarray(kept, np.int64).reshape(-1)[:max_det]
     source_xyxy = box.to_source(xyxy[keep].astype(np.float32))
     detections = Detections(
         xyxy=source_xyxy, confidence=confidence[keep], class_id=class_id[keep]

@@ -13,6 +13,7 @@ from abc import abstractmethod
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from pipeline.clock import Clock, WallClock
 from pipeline.messages import EndOfStream, Event
 from pipeline.stage import Emit, Received, Stage
 
@@ -20,8 +21,9 @@ from pipeline.stage import Emit, Received, Stage
 class EventSink(Stage):
     max_batch = 256
 
-    def __init__(self, streams: Iterable[str]) -> None:
+    def __init__(self, streams: Iterable[str], clock: Clock | None = None) -> None:
         self.streams = set(streams)
+        self.clock = clock or WallClock()
         self._ended: set[str] = set()
         self.received = 0
 

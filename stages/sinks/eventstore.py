@@ -19,25 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import FramechainError
+from pipeline.eventschema import sql_columns
 
-COLUMNS = (
-    "event_id",
-    "stream_id",
-    "rule",
-    "kind",
-    "seq",
-    "pts",
-    "capture_ts",
-    "track_id",
-    "class_id",
-    "class_name",
-    "direction",
-    "value",
-    "data",
-    "confidence",
-    "low_confidence",
-    "snapshot",
-)
+COLUMNS = tuple(sql_columns())
+"""The stored event's columns, in order (from ``Event``)."""
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -78,7 +63,8 @@ def parse_time(text: str, now: float | None = None) -> float:
 
 def query(path: Path, q: Query) -> list[dict[str, Any]]:
     """Events matching ``q``, oldest first (by capture time)."""
-    where, params = [], []
+    where: list[str] = []
+    params: list[Any] = []
     for column, values in (
         ("stream_id", q.cameras),
         ("rule", q.rules),

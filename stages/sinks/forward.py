@@ -1,13 +1,12 @@
 """What network sinks (MQTT, webhook) share: spool every event to disk first, then
 deliver from the spool, in order, with capped, jittered backoff while the far end
-is away (R1). The sink finishes only when its streams have ended and its spool is
+is away. The sink finishes only when its streams have ended and its spool is
 empty, so a file run does not end with events undelivered; when it is stopped
 while the far end is away, the spool keeps them for the next start instead."""
 
 from __future__ import annotations
 
 import logging
-import time
 from abc import abstractmethod
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 from pydantic import Field
 
 from pipeline.backoff import Backoff
+from pipeline.clock import Clock
 from pipeline.configtypes import ConfigPath, StrictModel
 from pipeline.messages import Event
 from pipeline.stage import Emit
@@ -47,10 +47,14 @@ class ForwardingSink(EventSink):
     tick_interval = 0.2
 
     def __init__(
-        self, config: ForwardingSinkConfig, streams: Iterable[str], label: str
+        self,
+        config: ForwardingSinkConfig,
+        streams: Iterable[str],
+        label: str,
+        clock: Clock | None = None,
     ) -> None:
         """``label`` names the far end in log lines ("MQTT broker host:1883")."""
-        super().__init__(streams)
+        super().__init__(streams, clock)
         self.spool_path = Path(config.spool_dir) / f"{config.name}.db"
         self.label = label
         self.spool: DiskSpool | None = None
@@ -63,7 +67,7 @@ class ForwardingSink(EventSink):
         self.stopping = False
 
     def setup(self) -> None:
-        self.spool = DiskSpool(self.spool_path)
+        self.spool = DiskSpool(self.spool_path, self.clock)
         if len(self.spool):
             log.info(
                 "%s: %d events spooled by an earlier run will be delivered first",
@@ -77,7 +81,7 @@ class ForwardingSink(EventSink):
 
     def flush(self) -> None:
         """Deliver what the far end will take now, without waiting for it."""
-        if self.spool is not None and time.monotonic() >= self.retry_at:
+        if self.spool is not None and self.clock.monotonic() >= self.retry_at:
             self.deliver()
 
     def tick(self, now: float) -> Iterable[Emit]:
@@ -91,10 +95,10 @@ class ForwardingSink(EventSink):
     def failed(self, reason: str) -> None:
         """The far end is unreachable or refusing: wait before the next try."""
         delay = self.backoff.next_delay()
-        self.retry_at = time.monotonic() + delay
+        self.retry_at = self.clock.monotonic() + delay
         assert self.spool is not None
         if self.outage_since is None:
-            self.outage_since = time.monotonic()
+            self.outage_since = self.clock.monotonic()
             log.warning(
                 "%s unavailable (%s); events are spooled to %s and delivered when "
                 "it returns",
@@ -114,7 +118,7 @@ class ForwardingSink(EventSink):
         assert self.spool is not None
         self.spool.delivered(items)
         self.delivered += len(items)
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if self.outage_since is not None:
             log.info(
                 "%s is back after %.0fs; %d events still spooled",

@@ -9,7 +9,7 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, ClassVar, Literal
+from typing import IO, Literal
 
 import msgspec
 from pydantic import Field
@@ -36,8 +36,6 @@ class JsonlSinkConfig(StrictModel):
 
 
 class JsonlSink(EventSink):
-    kind: ClassVar[str] = "jsonl"
-
     def __init__(self, config: JsonlSinkConfig, streams: Sequence[str]) -> None:
         super().__init__(streams)
         self.config = config

@@ -29,15 +29,12 @@ SinkFactory = Callable[[LoadedConfig, Any, list[str]], Stage]
 POSITION = 5
 
 
-def sink_kind(config_type: type, factory: SinkFactory) -> StageKind:
+def sink_kind(config_type: type[Any], factory: SinkFactory) -> StageKind:
     """The stage kind of one sink config model."""
 
     def instances(config: Any) -> list[Instance]:
-        return [
-            Instance(sink.name, sink)
-            for sink in config.sinks
-            if isinstance(sink, config_type)
-        ]
+        sinks: list[Any] = config.sinks
+        return [Instance(s.name, s) for s in sinks if isinstance(s, config_type)]
 
     def plan(context: PlanContext, instance: Instance) -> StagePlan:
         name = f"sink.{instance.target}"

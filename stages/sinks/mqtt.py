@@ -23,9 +23,8 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from collections.abc import Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import msgspec
 from pydantic import Field
@@ -148,8 +147,6 @@ class _Connection:
 
 
 class MqttSink(ForwardingSink):
-    kind: ClassVar[str] = "mqtt"
-
     def __init__(
         self,
         config: MqttSinkConfig,
@@ -174,7 +171,7 @@ class MqttSink(ForwardingSink):
 
     def deliver(self) -> None:
         connection = self._connection
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if connection is None:
             self._connection = _Connection(
                 self.config,

@@ -10,11 +10,11 @@ that is down for hours costs disk space, never events.
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeline.clock import Clock, WallClock
 from pipeline.errors import FramechainError
 from pipeline.messages import Event, decode, encode
 from stages.sinks.sqlite import open_wal
@@ -39,13 +39,14 @@ REMEMBER_DELIVERED_S = 7 * 24 * 3600
 
 
 class DiskSpool:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, clock: Clock | None = None) -> None:
+        self.clock = clock or WallClock()
         self.path = path
         try:
             self._db = open_wal(path, SCHEMA)
             self._db.execute(
                 "DELETE FROM delivered WHERE at < ?",
-                (time.time() - REMEMBER_DELIVERED_S,),
+                (self.clock.now() - REMEMBER_DELIVERED_S,),
             )
         except (sqlite3.Error, OSError) as e:
             raise FramechainError(
@@ -100,7 +101,7 @@ class DiskSpool:
 
     def delivered(self, items: Sequence[tuple[int, Event]]) -> None:
         """Acknowledged by the far end: remove, and remember the ids."""
-        now = time.time()
+        now = self.clock.now()
         self._move(
             items,
             "INSERT OR IGNORE INTO delivered VALUES (?, ?)",

@@ -6,47 +6,18 @@ keyed by their stable id, so a redelivered event is stored once.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Literal
 
 from pydantic import Field
 
 from pipeline.configtypes import ConfigPath, StrictModel
 from pipeline.errors import FramechainError
+from pipeline.eventschema import sql_columns, sql_insert, sql_row, sqlite_schema
 from pipeline.messages import Event
 from stages.sinks.base import EventSink
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    event_id   TEXT PRIMARY KEY,
-    stream_id  TEXT NOT NULL,
-    rule       TEXT NOT NULL,
-    kind       TEXT NOT NULL,
-    seq        INTEGER NOT NULL,
-    pts        REAL NOT NULL,
-    capture_ts REAL NOT NULL,
-    track_id   INTEGER NOT NULL,
-    class_id   INTEGER NOT NULL,
-    class_name TEXT NOT NULL,
-    direction  TEXT NOT NULL,
-    value      REAL NOT NULL,
-    data       TEXT NOT NULL,
-    confidence REAL NOT NULL DEFAULT 0,
-    low_confidence INTEGER NOT NULL DEFAULT 0,
-    snapshot   TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS events_by_stream ON events (stream_id, rule, seq);
-CREATE INDEX IF NOT EXISTS events_by_time ON events (capture_ts);
-"""
-# Columns added after the first release, for stores created by older versions.
-ADDED_COLUMNS = {
-    "confidence": "REAL NOT NULL DEFAULT 0",
-    "low_confidence": "INTEGER NOT NULL DEFAULT 0",
-    "snapshot": "TEXT NOT NULL DEFAULT ''",
-}
 
 
 def open_wal(path: Path, schema: str) -> sqlite3.Connection:
@@ -79,19 +50,19 @@ class SqliteSinkConfig(StrictModel):
 
 
 class SqliteSink(EventSink):
-    kind: ClassVar[str] = "sqlite"
-
     def __init__(self, config: SqliteSinkConfig, streams: Sequence[str]) -> None:
         super().__init__(streams)
         self.config = config
         self._db: sqlite3.Connection | None = None
+        self._insert = sql_insert()
 
     def setup(self) -> None:
         path = Path(self.config.path)
         try:
-            self._db = open_wal(path, SCHEMA)
+            self._db = open_wal(path, sqlite_schema())
             present = {row[1] for row in self._db.execute("PRAGMA table_info(events)")}
-            for column, declaration in ADDED_COLUMNS.items():
+            # a store made by an older version gains the columns added since
+            for column, declaration in sql_columns().items():
                 if column not in present:
                     self._db.execute(
                         f"ALTER TABLE events ADD COLUMN {column} {declaration}"
@@ -103,31 +74,11 @@ class SqliteSink(EventSink):
 
     def write(self, events: Sequence[Event]) -> None:
         assert self._db is not None
-        rows = [
-            (
-                e.event_id,
-                e.stream_id,
-                e.rule,
-                e.kind,
-                e.seq,
-                e.pts,
-                e.capture_ts,
-                e.track_id,
-                e.class_id,
-                e.class_name,
-                e.direction,
-                e.value,
-                json.dumps(e.data, separators=(",", ":")),
-                e.confidence,
-                int(e.low_confidence),
-                e.snapshot,
-            )
-            for e in events
-        ]
+        rows = [sql_row(e) for e in events]
         try:
             self._db.execute("BEGIN")
             self._db.executemany(
-                "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                self._insert,
                 rows,
             )
             self._db.execute("COMMIT")

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import msgspec
 from pydantic import Field, SecretStr, field_validator
@@ -66,8 +65,6 @@ class WebhookSinkConfig(ForwardingSinkConfig):
 
 
 class WebhookSink(ForwardingSink):
-    kind: ClassVar[str] = "webhook"
-
     def __init__(self, config: WebhookSinkConfig, streams: Sequence[str]) -> None:
         url = config.url.get_secret_value()
         super().__init__(config, streams, f"webhook {redact(url)}")
@@ -93,7 +90,7 @@ class WebhookSink(ForwardingSink):
                 return
             self._pending = None
             self._settle(batch, future.result())
-            if self.retry_at > time.monotonic():
+            if self.retry_at > self.clock.monotonic():
                 return
         if not len(self.spool):
             return
@@ -158,7 +155,7 @@ class WebhookSink(ForwardingSink):
     def _honour_retry_after(self, value: str | None) -> None:
         if value and value.strip().isdigit():
             wait = min(float(value), 300.0)
-            self.retry_at = max(self.retry_at, time.monotonic() + wait)
+            self.retry_at = max(self.retry_at, self.clock.monotonic() + wait)
 
     def stats(self) -> dict[str, object]:
         return {**super().stats(), "requests": self.requests, "rejected": self.rejected}

@@ -21,6 +21,7 @@ from pipeline.detections import Detections
 from pipeline.messages import (
     EndOfStream,
     Event,
+    EventKind,
     Frame,
     Overlay,
     OverlayLine,
@@ -140,7 +141,9 @@ class RuleEngine:
 
     def status_event(self, status: StreamStatus) -> Event:
         """camera_online / camera_offline, stored like any other event."""
-        kind = f"camera_{status.state}"
+        kind: EventKind = (
+            "camera_online" if status.state == "online" else "camera_offline"
+        )
         return Event(
             event_id=event_id(self.stream_id, "camera", kind, -1, status.seq),
             stream_id=self.stream_id,
@@ -207,7 +210,7 @@ class RuleEngine:
         self,
         frame: Frame,
         rule: RuleBase | None,
-        kind: str,
+        kind: EventKind,
         *,
         track_id: int = -1,
         class_id: int = -1,

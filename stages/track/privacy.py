@@ -10,7 +10,7 @@ looks at pixels.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 import cv2
 import numpy as np
@@ -90,6 +90,8 @@ def _hide(
             (max(1, -(-w // block)), max(1, -(-h // block))),
             interpolation=cv2.INTER_AREA,
         )
-        return cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
+        pixelated = cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
+        return cast(npt.NDArray[np.uint8], pixelated)
     kernel = 2 * block + 1
-    return cv2.GaussianBlur(region, (kernel, kernel), 0)
+    blurred = cv2.GaussianBlur(region, (kernel, kernel), 0)
+    return cast(npt.NDArray[np.uint8], blurred)

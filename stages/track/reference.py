@@ -43,7 +43,9 @@ def reference_tracker(config: TrackerConfig, fps: float) -> tuple[Any, Tracker]:
         )
         if not len(out):
             return np.empty(0, np.int64), np.empty(0, np.int64)
-        confirmed = out.tracker_id >= 0
-        return out.data["row"][confirmed], out.tracker_id[confirmed]
+        ids = out.tracker_id
+        assert ids is not None
+        confirmed = ids >= 0
+        return out.data["row"][confirmed], ids[confirmed]
 
     return tracker, update

@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
+from pipeline.clock import Clock, WallClock
 from pipeline.detections import Detections
 from pipeline.errors import FramechainError
 from pipeline.messages import Detected, EndOfStream, Event, Frame, StreamStatus
 from pipeline.metrics import FrameAges, Histogram
-from pipeline.stage import Clock, Emit, Received, Stage, WallClock
+from pipeline.stage import Emit, Received, Stage
 from stages.track.engine import RuleEngine
 from stages.track.privacy import PrivacyConfig
 from stages.track.rules import BUILTIN_RULES, Rule, RuleBase
@@ -30,8 +31,6 @@ log = logging.getLogger(__name__)
 
 
 class TrackStage(Stage):
-    kind: ClassVar[str] = "track"
-
     def __init__(
         self,
         stream_id: str,
@@ -67,7 +66,7 @@ class TrackStage(Stage):
         self.counters: dict[str, int] = defaultdict(int)
         self._first_ts = 0.0
         self._last_ts = 0.0
-        self._ages = FrameAges()
+        self._ages = FrameAges(clock=self.clock)
         self._latency = Histogram()
 
     @property

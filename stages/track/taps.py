@@ -129,7 +129,7 @@ class MediaTaps:
         # redaction already made a private copy; otherwise the slot's pixels must
         # be copied before the frame is acknowledged and the slot reused
         own = pixels if self.privacy is not None else pixels.copy()
-        return Emit("annotate", header, [*tracked.to_parts(), own])
+        return Emit("annotate", header, [*tracked.to_parts(), own.data])
 
     def stats(self) -> dict[str, int]:
         return {

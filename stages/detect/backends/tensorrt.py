@@ -92,7 +92,7 @@ class _Buffer:
         self.device = _check(cudart.cudaMalloc(nbytes))
         self.host_ptr = _check(cudart.cudaMallocHost(nbytes))
         raw = (ctypes.c_uint8 * nbytes).from_address(int(self.host_ptr))
-        self.host = np.frombuffer(raw, np.uint8)
+        self.host = np.frombuffer(memoryview(raw), np.uint8)
 
     def view(self, shape: tuple[int, ...]) -> npt.NDArray[Any]:
         count = int(np.prod(shape))

@@ -39,7 +39,7 @@ from pipeline.configtypes import StrictModel
 
 if TYPE_CHECKING:
     from pipeline.detections import Detections
-    from pipeline.messages import Event, Frame, OverlayLine, OverlayZone
+    from pipeline.messages import Event, EventKind, Frame, OverlayLine, OverlayZone
     from stages.track.aggregate import IntervalCounts
 
 RuleName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
@@ -101,7 +101,7 @@ class RuleContext(Protocol):
         self,
         frame: Frame,
         rule: RuleBase | None,
-        kind: str,
+        kind: EventKind,
         *,
         track_id: int = -1,
         class_id: int = -1,
