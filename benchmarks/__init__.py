@@ -1,0 +1,1 @@
+"""framechain's benchmarks (framechain bench, compare_checkouts.py)."""

@@ -54,8 +54,7 @@ def run_chain(
 ) -> ChainResult:
     """Run ``config`` to completion (or for ``stop_after_s``), sampling every
     ``sample_every_s`` seconds when given."""
-    from framechain.app import load, stage_command
-    from framechain.plan import stage_names, stage_roles
+    from framechain.app import load, supervisor_for
     from pipeline.shm import remove_stale_rings, ring_prefix
     from pipeline.supervisor import Supervisor
 
@@ -64,13 +63,7 @@ def run_chain(
     loaded = load(path)
     runtime = tmp / "run"
     runtime.mkdir(mode=0o700, exist_ok=True)
-    supervisor = Supervisor(
-        stage_names(loaded),
-        stage_command(loaded.path, runtime),
-        runtime,
-        loaded.config.supervisor,
-        stage_roles(loaded),
-    )
+    supervisor = supervisor_for(loaded, runtime)
     samples: list[Sample] = []
     started = time.perf_counter()
     next_sample = started + (sample_every_s or 0)

@@ -32,10 +32,10 @@ _ONE_RUN = """
 import json, sys, tempfile
 from pathlib import Path
 sys.path.insert(0, ".")
-try:
-    from benchmarks.chain import chain_config, file_camera, run_chain
-except ImportError:  # a checkout from before the benchmarks left pipeline/
+if Path("pipeline/benchchain.py").is_file():  # before benchmarks left pipeline/
     from pipeline.benchchain import chain_config, file_camera, run_chain
+else:
+    from benchmarks.chain import chain_config, file_camera, run_chain
 model, clip, n = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 extra = json.loads(sys.argv[4])
 with tempfile.TemporaryDirectory(prefix="framechain-ab-") as tmp:

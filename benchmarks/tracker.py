@@ -101,7 +101,7 @@ def suite_tracker(args: Any, model: Path, clip: Path) -> str:
             "| `trackers` ByteTrackTracker, via supervision.Detections "
             f"| {reference:.3f} | {runs(times['reference'])} "
             f"| {rss['trackers']:.0f} |",
-            f"| framechain ByteTrack (stages/bytetrack.py) | {ours:.3f} "
+            f"| framechain ByteTrack (stages/track/bytetrack.py) | {ours:.3f} "
             f"| {runs(times['ours'])} | {rss['stages.track.bytetrack']:.0f} |",
             "",
             f"reference / ours = {reference / ours:.2f}; same ids on every frame: "

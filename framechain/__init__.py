@@ -1,0 +1,1 @@
+"""framechain, the application: the CLI and the plan of stage processes."""

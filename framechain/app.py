@@ -11,6 +11,9 @@ from pathlib import Path
 
 from pipeline.config import LoadedConfig, load_config
 from pipeline.registry import Registry
+from pipeline.supervisor import Supervisor
+
+Command = Callable[[str, str | None], list[str]]
 
 
 def builtin_registry() -> Registry:
@@ -31,9 +34,7 @@ def load(path: str | Path, environ: Mapping[str, str] | None = None) -> LoadedCo
     return load_config(path, builtin_registry(), environ)
 
 
-def stage_command(
-    config_path: Path, runtime_dir: Path
-) -> Callable[[str, str | None], list[str]]:
+def stage_command(config_path: Path, runtime_dir: Path) -> Command:
     """argv for ``framechain stage NAME`` with this interpreter (no ``--control``:
     the stage runs without a supervisor). A supervised stage also gets this
     process's pid, to exit when it dies."""
@@ -46,3 +47,20 @@ def stage_command(
         return argv
 
     return command
+
+
+def supervisor_for(
+    loaded: LoadedConfig, runtime_dir: Path, command: Command | None = None
+) -> Supervisor:
+    """The supervisor of a loaded config's chain (``command``: how to start a
+    stage, by default ``stage_command``)."""
+    from framechain.plan import stage_names, stage_roles
+
+    return Supervisor(
+        stage_names(loaded),
+        command or stage_command(loaded.path, runtime_dir),
+        runtime_dir,
+        loaded.config.supervisor,
+        stage_roles(loaded),
+        config_path=loaded.path,
+    )

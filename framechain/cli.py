@@ -70,26 +70,18 @@ def cmd_stage(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from framechain.app import stage_command
-    from framechain.plan import process_kinds, stage_names, stage_roles
+    from framechain.app import supervisor_for
+    from framechain.plan import process_kinds
     from framechain.summary import Progress, print_summary
     from pipeline.log import setup_logging
     from pipeline.observability import HealthServer
     from pipeline.shm import remove_stale_rings, ring_prefix
-    from pipeline.supervisor import Supervisor
 
     loaded = _load(args.config)
     setup_logging("supervisor", loaded.config.log_level, loaded.config.log_format)
     runtime_dir, temporary = _runtime_dir(loaded, args.runtime_dir)
     kinds = process_kinds(loaded)
-    supervisor = Supervisor(
-        stage_names(loaded),
-        stage_command(loaded.path, runtime_dir),
-        runtime_dir,
-        loaded.config.supervisor,
-        stage_roles(loaded),
-        config_path=loaded.path,
-    )
+    supervisor = supervisor_for(loaded, runtime_dir)
     signal.signal(signal.SIGTERM, supervisor.request_stop)
     signal.signal(signal.SIGINT, supervisor.request_stop)
     signal.signal(signal.SIGHUP, supervisor.request_reload)

@@ -19,7 +19,7 @@ import zmq
 from pipeline.config import LoadedConfig
 from pipeline.errors import ConfigError
 from pipeline.registry import PlanContext, StageKind
-from pipeline.runtime import StagePlan
+from pipeline.stageplan import StagePlan
 from pipeline.supervisor import StageRoles
 from pipeline.transport import CurveKeys, Endpoint, LinkOptions
 

@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from typing import IO, Any
 
 from pipeline.config import LoadedConfig
-from pipeline.registry import StageKind
+from pipeline.registry import StageKind, read_stats
+from pipeline.stageplan import RuntimeStats
 from pipeline.supervisor import Supervisor
 
 
@@ -20,18 +21,21 @@ class Progress:
         self.kinds = kinds
         self._bar: Any = None
 
-    def _sum(self, supervisor: Supervisor, role: str, key: str) -> list[int]:
-        return [
-            int(child.stats.get(key, -1 if role == "total" else 0))
-            for name, child in supervisor.children.items()
-            if name in self.kinds and self.kinds[name].progress == role
-        ]
+    def _read(self, supervisor: Supervisor, role: str) -> list[int]:
+        counts = []
+        for name, child in supervisor.children.items():
+            kind = self.kinds.get(name)
+            if kind is not None and kind.progress is not None:
+                which, count = kind.progress
+                if which == role:
+                    counts.append(count(child.stats))
+        return counts
 
     def update(self, supervisor: Supervisor) -> None:
         if not self.enabled:
             return
-        done = sum(self._sum(supervisor, "done", "next_seq"))
-        totals = self._sum(supervisor, "total", "total_frames")
+        done = sum(self._read(supervisor, "done"))
+        totals = self._read(supervisor, "total")
         total = sum(totals) if totals and min(totals) > 0 else None
         if self._bar is None:
             if not done:
@@ -74,7 +78,7 @@ def print_summary(
         lines += block
     lines += shared
     cpu = ", ".join(
-        f"{name} {child.stats.get('cpu_s', 0):.1f}s"
+        f"{name} {read_stats(child.stats, RuntimeStats).cpu_s:.1f}s"
         for name, child in supervisor.children.items()
     )
     lines.append(f"  cpu time: {cpu}")

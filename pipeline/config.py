@@ -9,12 +9,19 @@ them. The models are built once per registry.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    ValidationError,
+    create_model,
+    model_validator,
+)
 
 from pipeline.configtypes import ConfigPath, StrictModel, environ_snapshot
 from pipeline.errors import ConfigError, FramechainError
@@ -63,7 +70,12 @@ def _slot_type(registry: Registry, slot: Slot) -> Any:
     member = (
         Annotated[union, Field(discriminator="kind")] if len(variants) > 1 else union
     )
-    return list[member] if slot.many else member  # type: ignore[valid-type]
+    if not slot.many:
+        return member
+    return Annotated[
+        list[member],  # type: ignore[valid-type]
+        AfterValidator(_unique_names(slot.key)),
+    ]
 
 
 def _fields(
@@ -89,26 +101,20 @@ def _fields(
     return fields
 
 
-def _unique_names(model: BaseModel, keys: list[str]) -> None:
-    for key in keys:
-        names = [item.name for item in getattr(model, key)]
+def _unique_names(key: str) -> Callable[[list[Any]], list[Any]]:
+    """A list validator: every entry of the list ``key`` has a name of its own."""
+
+    def check(items: list[Any]) -> list[Any]:
+        names = [item.name for item in items]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(
-                f"{key} names must be unique, {duplicates} repeat; give each its "
-                "own name:"
+                f"every entry of {key} needs a name of its own; {duplicates} "
+                "appear more than once (set name: on each)"
             )
+        return items
 
-
-def _unique_names_check(keys: list[str]) -> dict[str, Any]:
-    """A model validator (for ``create_model``) that the ``keys`` lists' items
-    have unique names."""
-
-    def check(self: BaseModel) -> BaseModel:
-        _unique_names(self, keys)
-        return self
-
-    return {"_unique_names": model_validator(mode="after")(check)}
+    return check
 
 
 def build_models(registry: Registry) -> type[ChainBase]:
@@ -119,9 +125,6 @@ def build_models(registry: Registry) -> type[ChainBase]:
     camera: type[BaseModel] = create_model(
         "CameraConfig",
         __base__=StrictModel,
-        __validators__=_unique_names_check(
-            [s.key for s in registry.slots("camera") if s.many]
-        ),
         **camera_fields,
     )
     root_fields = _fields(registry, registry.sections("root"), registry.slots("root"))
@@ -129,10 +132,8 @@ def build_models(registry: Registry) -> type[ChainBase]:
         dict[CameraName, camera],  # type: ignore[valid-type]
         Field(min_length=1, description="Cameras."),
     )
-    named_lists = [s.key for s in registry.slots("root") if s.many]
 
     def check(self: ChainBase) -> ChainBase:
-        _unique_names(self, named_lists)
         known = registry.endpoint_names(self)
         unknown = sorted(set(self.links.record) - known)
         if unknown:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable
+
+import msgspec
 
 from pipeline.clock import Clock, WallClock
 from pipeline.registry import Sample
@@ -33,25 +34,36 @@ class FrameAges:
         now = self._clock.now() if now is None else now
         self._seen.append((now, now - capture_ts))
 
-    def report(
-        self, prefix: str = "frame_age", now: float | None = None
-    ) -> dict[str, float]:
-        """``{prefix}_p50_s`` and ``{prefix}_p99_s`` over the window (0 before the
-        first frame). The newest frame is always kept, so a stream that stopped still
-        reports the age its last frame had instead of looking perfectly fresh."""
+    def quantiles(self, now: float | None = None) -> tuple[float, float]:
+        """p50 and p99 over the window (0 before the first frame). The newest frame
+        is always kept, so a stream that stopped still reports the age its last
+        frame had instead of looking perfectly fresh."""
         horizon = (self._clock.now() if now is None else now) - self._window_s
         while len(self._seen) > 1 and self._seen[0][0] < horizon:
             self._seen.popleft()
         ages = sorted(age for _, age in self._seen)
         if not ages:
-            return {f"{prefix}_p50_s": 0.0, f"{prefix}_p99_s": 0.0}
-        return {
-            f"{prefix}_p50_s": ages[len(ages) // 2],
-            f"{prefix}_p99_s": ages[min(len(ages) - 1, int(len(ages) * 0.99))],
-        }
+            return 0.0, 0.0
+        return ages[len(ages) // 2], ages[min(len(ages) - 1, int(len(ages) * 0.99))]
+
+    def report(
+        self, prefix: str = "frame_age", now: float | None = None
+    ) -> dict[str, float]:
+        """``{prefix}_p50_s`` and ``{prefix}_p99_s`` (see ``quantiles``)."""
+        p50, p99 = self.quantiles(now)
+        return {f"{prefix}_p50_s": p50, f"{prefix}_p99_s": p99}
 
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class HistogramReport(msgspec.Struct, frozen=True):
+    """A histogram as it travels in heartbeats: bucket upper bounds (seconds), the
+    count in each bucket plus one for the overflow, and the sum of all values."""
+
+    buckets: list[float] = []
+    counts: list[int] = []
+    sum: float = 0.0
 
 
 class Histogram:
@@ -72,25 +84,19 @@ class Histogram:
             self.counts[-1] += 1
         self.total += seconds
 
-    def report(self) -> dict[str, object]:
-        return {
-            "buckets": list(self.buckets),
-            "counts": list(self.counts),
-            "sum": self.total,
-        }
+    def report(self) -> HistogramReport:
+        return HistogramReport(list(self.buckets), list(self.counts), self.total)
 
 
 def frame_age_samples(
-    stats: Mapping[str, Any], camera: str, stage: str, key: str
+    p50: float, p99: float, camera: str, stage: str
 ) -> Iterable[Sample]:
-    """The p50 and p99 frame ages a stage reports as ``{key}_p50_s`` / ``_p99_s``."""
-    for quantile, suffix in (("0.5", "p50"), ("0.99", "p99")):
-        value = stats.get(f"{key}_{suffix}_s")
-        if value is not None:
-            yield Sample(
-                "frame_age_seconds",
-                "gauge",
-                "Now minus capture time, over recent frames",
-                {"camera": camera, "stage": stage, "quantile": quantile},
-                float(value),
-            )
+    """The frame-age gauges of one stage of one camera."""
+    for quantile, value in (("0.5", p50), ("0.99", p99)):
+        yield Sample(
+            "frame_age_seconds",
+            "gauge",
+            "Now minus capture time, over recent frames",
+            {"camera": camera, "stage": stage, "quantile": quantile},
+            float(value),
+        )

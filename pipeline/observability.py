@@ -19,7 +19,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import accumulate
 from typing import Any
 
-from pipeline.registry import Sample, StageKind
+from pipeline.metrics import HistogramReport
+from pipeline.registry import Sample, StageKind, read_stats
+from pipeline.stageplan import RuntimeStats
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +70,7 @@ def _samples(snapshot: Mapping[str, Any], kinds: Kinds) -> Iterator[Sample]:
             "counter",
             "CPU time of the stage process",
             labels,
-            float(stats.get("cpu_s", 0.0)),
+            read_stats(stats, RuntimeStats).cpu_s,
         )
         kind = kinds.get(name)
         if kind is not None and kind.metrics is not None:
@@ -96,10 +98,10 @@ def collect(snapshot: Mapping[str, Any], kinds: Kinds) -> Iterator[Any]:
     yield from families.values()
 
 
-def _histogram(family: Any, labels: list[str], data: Mapping[str, Any]) -> None:
-    bounds = [str(b) for b in data["buckets"]] + ["+Inf"]
-    cumulative = list(accumulate(data["counts"]))
-    family.add_metric(labels, list(zip(bounds, cumulative, strict=True)), data["sum"])
+def _histogram(family: Any, labels: list[str], data: HistogramReport) -> None:
+    bounds = [str(b) for b in data.buckets] + ["+Inf"]
+    cumulative = list(accumulate(data.counts))
+    family.add_metric(labels, list(zip(bounds, cumulative, strict=True)), data.sum)
 
 
 class _Collector:

@@ -3,7 +3,7 @@
 Each stage kind declares itself, next to its code, with one ``register`` call: its
 config (the parts of the YAML tree it owns), how many processes a config asks of it,
 the plan of each process (ports, links, stage factory), its role in the chain and
-how it reports. Everything in the framework that used to name stage kinds (the config
+how it reports. Everything in the framework that depends on the kinds (the config
 unions, the plan, the supervisor's ordered stop, metrics, readiness, the summary) is
 derived from these entries, so a new kind is one module and one registration.
 
@@ -17,7 +17,9 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+import msgspec
 
 from pipeline.errors import ConfigError
 
@@ -25,7 +27,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from pipeline.config import LoadedConfig, ResolveContext
-    from pipeline.runtime import StagePlan
+    from pipeline.stageplan import StagePlan
     from pipeline.transport import Endpoint, LinkOptions
 
 Role = Literal["source", "transform", "terminal"]
@@ -69,7 +71,7 @@ class Slot:
 class Sample:
     """One value for the metrics endpoint: family ``name`` (without the
     ``framechain_`` prefix), its type and help text, its labels and value. A
-    histogram's value is ``{"buckets", "counts", "sum"}``."""
+    histogram's value is a ``metrics.HistogramReport``."""
 
     name: str
     kind: Literal["counter", "gauge", "histogram"]
@@ -89,6 +91,15 @@ class Instance:
 
 PlanBuilder = Callable[["PlanContext", Instance], "StagePlan"]
 StatsView = Mapping[str, Any]
+"""A stage's last heartbeat statistics, as they arrived (plain data)."""
+
+StatsT = TypeVar("StatsT", bound=msgspec.Struct)
+
+
+def read_stats(view: StatsView, stats_type: type[StatsT]) -> StatsT:
+    """A kind's typed statistics from a heartbeat's plain data (keys the struct
+    does not know, such as the runtime's, are left out; missing ones default)."""
+    return msgspec.convert(view, stats_type, strict=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +119,8 @@ class StageKind:
         ends_streams: SIGUSR1 at an orderly stop ends its streams (stream heads);
             kinds further down the chain get it first.
         reloads: SIGHUP reloads what can change without a restart.
-        progress: this kind's stats ``done`` / ``total`` frames for the progress bar.
+        progress: for the progress bar, whether this kind counts frames ``done``
+            or the ``total`` to do (-1: unknown), and how to read it.
         resolve: checks that need more than the YAML (model files), in position
             order; its return value is kept in ``LoadedConfig.resolved[name]``.
         metrics / summary / camera_state: how its heartbeat stats are reported;
@@ -126,7 +138,7 @@ class StageKind:
     variant: tuple[str, type] | None = None
     ends_streams: bool = False
     reloads: bool = False
-    progress: Literal["done", "total"] | None = None
+    progress: tuple[Literal["done", "total"], Callable[[StatsView], int]] | None = None
     resolve: Callable[[ResolveContext], Any] | None = None
     metrics: Callable[[str, StatsView, StatsView], Iterable[Sample]] | None = None
     summary: Callable[[LoadedConfig, str, StatsView], list[str]] | None = None
@@ -242,6 +254,11 @@ class Registry:
                 raise ConfigError(
                     f"plugins: cannot import {module_name!r} ({e}); install it or "
                     "put it on PYTHONPATH"
+                ) from e
+            except Exception as e:  # a plugin's own bug, reported as its own
+                raise ConfigError(
+                    f"plugins: importing {module_name!r} failed: "
+                    f"{type(e).__name__}: {e}; fix the plugin or remove it"
                 ) from e
             register = getattr(module, "register", None)
             if not callable(register):

@@ -11,18 +11,18 @@ import signal
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Iterable
 from types import FrameType
 from typing import Any
 
+import msgspec
 import zmq
 
 from pipeline.errors import ConfigError, FramechainError, MessageError
 from pipeline.messages import Detected, Heartbeat, Packet
 from pipeline.recording import Recorder
 from pipeline.stage import Emit, Received, Stage, drain_fd
+from pipeline.stageplan import RuntimeStats, StagePlan
 from pipeline.transport import Endpoint, LinkOptions, make_socket, receive, send
 
 log = logging.getLogger(__name__)
@@ -31,27 +31,6 @@ HEARTBEAT_INTERVAL_S = 0.5
 # The longest an idle loop sleeps; signals, inputs and doorbells wake it sooner.
 MAX_IDLE_S = 0.5
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
-
-
-@dataclass(frozen=True)
-class StagePlan:
-    """Everything needed to run one stage process: its name, its links and a factory
-    for the stage object (called inside the process)."""
-
-    name: str
-    kind: str
-    endpoints: tuple[Endpoint, ...]
-    build: Callable[[], Stage]
-    lossy_ports: frozenset[str] = frozenset()
-    drain_timeout_s: float = 8.0
-    # Only the chain's last stages exit by themselves once finished. Every other stage
-    # stays up, idle, until it is stopped, so that nothing it queued for a slower
-    # neighbour is cut off by its exit, and it can still answer a re-send.
-    exit_when_finished: bool = False
-    labels: dict[str, str] = field(default_factory=dict)
-    # input port -> recording file: every message received there is also written
-    # to it (``links.record``), for replay without the stages before it.
-    record: dict[str, Path] = field(default_factory=dict)
 
 
 class _Stopping(Exception):
@@ -74,6 +53,7 @@ class StageRuntime:
         self.drain_deadline = float("inf")
         self.next_heartbeat = 0.0
         self.counters: dict[str, int] = defaultdict(int)
+        self.dropped: dict[str, int] = defaultdict(int)  # lossy output port -> n
         self.state = "starting"
         self.stage: Stage | None = None
         self._authenticator: Any = None
@@ -308,7 +288,7 @@ class StageRuntime:
                 return
             except zmq.Again:
                 if lossy:
-                    self.counters[f"dropped.{emit.port}"] += 1
+                    self.dropped[emit.port] += 1
                     return
             # Blocked by a full downstream queue: wait, staying visibly alive.
             sock.poll(100, zmq.POLLOUT)
@@ -366,11 +346,18 @@ class StageRuntime:
         self.next_heartbeat = now + HEARTBEAT_INTERVAL_S
         for recorder in self.recorders.values():
             recorder.flush()
-        stats: dict[str, Any] = dict(self.counters)
         times = os.times()
-        stats["cpu_s"] = times.user + times.system
-        if self.stage is not None:
-            stats.update(self.stage.stats())
+        stats: dict[str, Any] = msgspec.to_builtins(
+            RuntimeStats(
+                **self.counters,
+                dropped=dict(self.dropped),
+                cpu_s=times.user + times.system,
+                input_ended=self.stage is not None and self.stage.input_ended(),
+            )
+        )
+        own = self.stage.stats() if self.stage is not None else None
+        if own is not None:
+            stats.update(msgspec.to_builtins(own))
         beat = Heartbeat(self.plan.name, os.getpid(), time.time(), self.state, stats)
         try:
             send(self.control, beat, flags=zmq.NOBLOCK)

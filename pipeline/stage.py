@@ -11,7 +11,8 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+
+import msgspec
 
 from pipeline.messages import Message
 from pipeline.transport import Buffer
@@ -127,9 +128,16 @@ class Stage(ABC):
     def finished(self) -> bool:
         return False
 
-    def stats(self) -> dict[str, Any]:
-        """Counters reported in heartbeats (plain numbers and strings)."""
-        return {}
+    def input_ended(self) -> bool:
+        """Every stream's end has arrived here: nothing more is in flight towards
+        this stage (the supervisor's ordered stop waits for it at the chain's
+        ends)."""
+        return False
+
+    def stats(self) -> msgspec.Struct | None:
+        """What the stage reports in its heartbeats: a struct of its kind's, whose
+        fields the kind's metrics and summary read back (``StageKind``)."""
+        return None
 
     def close(self) -> None:
         """Release resources. Called once, last, also after an error."""

@@ -25,8 +25,10 @@ from typing import Any
 import zmq
 
 from pipeline.messages import Heartbeat
+from pipeline.registry import read_stats
 from pipeline.sdnotify import Notifier
 from pipeline.settings import SupervisorConfig
+from pipeline.stageplan import RuntimeStats
 from pipeline.transport import Endpoint, LinkOptions, make_socket, receive
 
 WATCH_INTERVAL_S = 0.1
@@ -364,7 +366,7 @@ class Supervisor:
         in flight towards it (a network sink may still be delivering its spool)."""
         return bool(self.terminal) and all(
             self.children[n].state == "done"
-            or self.children[n].stats.get("input_ended") is True
+            or read_stats(self.children[n].stats, RuntimeStats).input_ended
             for n in self.terminal
         )
 

@@ -16,8 +16,7 @@ import yaml
 from conftest import free_port, wait_until
 
 from framechain.app import load as load_config
-from framechain.app import stage_command
-from framechain.plan import stage_names, stage_roles
+from framechain.app import stage_command, supervisor_for
 from pipeline.shm import remove_stale_rings, ring_prefix
 from pipeline.supervisor import Supervisor
 
@@ -98,13 +97,7 @@ class ChainRun:
             argv = plain(name, control)
             return argv if wrap is None else wrap(name, argv)
 
-        self.supervisor = Supervisor(
-            stage_names(loaded),
-            command,
-            self.runtime,
-            loaded.config.supervisor,
-            stage_roles(loaded),
-        )
+        self.supervisor = supervisor_for(loaded, self.runtime, command)
         self.samples: list[tuple[float, dict[str, dict[str, Any]]]] = []
         self.code: int | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)

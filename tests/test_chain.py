@@ -219,7 +219,7 @@ def test_stages_exit_when_the_supervisor_is_killed(
     hung on exactly that: a network sink with its broker away retried forever)."""
     from framechain.app import load as load_config
     from framechain.plan import stage_names
-    from pipeline.runtime import StagePlan
+    from pipeline.stageplan import StagePlan
 
     config = yaml.safe_load(demo_config(tmp_path, assets).read_text())
     config["cameras"]["crowd"]["source"]["realtime"] = True  # outlasts the bound

@@ -37,6 +37,24 @@ def variant(old: str, new: str) -> str:
 # (name, config text, expected path in the message, expected line, words in the message)
 MALFORMED = [
     (
+        "two rules of one camera with one name",
+        variant(
+            "        end: [800, 200]\n",
+            "        end: [800, 200]\n      - {kind: line, name: door, start: [0, 9], "
+            "end: [9, 9]}\n",
+        ),
+        "cameras.cam1.rules",
+        6,
+        "['door'] appear more than once",
+    ),
+    (
+        "two sinks with one name",
+        VALID + "  - kind: sqlite\n    path: other.db\n",
+        "sinks",
+        13,
+        "['sqlite'] appear more than once",
+    ),
+    (
         "unknown top-level key",
         VALID + "detectr:\n  model: x\n",
         "detectr",

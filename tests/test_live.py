@@ -413,7 +413,9 @@ def test_credentials_never_in_stage_statistics(
         url = f"rtsp://admin:${{CAM_PASSWORD}}@127.0.0.1:{server.port}/live"
         run = chain(live_config(tmp_path, {"kind": "rtsp", "url": url}))
         run.wait_for(
-            lambda: run.stats("capture.cam").get("failures.auth_failed", 0) >= 2,
+            lambda: (
+                run.stats("capture.cam").get("failures", {}).get("auth_failed", 0) >= 2
+            ),
             30,
             "two failed logins",
         )

@@ -352,3 +352,57 @@ def test_webhook_retries_until_every_event_arrives_once(tmp_path: Path) -> None:
     assert "t0ken" not in result.stderr + result.stdout
     assert [e["seq"] for e in received] == sorted(e["seq"] for e in received)
     assert "is back after" in result.stderr
+
+
+def test_a_forwarding_sink_waits_out_its_backoff_on_the_clock(tmp_path: Path) -> None:
+    """A far end that refuses is retried after the backoff, not before, then after
+    twice that; events stay spooled until it takes them (a fake clock: no sleeping,
+    no test that depends on the machine's speed)."""
+    from pipeline.clock import FakeClock
+    from pipeline.messages import Event
+    from pipeline.stage import Received
+    from stages.sinks.forward import ForwardingSink, ForwardingSinkConfig
+
+    class Refusing(ForwardingSink):
+        """Refuses until ``up``; then takes everything spooled."""
+
+        def __init__(self, clock: FakeClock) -> None:
+            config = ForwardingSinkConfig(name="far", spool_dir=str(tmp_path))
+            super().__init__(config, ["cam"], "far end", clock)
+            self.backoff.jitter = 0.0
+            self.tries: list[float] = []
+            self.up = False
+
+        def deliver(self) -> None:
+            assert self.spool is not None
+            self.tries.append(clock.monotonic())
+            if not self.up:
+                self.failed("refused")
+                return
+            self.succeeded(self.spool.peek(100))
+
+    clock = FakeClock()
+    sink = Refusing(clock)
+    sink.setup()
+    events = [
+        Event(f"cam:r:counts:-1:{i}", "cam", "r", "counts", i, 0.0, 0.0)
+        for i in range(3)
+    ]
+    sink.process([Received("events", e) for e in events])
+    assert sink.tries == [0.0] and sink.stats().spooled == 3
+    for step in (0.5, 0.4):  # the first delay is 1 s
+        clock.advance(step)
+        sink.tick(clock.now())
+    assert sink.tries == [0.0]
+    clock.advance(0.2)
+    sink.tick(clock.now())
+    assert sink.tries == [0.0, 1.1]
+    clock.advance(1.9)  # the second delay is 2 s
+    sink.tick(clock.now())
+    assert len(sink.tries) == 2
+    sink.up = True
+    clock.advance(0.2)
+    sink.tick(clock.now())
+    stats = sink.stats()
+    assert len(sink.tries) == 3 and stats.spooled == 0 and stats.delivered == 3
+    sink.close()

@@ -41,7 +41,7 @@ def drain(decode: DecodeStage, inputs: list[Received]) -> list[Frame | EndOfStre
             emits = decode.process([Received("acks", Ack("cam", last))])
         for emit in emits:
             sent.append(emit.message)
-            assert decode.stats()["in_flight"] <= decode.config.window
+            assert decode.stats().in_flight <= decode.config.window
     return sent
 
 
@@ -87,7 +87,7 @@ def test_decode_resends_unacknowledged_frames(assets: Path) -> None:
     clock.advance(0.2)
     again = [e.message.seq for e in decode.tick(clock.now())]
     assert again == [0, 1, 2, 3]
-    assert decode.stats()["resent"] == 4
+    assert decode.stats().resent == 4
     clock.advance(9.9)  # the second wait is 10 s
     assert list(decode.tick(clock.now())) == []
     clock.advance(0.2)
@@ -385,7 +385,7 @@ def detect_all(assets: Path, **settings: Any) -> list:
     while not stage.finished():
         out += stage.produce()
         time.sleep(0.001)
-    streams = stage.stats()["streams"]
+    streams = stage.stats().streams
     stage.close()
     assert streams == settings.get("streams", streams)
     result = []
@@ -432,7 +432,7 @@ def test_detector_defaults_follow_the_runtime(assets: Path) -> None:
         )
         stage.setup()
         try:
-            return stage.stats()["streams"], stage.max_batch
+            return stage.stats().streams, stage.max_batch
         finally:
             stage.close()
 

@@ -7,7 +7,7 @@ from typing import Any
 import zmq
 
 from pipeline.registry import Instance, PlanContext, Registry, Section, StageKind
-from pipeline.runtime import StagePlan
+from pipeline.stageplan import StagePlan
 from pipeline.transport import LinkOptions
 from stages.annotate.stage import AnnotateConfig
 

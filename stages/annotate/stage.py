@@ -25,6 +25,7 @@ from pipeline.detections import Detections
 from pipeline.errors import FramechainError
 from pipeline.messages import Detected, Overlay
 from pipeline.stage import Emit, Received, Stage
+from stages.annotate.stats import AnnotateStats
 
 log = logging.getLogger(__name__)
 
@@ -250,9 +251,9 @@ class AnnotateStage(Stage):
     def finished(self) -> bool:
         return self._stopping
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> AnnotateStats:
         video = self._writer.frames if self._writer is not None else 0
-        return {**self.counters, "video_frames": video}
+        return AnnotateStats(**self.counters, video_frames=video)
 
     def close(self) -> None:
         if self._writer is not None:

@@ -1,0 +1,1 @@
+"""Capture stages: the readers of files, RTSP, HTTP (MJPEG) and USB cameras."""

@@ -21,6 +21,7 @@ from pipeline.errors import SourceError
 from pipeline.log import redact
 from pipeline.messages import EndOfStream, Packet
 from pipeline.stage import Emit, Received, Stage
+from stages.capture.stats import FileCaptureStats
 
 log = logging.getLogger(__name__)
 
@@ -179,8 +180,8 @@ class CaptureStage(Stage):
     def finished(self) -> bool:
         return self._done
 
-    def stats(self) -> dict[str, Any]:
-        return {"packets": self._seq, "total_frames": self._total_frames}
+    def stats(self) -> FileCaptureStats:
+        return FileCaptureStats(packets=self._seq, total_frames=self._total_frames)
 
     def close(self) -> None:
         if self._container is not None:

@@ -16,8 +16,9 @@ from pipeline.registry import (
     Slot,
     StageKind,
     StatsView,
+    read_stats,
 )
-from pipeline.runtime import StagePlan
+from pipeline.stageplan import RuntimeStats, StagePlan
 from stages.capture.file import CaptureStage, FileSourceConfig
 from stages.capture.live import (
     HttpSourceConfig,
@@ -25,6 +26,7 @@ from stages.capture.live import (
     RtspSourceConfig,
     UsbSourceConfig,
 )
+from stages.capture.stats import FileCaptureStats, LiveCaptureStats
 
 POSITION = 0
 
@@ -74,37 +76,49 @@ def _plan(context: PlanContext, instance: Instance) -> StagePlan:
 
 def _metrics(name: str, stats: StatsView, _chain: StatsView) -> Iterable[Sample]:
     camera = name.partition(".")[2]
+    live = read_stats(stats, LiveCaptureStats)  # a file's: zeros and "starting"
+    runtime = read_stats(stats, RuntimeStats)
     yield Sample(
         "reconnects",
         "counter",
         "Reconnections of a live source",
         {"camera": camera},
-        stats.get("reconnects", 0),
+        live.reconnects,
     )
     yield Sample(
         "frames_dropped",
         "counter",
         "Frames dropped, by reason",
         {"camera": camera, "reason": "capture_queue"},
-        stats.get("dropped.packets", 0) + stats.get("queue_overflows", 0),
+        runtime.dropped.get("packets", 0) + live.queue_overflows,
     )
     yield Sample(
         "camera_online",
         "gauge",
         "1 while the camera delivers",
         {"camera": camera},
-        0.0 if stats.get("state") == "offline" else 1.0,
+        0.0 if live.state == "offline" else 1.0,
     )
 
 
-def _camera_state(stats: StatsView, process_state: str) -> str:
-    return str(
-        stats.get("state", "online" if process_state == "running" else process_state)
-    )
+def _total_frames(stats: StatsView) -> int:
+    return read_stats(stats, FileCaptureStats).total_frames
+
+
+def _file_state(_stats: StatsView, process_state: str) -> str:
+    """A file is there while its capture runs."""
+    return "online" if process_state == "running" else process_state
+
+
+def _live_state(stats: StatsView, process_state: str) -> str:
+    """What the connection says, once the stage has reported."""
+    if not stats:
+        return _file_state(stats, process_state)
+    return read_stats(stats, LiveCaptureStats).state
 
 
 def _summary(_loaded: Any, _target: str, stats: StatsView) -> list[str]:
-    reconnects = stats.get("reconnects", 0)
+    reconnects = read_stats(stats, LiveCaptureStats).reconnects
     return [f"    reconnects {reconnects}"] if reconnects else []
 
 
@@ -119,10 +133,10 @@ def capture_kind(source_type: type, position: int = POSITION) -> StageKind:
         endpoints=_endpoints(source_type),
         variant=("source", source_type),
         ends_streams=True,
-        progress="total",
+        progress=("total", _total_frames),
         metrics=_metrics,
         summary=_summary,
-        camera_state=_camera_state,
+        camera_state=_file_state if source_type is FileSourceConfig else _live_state,
     )
 
 

@@ -35,6 +35,7 @@ from stages.capture.sources import (
     StreamInfo,
     UsbReader,
 )
+from stages.capture.stats import LiveCaptureStats
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +197,7 @@ class LiveCaptureStage(Stage):
         self._seq = 0
         self._done = False
         self.counters: dict[str, int] = defaultdict(int)
+        self.failures: dict[str, int] = defaultdict(int)  # by reason
 
     def setup(self) -> None:
         cfg = self.source.backoff
@@ -227,7 +229,7 @@ class LiveCaptureStage(Stage):
                 self._info = item
                 emits += self._status("online", "connected", "")
             else:
-                self.counters[f"failures.{item.reason}"] += 1
+                self.failures[item.reason] += 1
                 emits += self._status("offline", item.reason, str(item))
         return emits
 
@@ -293,15 +295,17 @@ class LiveCaptureStage(Stage):
     def finished(self) -> bool:
         return self._done
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> LiveCaptureStats:
         connection = self._connection
-        return {
-            **self.counters,
-            "state": self._state,
-            "total_frames": -1,
-            "attempts": list(connection.attempts[-20:]) if connection else [],
-            "queue_overflows": connection.overflows if connection else 0,
-        }
+        return LiveCaptureStats(
+            packets=self.counters["packets"],
+            connects=self.counters["connects"],
+            reconnects=self.counters["reconnects"],
+            failures=dict(self.failures),
+            state=self._state,
+            attempts=list(connection.attempts[-20:]) if connection else [],
+            queue_overflows=connection.overflows if connection else 0,
+        )
 
     def close(self) -> None:
         if self._connection is not None:

@@ -1,0 +1,1 @@
+"""The decode stage: packets to frames, the head of each stream's delivery."""

@@ -16,11 +16,13 @@ from pipeline.registry import (
     Section,
     StageKind,
     StatsView,
+    read_stats,
 )
-from pipeline.runtime import StagePlan
 from pipeline.shm import ring_prefix
+from pipeline.stageplan import StagePlan
 from stages.decode.config import DecodeConfig
 from stages.decode.stage import DecodeStage
+from stages.decode.stats import DecodeStats
 
 
 def _instances(config: Any) -> list[Instance]:
@@ -54,51 +56,52 @@ def _plan(context: PlanContext, instance: Instance) -> StagePlan:
 
 def _metrics(name: str, stats: StatsView, _chain: StatsView) -> Iterable[Sample]:
     camera = name.partition(".")[2]
-    dropped = "Frames dropped, by reason"
+    decode = read_stats(stats, DecodeStats)
     yield Sample(
         "frames",
         "counter",
         "Frames out of decode / through detect and track",
         {"stage": "decode", "camera": camera},
-        stats.get("frames", 0),
+        decode.frames,
     )
-    for reason, key in (
-        ("behind", "frames_dropped_behind"),
-        ("packets_lost", "frames_dropped_gap"),
+    for reason, count in (
+        ("behind", decode.frames_dropped_behind),
+        ("packets_lost", decode.frames_dropped_gap),
     ):
         yield Sample(
             "frames_dropped",
             "counter",
-            dropped,
+            "Frames dropped, by reason",
             {"camera": camera, "reason": reason},
-            stats.get(key, 0),
+            count,
         )
     yield Sample(
         "decode_errors",
         "counter",
         "Packets that failed to decode",
         {"camera": camera},
-        stats.get("decode_errors", 0),
+        decode.decode_errors,
     )
     yield Sample(
         "queue_depth",
         "gauge",
         "Frames in flight behind decode",
         {"camera": camera, "stage": "decode"},
-        stats.get("in_flight", 0),
+        decode.in_flight,
     )
-    yield from frame_age_samples(stats, camera, "decode", "frame_age_out")
+    yield from frame_age_samples(
+        decode.frame_age_out_p50_s, decode.frame_age_out_p99_s, camera, "decode"
+    )
 
 
 def _summary(_loaded: Any, _target: str, stats: StatsView) -> list[str]:
-    behind = stats.get("frames_dropped_behind", 0)
-    gap = stats.get("frames_dropped_gap", 0)
-    errors = stats.get("decode_errors", 0)
-    if not (behind or gap or errors):
+    decode = read_stats(stats, DecodeStats)
+    behind, gap = decode.frames_dropped_behind, decode.frames_dropped_gap
+    if not (behind or gap or decode.decode_errors):
         return []
     return [
         f"    dropped {behind + gap} frames (behind {behind}, lost packets {gap}), "
-        f"decode errors {errors}"
+        f"decode errors {decode.decode_errors}"
     ]
 
 

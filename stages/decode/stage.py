@@ -25,6 +25,7 @@ from pipeline.shm import FrameRing
 from pipeline.stage import Emit, Received, Stage
 from pipeline.transport import Buffer
 from stages.decode.config import DecodeConfig
+from stages.decode.stats import DecodeStats
 from stages.detect.motion import MotionGate
 
 log = logging.getLogger(__name__)
@@ -343,18 +344,20 @@ class DecodeStage(Stage):
     def finished(self) -> bool:
         return self._done
 
-    def stats(self) -> dict[str, Any]:
-        return {
-            "frames": self._seq,
-            "in_flight": len(self._delivery),
-            "window": self._delivery.limit,
-            "resent": self._delivery.resent,
-            **self._ages.report("frame_age_out"),
+    def stats(self) -> DecodeStats:
+        p50, p99 = self._ages.quantiles()
+        return DecodeStats(
+            frames=self._seq,
+            in_flight=len(self._delivery),
+            window=self._delivery.limit,
+            resent=self._delivery.resent,
+            frame_age_out_p50_s=p50,
+            frame_age_out_p99_s=p99,
             **self.counters,
-            "motion_frames_gated": (
+            motion_frames_gated=(
                 self._motion.frames - self._motion.opened if self._motion else 0
             ),
-        }
+        )
 
     def close(self) -> None:
         for ring in self._rings:

@@ -1,0 +1,1 @@
+"""The detect stage: batched YOLO inference, its backends, models and classifier."""

@@ -20,10 +20,12 @@ from pipeline.registry import (
     Section,
     StageKind,
     StatsView,
+    read_stats,
 )
-from pipeline.runtime import StagePlan
+from pipeline.stageplan import StagePlan
 from stages.detect.config import CameraDetectConfig, DetectorConfig
 from stages.detect.models import model_directories, resolve_model
+from stages.detect.stats import DetectStats
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,32 +154,34 @@ def _plan(context: PlanContext, _instance: Instance) -> StagePlan:
 
 
 def _metrics(name: str, stats: StatsView, _chain: StatsView) -> Iterable[Sample]:
+    detect = read_stats(stats, DetectStats)
     yield Sample(
         "frames_dropped",
         "counter",
         "Frames dropped, by reason",
         {"camera": "all", "reason": "slot_overwritten"},
-        stats.get("frames_missed", 0),
+        detect.frames_missed,
     )
-    if stats.get("inference"):
+    if detect.inference is not None:
         yield Sample(
             "inference_seconds",
             "histogram",
             "Inference time per batch",
             {"stage": name},
-            stats["inference"],
+            detect.inference,
         )
 
 
 def _summary(_loaded: Any, _target: str, stats: StatsView) -> list[str]:
     if not stats:
         return []
-    gated = stats.get("frames_gated", 0)
+    detect = read_stats(stats, DetectStats)
+    gated = detect.frames_gated
     return [
-        f"  detect: {stats.get('frames', 0)} frames inferred"
+        f"  detect: {detect.frames} frames inferred"
         + (f", {gated} skipped by the motion gate" if gated else "")
-        + f", mean batch {stats.get('mean_batch', 0):.2f}, "
-        f"{stats.get('infer_ms_per_frame', 0):.1f} ms inference per frame"
+        + f", mean batch {detect.mean_batch:.2f}, "
+        f"{detect.infer_ms_per_frame:.1f} ms inference per frame"
     ]
 
 

@@ -24,6 +24,7 @@ from pipeline.shm import RingReader
 from pipeline.stage import Doorbell, Emit, Received, Stage
 from stages.detect.classify import crops_to_classify, label_columns
 from stages.detect.config import CameraDetectConfig, CameraFilter, DetectorConfig
+from stages.detect.stats import DetectStats
 
 log = logging.getLogger(__name__)
 
@@ -371,17 +372,19 @@ class DetectStage(Stage):
     def finished(self) -> bool:
         return self._ended >= set(self.cameras) and not self._pending
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> DetectStats:
         frames = self.counters["frames"]
-        return {
+        p50, p99 = self._ages.quantiles()
+        return DetectStats(
             **self.counters,
-            "mean_batch": frames / max(1, self.counters["batches"]),
-            "streams": self._streams,
-            "max_batch": self.max_batch,
-            "infer_ms_per_frame": 1000 * self._infer_s / max(1, frames),
-            **self._ages.report("frame_age_in"),
-            "inference": self._inference.report(),
-        }
+            mean_batch=frames / max(1, self.counters["batches"]),
+            streams=self._streams,
+            max_batch=self.max_batch,
+            infer_ms_per_frame=1000 * self._infer_s / max(1, frames),
+            frame_age_in_p50_s=p50,
+            frame_age_in_p99_s=p99,
+            inference=self._inference.report(),
+        )
 
     def close(self) -> None:
         if self._pool is not None:

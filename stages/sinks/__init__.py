@@ -1,0 +1,1 @@
+"""Event sinks: SQLite, JSONL, MQTT and webhook, and their spool."""

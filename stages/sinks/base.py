@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 from pipeline.clock import Clock, WallClock
 from pipeline.messages import EndOfStream, Event
 from pipeline.stage import Emit, Received, Stage
+from stages.sinks.stats import SinkStats
 
 
 class EventSink(Stage):
@@ -59,8 +59,5 @@ class EventSink(Stage):
     def finished(self) -> bool:
         return self.input_ended()
 
-    def stats(self) -> dict[str, Any]:
-        return {
-            "events": self.received,
-            "input_ended": self.input_ended(),
-        }
+    def stats(self) -> SinkStats:
+        return SinkStats(events=self.received)

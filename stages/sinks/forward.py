@@ -10,7 +10,6 @@ import logging
 from abc import abstractmethod
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 from pydantic import Field
 
@@ -21,6 +20,7 @@ from pipeline.messages import Event
 from pipeline.stage import Emit
 from stages.sinks.base import EventSink
 from stages.sinks.spool import DiskSpool
+from stages.sinks.stats import ForwardingSinkStats
 
 log = logging.getLogger(__name__)
 
@@ -142,13 +142,13 @@ class ForwardingSink(EventSink):
             return False
         return not len(self.spool) or (self.stopping and self.outage_since is not None)
 
-    def stats(self) -> dict[str, Any]:
-        return {
-            **super().stats(),
-            "delivered": self.delivered,
-            "spooled": len(self.spool) if self.spool is not None else 0,
-            "reachable": self.outage_since is None,
-        }
+    def stats(self) -> ForwardingSinkStats:
+        return ForwardingSinkStats(
+            events=self.received,
+            delivered=self.delivered,
+            spooled=len(self.spool) if self.spool is not None else 0,
+            reachable=self.outage_since is None,
+        )
 
     def close(self) -> None:
         if self.spool is not None:

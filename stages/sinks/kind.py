@@ -19,9 +19,11 @@ from pipeline.registry import (
     Slot,
     StageKind,
     StatsView,
+    read_stats,
 )
-from pipeline.runtime import StagePlan
 from pipeline.stage import Stage
+from pipeline.stageplan import StagePlan
+from stages.sinks.stats import ForwardingSinkStats
 
 SinkFactory = Callable[[LoadedConfig, Any, list[str]], Stage]
 """(loaded config, the sink's config entry, camera names) -> the sink stage."""
@@ -65,7 +67,8 @@ def sink_kind(config_type: type[Any], factory: SinkFactory) -> StageKind:
 
 def _metrics(name: str, stats: StatsView, chain: StatsView) -> Iterable[Sample]:
     sink = name.partition(".")[2]
-    received = int(stats.get("events", 0))
+    own = read_stats(stats, ForwardingSinkStats)  # a local sink: spooled 0
+    received = own.events
     yield Sample(
         "events", "counter", "Events received by a sink", {"sink": sink}, received
     )
@@ -75,15 +78,16 @@ def _metrics(name: str, stats: StatsView, chain: StatsView) -> Iterable[Sample]:
         "gauge",
         "Events produced but not yet delivered by the sink (in flight or spooled)",
         {"sink": sink},
-        max(0, produced - received) + int(stats.get("spooled", 0)),
+        max(0, produced - received) + own.spooled,
     )
 
 
 def _summary(loaded: LoadedConfig, target: str, stats: StatsView) -> list[str]:
     sink = next(s for s in loaded.config.sinks if s.name == target)
-    line = f"  sink {target}: {stats.get('events', 0)} events -> {sink.target()}"
-    if stats.get("spooled"):
-        line += f" ({stats['spooled']} not yet delivered, kept in the spool)"
+    own = read_stats(stats, ForwardingSinkStats)
+    line = f"  sink {target}: {own.events} events -> {sink.target()}"
+    if own.spooled:
+        line += f" ({own.spooled} not yet delivered, kept in the spool)"
     return [line]
 
 

@@ -25,6 +25,7 @@ from pipeline.configtypes import EnvSecret
 from pipeline.log import redact
 from pipeline.messages import Event
 from stages.sinks.forward import ForwardingSink, ForwardingSinkConfig
+from stages.sinks.stats import WebhookSinkStats
 
 log = logging.getLogger(__name__)
 
@@ -157,8 +158,13 @@ class WebhookSink(ForwardingSink):
             wait = min(float(value), 300.0)
             self.retry_at = max(self.retry_at, self.clock.monotonic() + wait)
 
-    def stats(self) -> dict[str, object]:
-        return {**super().stats(), "requests": self.requests, "rejected": self.rejected}
+    def stats(self) -> WebhookSinkStats:
+        base = super().stats()
+        return WebhookSinkStats(
+            **msgspec.structs.asdict(base),
+            requests=self.requests,
+            rejected=self.rejected,
+        )
 
     def close(self) -> None:
         """A request in flight is left to finish (its events stay spooled until a

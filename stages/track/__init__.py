@@ -1,0 +1,1 @@
+"""The track stage: tracking, the rule engine and media taps of each camera."""

@@ -20,12 +20,14 @@ from pipeline.registry import (
     Slot,
     StageKind,
     StatsView,
+    read_stats,
 )
-from pipeline.runtime import StagePlan
+from pipeline.stageplan import RuntimeStats, StagePlan
 from pipeline.transport import LinkOptions
 from stages.track.privacy import PrivacyConfig
 from stages.track.rules import BUILTIN_RULES, RuleBase
 from stages.track.snapshots import SnapshotConfig
+from stages.track.stats import TrackStats
 from stages.track.tracking import TrackerConfig
 
 ANNOTATE_LINK = LinkOptions(hwm=2, linger_ms=0)
@@ -135,50 +137,48 @@ def _resolve(context: ResolveContext) -> None:
 
 def _metrics(name: str, stats: StatsView, _chain: StatsView) -> Iterable[Sample]:
     camera = name.partition(".")[2]
+    track = read_stats(stats, TrackStats)
     yield Sample(
         "frames",
         "counter",
         "Frames out of decode / through detect and track",
         {"stage": "track", "camera": camera},
-        stats.get("frames", 0),
+        track.frames,
     )
     yield Sample(
-        "fps",
-        "gauge",
-        "Frames per second tracked",
-        {"camera": camera},
-        stats.get("fps", 0.0),
+        "fps", "gauge", "Frames per second tracked", {"camera": camera}, track.fps
     )
-    yield from frame_age_samples(stats, camera, "track", "frame_age")
+    yield from frame_age_samples(
+        track.frame_age_p50_s, track.frame_age_p99_s, camera, "track"
+    )
     yield Sample(
         "frames_dropped",
         "counter",
         "Frames dropped, by reason",
         {"camera": camera, "reason": "annotate"},
-        stats.get("dropped.annotate", 0),
+        read_stats(stats, RuntimeStats).dropped.get("annotate", 0),
     )
-    if stats.get("latency"):
+    if track.latency is not None:
         yield Sample(
             "end_to_end_seconds",
             "histogram",
             "Capture to tracked-and-evaluated time",
             {"camera": camera},
-            stats["latency"],
+            track.latency,
         )
 
 
 def _summary(_loaded: Any, target: str, stats: StatsView) -> list[str]:
+    track = read_stats(stats, TrackStats)
     lines = [
-        f"  camera {target}: {stats.get('frames', 0)} frames at "
-        f"{stats.get('fps', 0.0):.1f} fps, frame age p50 "
-        f"{1000 * stats.get('frame_age_p50_s', 0.0):.0f} ms, p99 "
-        f"{1000 * stats.get('frame_age_p99_s', 0.0):.0f} ms"
+        f"  camera {target}: {track.frames} frames at {track.fps:.1f} fps, frame age "
+        f"p50 {1000 * track.frame_age_p50_s:.0f} ms, p99 "
+        f"{1000 * track.frame_age_p99_s:.0f} ms"
     ]
-    counts = stats.get("counts", {})
-    for key in sorted(counts):
+    for key in sorted(track.counts):
         rule, *what = key.split("/")  # rule/class/direction or rule/event kind
-        lines.append(f"    {rule:<16} {' '.join(what):<17} {counts[key]:>6}")
-    if not counts:
+        lines.append(f"    {rule:<16} {' '.join(what):<17} {track.counts[key]:>6}")
+    if not track.counts:
         lines.append("    no line crossings")
     return lines
 
@@ -221,7 +221,7 @@ KIND = StageKind(
     endpoints=lambda config: {f"track.{c}.in" for c in config.cameras},
     sections=tuple(_sections()),
     reloads=True,
-    progress="done",
+    progress=("done", lambda stats: read_stats(stats, TrackStats).next_seq),
     resolve=_resolve,
     metrics=_metrics,
     summary=_summary,

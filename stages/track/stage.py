@@ -24,6 +24,7 @@ from stages.track.privacy import PrivacyConfig
 from stages.track.rules import BUILTIN_RULES, Rule, RuleBase
 from stages.track.rules.base import rule_types
 from stages.track.snapshots import SnapshotConfig
+from stages.track.stats import TrackStats
 from stages.track.taps import MediaTaps
 from stages.track.tracking import TrackerConfig, Tracking
 
@@ -164,19 +165,21 @@ class TrackStage(Stage):
     def finished(self) -> bool:
         return self._done
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> TrackStats:
         frames = self.counters["frames"]
         elapsed = self._last_ts - self._first_ts
-        return {
+        p50, p99 = self._ages.quantiles()
+        return TrackStats(
             **self.counters,
             **self.tracking.counters,
             **self.taps.stats(),
-            "next_seq": self.tracking.next_seq,
-            "fps": (frames - 1) / elapsed if frames > 1 and elapsed > 0 else 0.0,
-            **self._ages.report(),
-            "latency": self._latency.report(),
-            "counts": dict(self.engine.counts),
-        }
+            next_seq=self.tracking.next_seq,
+            fps=(frames - 1) / elapsed if frames > 1 and elapsed > 0 else 0.0,
+            frame_age_p50_s=p50,
+            frame_age_p99_s=p99,
+            latency=self._latency.report(),
+            counts=dict(self.engine.counts),
+        )
 
     def close(self) -> None:
         self.taps.close()

@@ -132,6 +132,7 @@ class MediaTaps:
         return Emit("annotate", header, [*tracked.to_parts(), own.data])
 
     def stats(self) -> dict[str, int]:
+        """Counters for the track stage's ``TrackStats``."""
         return {
             **self.counters,
             "snapshots_written": self.snapshots.written if self.snapshots else 0,

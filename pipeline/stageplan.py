@@ -1,0 +1,47 @@
+"""What a stage process is made of before it runs: its plan (links and the factory
+of its stage object), and what the runtime reports of it besides the stage's own
+statistics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+from pipeline.stage import Stage
+from pipeline.transport import Endpoint
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """Everything needed to run one stage process: its name, its links and a factory
+    for the stage object (called inside the process)."""
+
+    name: str
+    kind: str
+    endpoints: tuple[Endpoint, ...]
+    build: Callable[[], Stage]
+    lossy_ports: frozenset[str] = frozenset()
+    drain_timeout_s: float = 8.0
+    # Only the chain's last stages exit by themselves once finished. Every other stage
+    # stays up, idle, until it is stopped, so that nothing it queued for a slower
+    # neighbour is cut off by its exit, and it can still answer a re-send.
+    exit_when_finished: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+    # input port -> recording file: every message received there is also written
+    # to it (``links.record``), for replay without the stages before it.
+    record: dict[str, Path] = field(default_factory=dict)
+
+
+class RuntimeStats(msgspec.Struct, kw_only=True):
+    """What the runtime reports of every stage, besides the stage's own stats."""
+
+    received: int = 0
+    sent: int = 0
+    invalid_messages: int = 0  # headers that failed to parse or validate
+    heartbeats_dropped: int = 0
+    dropped: dict[str, int] = {}  # messages dropped by full lossy outputs, by port
+    cpu_s: float = 0.0
+    input_ended: bool = False  # ``Stage.input_ended()``

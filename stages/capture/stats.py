@@ -1,0 +1,19 @@
+"""What capture stages report in their heartbeats."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class FileCaptureStats(msgspec.Struct, kw_only=True):
+    packets: int = 0
+    total_frames: int = -1  # -1: unknown (a live source)
+
+
+class LiveCaptureStats(FileCaptureStats, kw_only=True):
+    state: str = "starting"  # online, offline (with the reason), stopped
+    connects: int = 0
+    reconnects: int = 0
+    failures: dict[str, int] = {}  # by reason: refused, timeout, auth_failed ...
+    attempts: list[float] = []  # wall times of the last connection attempts
+    queue_overflows: int = 0

@@ -1,0 +1,26 @@
+"""What the track stage reports in its heartbeats."""
+
+from __future__ import annotations
+
+import msgspec
+
+from pipeline.metrics import HistogramReport
+
+
+class TrackStats(msgspec.Struct, kw_only=True):
+    frames: int = 0
+    next_seq: int = 0  # every message before it is applied and acknowledged
+    fps: float = 0.0
+    events_emitted: int = 0
+    duplicates: int = 0  # re-sent frames already applied
+    out_of_order: int = 0  # frames ahead of a gap, left for the re-send
+    reloads: int = 0
+    camera_online: int = 0
+    camera_offline: int = 0
+    frames_without_pixels: int = 0
+    snapshots_written: int = 0
+    snapshots_failed: int = 0
+    frame_age_p50_s: float = 0.0
+    frame_age_p99_s: float = 0.0
+    latency: HistogramReport | None = None
+    counts: dict[str, int] = {}  # rule/class/direction or rule/event kind
