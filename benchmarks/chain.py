@@ -63,7 +63,7 @@ def run_chain(
     loaded = load(path)
     runtime = tmp / "run"
     runtime.mkdir(mode=0o700, exist_ok=True)
-    supervisor = supervisor_for(loaded, runtime)
+    supervisor = supervisor_for(loaded, runtime, watch_file=False)
     samples: list[Sample] = []
     started = time.perf_counter()
     next_sample = started + (sample_every_s or 0)

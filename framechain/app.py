@@ -50,10 +50,14 @@ def stage_command(config_path: Path, runtime_dir: Path) -> Command:
 
 
 def supervisor_for(
-    loaded: LoadedConfig, runtime_dir: Path, command: Command | None = None
+    loaded: LoadedConfig,
+    runtime_dir: Path,
+    command: Command | None = None,
+    watch_file: bool = True,
 ) -> Supervisor:
     """The supervisor of a loaded config's chain (``command``: how to start a
-    stage, by default ``stage_command``)."""
+    stage, by default ``stage_command``; ``watch_file``: reload rules when the
+    config file changes, as ``supervisor.watch_config`` asks)."""
     from framechain.plan import stage_names, stage_roles
 
     return Supervisor(
@@ -62,5 +66,5 @@ def supervisor_for(
         runtime_dir,
         loaded.config.supervisor,
         stage_roles(loaded),
-        config_path=loaded.path,
+        config_path=loaded.path if watch_file else None,
     )

@@ -97,7 +97,9 @@ class ChainRun:
             argv = plain(name, control)
             return argv if wrap is None else wrap(name, argv)
 
-        self.supervisor = supervisor_for(loaded, self.runtime, command)
+        self.supervisor = supervisor_for(
+            loaded, self.runtime, command, watch_file=False
+        )
         self.samples: list[tuple[float, dict[str, dict[str, Any]]]] = []
         self.code: int | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)

@@ -318,7 +318,7 @@ def test_spool_is_ordered_durable_and_remembers_deliveries(tmp_path) -> None:
     from stages.sinks.spool import DiskSpool
 
     def event(i: int) -> Event:
-        return Event(f"cam:r:k:-1:{i}", "cam", "r", "k", i, 0.0, 0.0)
+        return Event(f"cam:r:counts:-1:{i}", "cam", "r", "counts", i, 0.0, 0.0)
 
     spool = DiskSpool(tmp_path / "s.db")
     assert spool.append([event(i) for i in range(5)]) == 5
