@@ -13,10 +13,10 @@ import os
 import shutil
 import signal
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
+from framechain.rundir import claim, runtime_folder, sweep_runtime_folders
 from pipeline.errors import ConfigError, FramechainError
 
 log = logging.getLogger("framechain")
@@ -26,16 +26,6 @@ def _load(path: str) -> Any:
     from framechain.app import load
 
     return load(path)
-
-
-def _runtime_dir(loaded: Any, explicit: str | None) -> tuple[Path, bool]:
-    """The folder for ipc:// sockets, created private (0700); True if temporary."""
-    chosen = explicit or loaded.config.runtime_dir
-    if chosen:
-        path = Path(chosen)
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        return path, False
-    return Path(tempfile.mkdtemp(prefix="framechain-")), True
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -60,7 +50,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
     if args.supervisor_pid is not None:  # first, so an early death also ends us
         die_with(args.supervisor_pid)
     loaded = _load(args.config)
-    runtime_dir, _ = _runtime_dir(loaded, args.runtime_dir)
+    runtime_dir, _ = runtime_folder(loaded, args.runtime_dir)
     try:
         plan = build_plan(loaded, args.name, runtime_dir)
     except KeyError as e:
@@ -75,11 +65,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from framechain.summary import Progress, print_summary
     from pipeline.log import setup_logging
     from pipeline.observability import HealthServer
-    from pipeline.shm import remove_stale_rings, ring_prefix
+    from pipeline.shm import remove_orphan_rings, remove_stale_rings, ring_prefix
 
     loaded = _load(args.config)
     setup_logging("supervisor", loaded.config.log_level, loaded.config.log_format)
-    runtime_dir, temporary = _runtime_dir(loaded, args.runtime_dir)
+    remove_orphan_rings()
+    sweep_runtime_folders()
+    runtime_dir, temporary = runtime_folder(loaded, args.runtime_dir)
+    if temporary:
+        claim(runtime_dir)
     kinds = process_kinds(loaded)
     supervisor = supervisor_for(loaded, runtime_dir)
     signal.signal(signal.SIGTERM, supervisor.request_stop)
@@ -100,6 +94,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         if temporary:
             shutil.rmtree(runtime_dir, ignore_errors=True)
     print_summary(loaded, supervisor, kinds, file=sys.stdout)
+    if supervisor.failure:
+        sys.stdout.flush()
+        print(f"framechain: {supervisor.failure}", file=sys.stderr)
     return code
 
 

@@ -18,9 +18,9 @@ import zmq
 
 from pipeline.config import LoadedConfig
 from pipeline.errors import ConfigError
+from pipeline.processes import StageRoles
 from pipeline.registry import PlanContext, StageKind
 from pipeline.stageplan import StagePlan
-from pipeline.supervisor import StageRoles
 from pipeline.transport import CurveKeys, Endpoint, LinkOptions
 
 
@@ -87,10 +87,21 @@ def stage_roles(loaded: LoadedConfig) -> StageRoles:
     heads = sorted(
         (p for p in processes if p.kind.ends_streams), key=lambda p: -p.kind.position
     )
+    companions = {
+        p.name: tuple(
+            q.name
+            for q in processes
+            if q.kind.name in p.kind.restarts_with
+            and q.instance.target == p.instance.target
+        )
+        for p in processes
+        if p.kind.restarts_with
+    }
     return StageRoles(
         terminal=frozenset(p.name for p in processes if p.kind.role == "terminal"),
         ends_streams=tuple(p.name for p in heads),
         reloads=frozenset(p.name for p in processes if p.kind.reloads),
+        restart_with=companions,
     )
 
 

@@ -45,6 +45,12 @@ class ChainBase(StrictModel):
         default=None,
         description="Folder for ipc:// sockets (default: a private temp dir).",
     )
+    state_dir: ConfigPath = Field(
+        default="state",
+        validate_default=True,
+        description="Folder of the checkpoints that let a restarted stage, or a "
+        "run after a crash, resume where it stopped (<state_dir>/<config name>/).",
+    )
     log_format: Literal["text", "json"] = Field(
         default="text", description="json: one JSON object per log line."
     )

@@ -62,6 +62,9 @@ class Frame(msgspec.Struct, frozen=True, array_like=True, tag="frame"):
     ``seq`` numbers the frames of one stream without gaps; downstream stages check it.
     ``motion`` false: the camera's motion gate found nothing new in this frame, so
     detect may reuse the camera's last detections instead of running the model.
+    ``epoch`` names the sequence ``seq`` belongs to: 0 for a file source (the same
+    file always gives the same numbers), the decode process's start time in
+    milliseconds for a live source (each decode process numbers from 0 again).
     """
 
     stream_id: str
@@ -74,6 +77,7 @@ class Frame(msgspec.Struct, frozen=True, array_like=True, tag="frame"):
     shm: FrameRef | None
     timings: tuple[Timing, ...] = ()
     motion: bool = True
+    epoch: int = 0
 
 
 class OverlayLine(msgspec.Struct, frozen=True, array_like=True):
@@ -137,6 +141,7 @@ class EndOfStream(msgspec.Struct, frozen=True, array_like=True, tag="eos"):
     seq: int
     reason: str
     frames: int
+    epoch: int = 0
 
 
 class StreamStatus(msgspec.Struct, frozen=True, array_like=True, tag="status"):
@@ -150,14 +155,50 @@ class StreamStatus(msgspec.Struct, frozen=True, array_like=True, tag="status"):
     reason: str
     ts: float
     detail: str = ""
+    epoch: int = 0
 
 
 class Ack(msgspec.Struct, frozen=True, array_like=True, tag="ack"):
-    """Cumulative acknowledgement: every frame of ``stream_id`` up to ``seq`` is done
-    (tracked, rules applied, events handed to the sinks)."""
+    """Cumulative acknowledgement: every frame of ``stream_id`` (in ``epoch``) up to
+    ``seq`` is done: tracked, rules applied, and the track stage's state after it,
+    with the events not yet stored by every sink, checkpointed to disk."""
 
     stream_id: str
     seq: int
+    epoch: int = 0
+
+
+class Resume(msgspec.Struct, frozen=True, array_like=True, tag="resume"):
+    """Track to decode: the next frame it needs is ``seq`` of ``epoch``. Sent when a
+    track stage starts (restored from its checkpoint), when a frame arrives ahead of
+    a gap, and every second while no frame comes; decode sends its frames from
+    there (a restarted file decode skips the frames before it)."""
+
+    stream_id: str
+    epoch: int
+    seq: int
+
+
+class Mark(msgspec.Struct, frozen=True, array_like=True, tag="mark"):
+    """Track to each sink, after the events of a batch of frames: a sink answers with
+    ``Stored`` once everything it received before the mark is durable. ``origin``
+    names the track process (a restarted one starts counting ``token`` again)."""
+
+    stream_id: str
+    origin: int
+    token: int
+
+
+class Stored(msgspec.Struct, frozen=True, array_like=True, tag="stored"):
+    """Sink to track: everything before mark ``token`` is durably stored. ``session``
+    names the sink process: a new one may have lost what its predecessor had
+    received and not stored, so the track sends it every event not yet stored."""
+
+    sink: str
+    session: int
+    stream_id: str
+    origin: int
+    token: int
 
 
 EventKind = Literal[
@@ -184,9 +225,11 @@ class Event(msgspec.Struct, frozen=True, array_like=True, tag="event"):
     event_id: Annotated[
         str,
         msgspec.Meta(
-            description="<camera>:<rule>:<kind>:<track_id>:<seq>; the same frame "
-            "and rule always give the same id.",
-            pattern=r"^[^:]+:[^:]+:[a-z_]+:-?[0-9]+:[0-9]+$",
+            description="<camera>:<rule>:<kind>:<track_id>:<seq> for a file "
+            "source (the same in every run), "
+            "<camera>:<rule>:<kind>:<track_id>:<epoch>-<seq> for a live one (unique "
+            "per run); the same frame and rule always give the same id.",
+            pattern=r"^[^:]+:[^:]+:[a-z_]+:-?[0-9]+:([0-9]+-)?[0-9]+$",
         ),
     ]
     stream_id: Annotated[
@@ -294,7 +337,17 @@ class Heartbeat(msgspec.Struct, frozen=True, array_like=True, tag="heartbeat"):
 
 
 Message = (
-    Packet | Frame | Detected | EndOfStream | StreamStatus | Ack | Event | Heartbeat
+    Packet
+    | Frame
+    | Detected
+    | EndOfStream
+    | StreamStatus
+    | Ack
+    | Resume
+    | Mark
+    | Stored
+    | Event
+    | Heartbeat
 )
 
 _ENCODER = msgspec.msgpack.Encoder()
@@ -318,6 +371,13 @@ def decode(data: bytes | memoryview) -> Message:
         raise MessageError(f"invalid message header: {e}") from e
 
 
-def event_id(stream_id: str, rule: str, kind: str, track_id: int, seq: int) -> str:
-    """The stable id of an event: the same frame and rule always give the same id."""
+def event_id(
+    stream_id: str, rule: str, kind: str, track_id: int, seq: int, epoch: int = 0
+) -> str:
+    """The id of an event: the same frame and rule always give the same id. A file
+    source's frames are numbered the same in every run (epoch 0), so its ids are
+    stable across runs; a live source's carry the epoch of their decode process,
+    so no restart reuses an earlier run's id."""
+    if epoch:
+        return f"{stream_id}:{rule}:{kind}:{track_id}:{epoch}-{seq}"
     return f"{stream_id}:{rule}:{kind}:{track_id}:{seq}"

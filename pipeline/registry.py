@@ -119,6 +119,9 @@ class StageKind:
         ends_streams: SIGUSR1 at an orderly stop ends its streams (stream heads);
             kinds further down the chain get it first.
         reloads: SIGHUP reloads what can change without a restart.
+        restarts_with: the kinds whose process of the same instance restarts
+            whenever one of this kind does (a decode that starts over needs its
+            capture to read the stream from the start again).
         progress: for the progress bar, whether this kind counts frames ``done``
             or the ``total`` to do (-1: unknown), and how to read it.
         resolve: checks that need more than the YAML (model files), in position
@@ -138,6 +141,7 @@ class StageKind:
     variant: tuple[str, type] | None = None
     ends_streams: bool = False
     reloads: bool = False
+    restarts_with: tuple[str, ...] = ()
     progress: tuple[Literal["done", "total"], Callable[[StatsView], int]] | None = None
     resolve: Callable[[ResolveContext], Any] | None = None
     metrics: Callable[[str, StatsView, StatsView], Iterable[Sample]] | None = None

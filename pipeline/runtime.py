@@ -62,6 +62,9 @@ class StageRuntime:
         # (``watch_signals``) and the stage's doorbell
         self.wake_fds: list[int] = []
         self._pollers: dict[tuple[Any, ...], zmq.Poller] = {}
+        self.last_error = ""
+        self._progress = (-1, False)
+        self._progress_since = time.monotonic()
 
     def watch_signals(self) -> None:
         """Let a stop or reload signal end the loop's sleep at once rather than at its
@@ -108,13 +111,16 @@ class StageRuntime:
             return EXIT_OK
         except ConfigError as e:
             log.error("%s", e)
+            self.last_error = str(e)
             return EXIT_CONFIG
         except (FramechainError, OSError) as e:
             log.error("%s", e)
+            self.last_error = str(e)
             return EXIT_FAILED
-        except Exception:
+        except Exception as e:
             # Not bad input but a bug: keep the traceback, the supervisor restarts us.
             log.exception("stage %s failed", self.plan.name)
+            self.last_error = f"{type(e).__name__}: {e}"
             return EXIT_FAILED
         finally:
             self.state = "stopped"
@@ -339,6 +345,16 @@ class StageRuntime:
             done.set()
             helper.join()
 
+    def _stalled_s(self, now: float) -> float:
+        """How long the stage has had work waiting without progress."""
+        if self.stage is None or self.state != "running":
+            return 0.0
+        done, waiting = self.stage.progress()
+        if not waiting or done != self._progress[0]:
+            self._progress, self._progress_since = (done, waiting), now
+            return 0.0
+        return now - self._progress_since
+
     def _heartbeat(self, force: bool = False) -> None:
         now = time.monotonic()
         if self.control is None or (not force and now < self.next_heartbeat):
@@ -353,6 +369,8 @@ class StageRuntime:
                 dropped=dict(self.dropped),
                 cpu_s=times.user + times.system,
                 input_ended=self.stage is not None and self.stage.input_ended(),
+                stalled_s=self._stalled_s(now),
+                last_error=self.last_error,
             )
         )
         own = self.stage.stats() if self.stage is not None else None

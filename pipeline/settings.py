@@ -27,6 +27,12 @@ class SupervisorConfig(StrictModel):
     heartbeat_timeout_s: float = Field(
         default=10.0, gt=0, description="A running stage silent this long is restarted."
     )
+    stall_timeout_s: float = Field(
+        default=20.0,
+        gt=0,
+        description="A running stage with work waiting and no progress this long "
+        "is restarted.",
+    )
     startup_timeout_s: float = Field(
         default=120.0,
         gt=0,

@@ -94,6 +94,29 @@ class FrameRing:
         self._path.unlink(missing_ok=True)
 
 
+class StreamRings:
+    """The rings of one producer process for one stream, a new one whenever the
+    frame size changes. Named ``<stem>.<pid>.<n>``: frames of a killed predecessor
+    still in flight keep pointing at its rings, never at a reused slot of ours,
+    and the predecessor's rings are removed as we start."""
+
+    def __init__(self, stem: str, slots: int) -> None:
+        self.stem = stem
+        self.slots = slots
+        self.rings: list[FrameRing] = []
+        remove_rings(f"{stem}.")
+
+    def ring_for(self, nbytes: int) -> FrameRing:
+        if not self.rings or self.rings[-1].payload_bytes != nbytes:
+            name = f"{self.stem}.{os.getpid()}.{len(self.rings)}"
+            self.rings.append(FrameRing(name, nbytes, self.slots))
+        return self.rings[-1]
+
+    def close(self) -> None:
+        for ring in self.rings:
+            ring.close()
+
+
 class RingReader:
     """Maps producers' rings on demand and validates references against them."""
 
@@ -115,8 +138,22 @@ class RingReader:
                 segment = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
             finally:
                 os.close(fd)
+            self._forget_predecessors(name)
             self._maps[name] = segment
         return segment
+
+    def _forget_predecessors(self, name: str) -> None:
+        """A ring of a new producer process for the same stream: unmap those of
+        the earlier ones (their memory is only freed once nobody maps it)."""
+        stem, owner = name.rsplit(".", 2)[0], _owner(name)
+        if owner is None:
+            return
+        for old in [n for n in self._maps if n.rsplit(".", 2)[0] == stem]:
+            if _owner(old) != owner:
+                try:
+                    self._maps.pop(old).close()
+                except BufferError:
+                    log.debug("segment still has exported views; left to the GC")
 
     def view(self, ref: FrameRef, shape: tuple[int, ...]) -> np.ndarray:
         """A read-only uint8 view of the slot's pixels, valid until ``verify`` fails.
@@ -170,6 +207,56 @@ class RingReader:
 def ring_prefix(runtime_dir: Path) -> str:
     """Name prefix of one run's shared-memory rings (unique per runtime folder)."""
     return "fc-" + hashlib.sha256(str(runtime_dir).encode()).hexdigest()[:10]
+
+
+def _owner(name: str) -> int | None:
+    """The pid in a ring's name (``<prefix>-<stream>.<pid>.<n>``), if any."""
+    parts = name.rsplit(".", 2)
+    if len(parts) != 3 or not parts[1].isdigit():
+        return None
+    return int(parts[1])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def remove_rings(stem: str) -> int:
+    """Unlink the rings whose names start with ``stem`` and that this process
+    does not own: a restarted producer's predecessors' (they died with it)."""
+    removed = 0
+    own = os.getpid()
+    for path in shm_directory().glob(f"{stem}*"):
+        if _owner(path.name) == own:
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed += 1
+    if removed:
+        log.info("removed %d shared-memory rings of an earlier process", removed)
+    return removed
+
+
+def remove_orphan_rings() -> int:
+    """Unlink framechain rings whose producer is dead (a run killed whole, by a
+    power cut or ``kill -9``, leaves its rings behind); other runs' are kept."""
+    removed = 0
+    for path in shm_directory().glob("fc-*"):
+        pid = _owner(path.name)
+        if pid is None or _alive(pid):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed += 1
+    if removed:
+        log.info("removed %d shared-memory rings of dead processes", removed)
+    return removed
 
 
 def remove_stale_rings(prefix: str) -> int:

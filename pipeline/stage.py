@@ -134,6 +134,12 @@ class Stage(ABC):
         ends)."""
         return False
 
+    def progress(self) -> tuple[int, bool]:
+        """(a count that grows with the work done, whether work waits now). A
+        stage with work waiting whose count stands still is stalled; the
+        supervisor restarts it after ``supervisor.stall_timeout_s``."""
+        return 0, False
+
     def stats(self) -> msgspec.Struct | None:
         """What the stage reports in its heartbeats: a struct of its kind's, whose
         fields the kind's metrics and summary read back (``StageKind``)."""

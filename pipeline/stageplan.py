@@ -13,6 +13,11 @@ import msgspec
 from pipeline.stage import Stage
 from pipeline.transport import Endpoint
 
+RUN_ID_VARIABLE = "FRAMECHAIN_RUN_ID"
+"""The environment variable in which the supervisor gives every stage the id of
+its run: a stage restarted within a run resumes exactly where it was; one started
+by a later run decides what of an earlier run's checkpoint still holds."""
+
 
 @dataclass(frozen=True)
 class StagePlan:
@@ -45,3 +50,7 @@ class RuntimeStats(msgspec.Struct, kw_only=True):
     dropped: dict[str, int] = {}  # messages dropped by full lossy outputs, by port
     cpu_s: float = 0.0
     input_ended: bool = False  # ``Stage.input_ended()``
+    # seconds the stage has had work waiting (``Stage.progress``) without making
+    # progress; the supervisor restarts a stage stalled for too long
+    stalled_s: float = 0.0
+    last_error: str = ""  # what ended the process, in its last heartbeat

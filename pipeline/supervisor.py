@@ -15,9 +15,7 @@ import os
 import signal
 import subprocess
 import time
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -25,54 +23,17 @@ from typing import Any
 import zmq
 
 from pipeline.messages import Heartbeat
+from pipeline.processes import MonitoredProcess, StageRoles, exit_reason
 from pipeline.registry import read_stats
 from pipeline.sdnotify import Notifier
 from pipeline.settings import SupervisorConfig
-from pipeline.stageplan import RuntimeStats
+from pipeline.stageplan import RUN_ID_VARIABLE, RuntimeStats
 from pipeline.transport import Endpoint, LinkOptions, make_socket, receive
 
 WATCH_INTERVAL_S = 0.1
+UNRESPONSIVE_S = 2.0  # a running stage silent this long is reported, not yet killed
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class MonitoredProcess:
-    """One stage process and its restart history."""
-
-    name: str
-    command: list[str]
-    process: subprocess.Popen[bytes] | None = None
-    restarts: deque[float] = field(default_factory=deque)
-    next_start: float = 0.0
-    started: float = 0.0
-    last_beat: float = 0.0
-    state: str = "pending"
-    exit_code: int | None = None
-    stats: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def exited(self, code: int) -> None:
-        """Record the end of a stage that is not restarted: done on status 0."""
-        self.exit_code = code
-        self.state = "done" if code == 0 else "stopped"
-
-
-@dataclass(frozen=True, slots=True)
-class StageRoles:
-    """What the supervisor must know of its stages, derived from their kinds:
-    ``terminal``: the chain's ends, which exit by themselves once done (the run is
-    over when they all are); ``ends_streams``: the stream heads that SIGUSR1 ends
-    at an orderly stop, in the order they get it (further down the chain first:
-    a head's own end must come after the one below it, which then drops it);
-    ``reloads``: the stages SIGHUP reloads."""
-
-    terminal: frozenset[str] = frozenset()
-    ends_streams: tuple[str, ...] = ()
-    reloads: frozenset[str] = frozenset()
 
 
 class Supervisor:
@@ -100,7 +61,11 @@ class Supervisor:
         self.stop_requested = False
         self.reload_requested = False
         self.failed = False
+        self.failure = ""  # the one line that says why the run gave up
         self.restart_count = 0
+        # every stage of this run gets it: a restarted stage resumes its own
+        # checkpoint exactly; a later run's judges what of it still holds
+        self.run_id = f"{time.time_ns():x}-{os.getpid()}"
         self.status = "starting"
         self.notifier = Notifier(environ if environ is not None else os.environ)
         self._next_watchdog = 0.0
@@ -117,14 +82,22 @@ class Supervisor:
         self.reload_requested = True
 
     def snapshot(self) -> dict[str, Any]:
-        """The chain's state for /metrics and /readyz (called from another thread)."""
-        return {
-            "status": self.status,
-            "stages": {
-                name: {"state": c.state, "restarts": len(c.restarts), "stats": c.stats}
-                for name, c in list(self.children.items())
-            },
-        }
+        """The chain's state for /metrics and /readyz (from another thread): a
+        running stage gone silent is ``unresponsive``, one stuck ``stalled``."""
+        now = time.monotonic()
+        stages = {}
+        for name, c in list(self.children.items()):
+            state = c.state
+            if state == "running" and now - c.last_beat > UNRESPONSIVE_S:
+                state = "unresponsive"
+            elif state == "running" and c.stalled_s > UNRESPONSIVE_S:
+                state = "stalled"
+            stages[name] = {
+                "state": state,
+                "restarts": len(c.restarts),
+                "stats": c.stats,
+            }
+        return {"status": self.status, "stages": stages}
 
     def _lifecycle(self) -> None:
         """Readiness, the systemd watchdog from this progressing loop, and reloads."""
@@ -220,7 +193,9 @@ class Supervisor:
 
     # -- children --------------------------------------------------------------------
     def _start(self, child: MonitoredProcess) -> None:
-        child.process = subprocess.Popen(child.command)
+        environ = {**os.environ, RUN_ID_VARIABLE: self.run_id}
+        child.process = subprocess.Popen(child.command, env=environ)
+        child.stats = {}
         child.started = child.last_beat = time.monotonic()
         child.state, child.exit_code = "starting", None
         log.debug("started %s (pid %d)", child.name, child.process.pid)
@@ -290,6 +265,18 @@ class Supervisor:
                 )
                 child.process.kill()
                 child.process.wait()
+                child.stats = {**child.stats, "last_error": "stopped responding"}
+                self._schedule_restart(child, -signal.SIGKILL)
+            elif child.state == "running" and child.stalled_s > cfg.stall_timeout_s:
+                log.error(
+                    "stage %s made no progress for %.0fs with work waiting: "
+                    "restarting it",
+                    child.name,
+                    child.stalled_s,
+                )
+                child.process.kill()
+                child.process.wait()
+                child.stats = {**child.stats, "last_error": "stalled"}
                 self._schedule_restart(child, -signal.SIGKILL)
 
     def _schedule_restart(self, child: MonitoredProcess, code: int) -> None:
@@ -299,12 +286,13 @@ class Supervisor:
         while child.restarts and now - child.restarts[0] > cfg.restart_window_s:
             child.restarts.popleft()
         if len(child.restarts) >= cfg.max_restarts:
-            log.error(
-                "stage %s failed %d times within %.0fs: giving up",
-                child.name,
-                len(child.restarts) + 1,
-                cfg.restart_window_s,
+            error = child.stats.get("last_error") or exit_reason(code)
+            self.failure = (
+                f"stage {child.name} failed {len(child.restarts) + 1} times within "
+                f"{cfg.restart_window_s:.0f}s (last: {error}); giving up. Fix the "
+                "cause and run again (supervisor.max_restarts sets the limit)"
             )
+            log.error("%s", self.failure)
             child.state = "failed"
             self.failed = True
             return
@@ -315,6 +303,17 @@ class Supervisor:
         child.next_start = now + delay
         self.restart_count += 1
         log.warning("restarting %s in %.1fs", child.name, delay)
+        for name in self.roles.restart_with.get(child.name, ()):
+            self._restart_along(self.children[name], child.next_start)
+
+    def _restart_along(self, child: MonitoredProcess, at: float) -> None:
+        """Restart ``child`` with another stage (not counted against its cap)."""
+        if child.process is not None and child.alive:
+            child.process.kill()
+            child.process.wait()
+        log.info("restarting %s with it", child.name)
+        child.process, child.exit_code, child.state = None, None, "restarting"
+        child.next_start = at
 
     def _all_done(self) -> bool:
         return all(c.state == "done" for c in self.children.values())

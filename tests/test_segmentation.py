@@ -103,7 +103,8 @@ def test_masks_through_the_chain(
     assert max(e["value"] for e in occupancy) >= 3
     assert any(e["kind"] == "zone_enter" for e in events)
 
-    with av.open(str(tmp_path / "annotated.mp4")) as container:
+    (segment,) = tmp_path.glob("annotated-*.mp4")
+    with av.open(str(segment)) as container:
         annotated = [f.to_ndarray(format="bgr24") for f in container.decode(video=0)]
     assert len(annotated) >= 60
     snapshots = [

@@ -58,7 +58,7 @@ def test_decode_sampling_resize_and_window(assets: Path, config, frames, shape) 
     """Every-Nth and target-fps sampling keep the expected frames, resize applies,
     sequence numbers have no gaps, and no more than ``window`` frames are ever
     unacknowledged."""
-    decode = DecodeStage("cam", config, ring_prefix=None)
+    decode = DecodeStage("cam", config, ring_prefix=None, resume_from=0)
     sent = drain(decode, packets(assets / "traffic.mp4"))
     decode.close()
     video = [m for m in sent if isinstance(m, Frame)]
@@ -75,7 +75,11 @@ def test_decode_resends_unacknowledged_frames(assets: Path) -> None:
     silent re-send waits twice as long (a fake clock, no sleeping)."""
     clock = FakeClock()
     decode = DecodeStage(
-        "cam", DecodeConfig(window=4, resend_after_s=5.0), ring_prefix=None, clock=clock
+        "cam",
+        DecodeConfig(window=4, resend_after_s=5.0),
+        ring_prefix=None,
+        clock=clock,
+        resume_from=0,
     )
     sent = []
     for item in packets(assets / "traffic.mp4")[:20]:
@@ -104,7 +108,7 @@ def test_decode_stop_ends_the_stream_at_once(assets: Path) -> None:
     sequence number, packets still queued from capture, and capture's own end,
     are read and dropped (capture never blocks on a decode that has ended), and
     decode finishes once track has acknowledged the end."""
-    decode = DecodeStage("cam", DecodeConfig(window=4), ring_prefix=None)
+    decode = DecodeStage("cam", DecodeConfig(window=4), ring_prefix=None, resume_from=0)
     clip = packets(assets / "traffic.mp4")
     sent = []
     for item in clip[:30]:
@@ -134,7 +138,7 @@ def test_decoded_pixels_match_pyav(assets: Path) -> None:
     """Frames decoded from relayed packets equal PyAV's own decode of the file."""
     import av
 
-    decode = DecodeStage("cam", DecodeConfig(window=1), ring_prefix=None)
+    decode = DecodeStage("cam", DecodeConfig(window=1), ring_prefix=None, resume_from=0)
     first = None
     for item in packets(assets / "traffic.mp4"):
         emits = decode.process([item])
@@ -192,7 +196,9 @@ def test_resolution_change_mid_stream(tmp_path: Path, shared_memory: bool) -> No
         expected = [f.to_ndarray(format="bgr24") for f in container.decode(video=0)]
     assert len(expected) == 36
     prefix = f"fc-test-{uuid.uuid4().hex[:8]}" if shared_memory else None
-    decode = DecodeStage("cam", DecodeConfig(window=1), ring_prefix=prefix)
+    decode = DecodeStage(
+        "cam", DecodeConfig(window=1), ring_prefix=prefix, resume_from=0
+    )
     reader = RingReader()
     got = []
     last = -1

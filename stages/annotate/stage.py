@@ -4,15 +4,21 @@ Boxes, labels with track ids, track traces (supervision's annotators), zones wit
 their occupancy and lines with their in/out counts, written to an MP4 file and/or
 served as MJPEG for a browser. It is fed by the track stage over a lossy link: when
 drawing or encoding falls behind, frames are dropped (counted by track as
-``dropped.annotate``), never held up in the counting path. The MP4 is finalised when
-the stage stops.
+``dropped.annotate``), never held up in the counting path.
+
+The video is written as time-named segments (``<stem>-<YYYYmmdd-HHMMSS>.mp4``, a new
+one every ``segment_s`` and at every start), never replacing an earlier run's, and
+as fragmented MP4, so a segment cut short by a crash still plays up to its last
+second.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -36,7 +42,12 @@ CROWD_COLOUR = (0, 0, 255)
 
 class AnnotateConfig(StrictModel):
     video: ConfigPath | None = Field(
-        default=None, description="Annotated MP4 file (H.264); replaced each run."
+        default=None,
+        description="Annotated video (H.264): the name of its segments, each "
+        "<stem>-<YYYYmmdd-HHMMSS>.mp4 beside it.",
+    )
+    segment_s: float = Field(
+        default=600.0, ge=1, description="Start a new video segment this often."
     )
     http_port: int | None = Field(
         default=None, ge=1, le=65535, description="Serve MJPEG on this port."
@@ -58,9 +69,56 @@ class AnnotateConfig(StrictModel):
         return self
 
 
+def segment_path(base: Path, started: float) -> Path:
+    """A segment's file: the base name with its start time, never an existing one."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started))
+    path = base.with_name(f"{base.stem}-{stamp}{base.suffix or '.mp4'}")
+    n = 1
+    while path.exists():
+        path = base.with_name(f"{base.stem}-{stamp}-{n}{base.suffix or '.mp4'}")
+        n += 1
+    return path
+
+
+class SegmentedVideo:
+    """Annotated frames into time-named MP4 segments of ``segment_s`` each."""
+
+    def __init__(self, base: str, segment_s: float) -> None:
+        self.base = Path(base)
+        self.segment_s = segment_s
+        self.writer: Mp4Writer | None = None
+        self._opened = 0.0
+        self.segments: list[Path] = []
+
+    @property
+    def path(self) -> str:
+        return self.writer.path if self.writer is not None else str(self.base)
+
+    def write(self, image: np.ndarray, pts: float, fps: float) -> None:
+        now = time.time()
+        if self.writer is not None and now - self._opened >= self.segment_s:
+            self.writer.close()
+            self.writer = None
+        if self.writer is None:
+            path = segment_path(self.base, now)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.writer, self._opened = Mp4Writer(str(path)), now
+            self.segments.append(path)
+        self.writer.write(image, pts, fps)
+
+    @property
+    def frames(self) -> int:
+        return self.writer.frames if self.writer is not None else 0
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 class Mp4Writer:
-    """H.264 in MP4 with millisecond timestamps from the frames' own times, so
-    dropped frames shorten nothing and the file plays at the source's pace."""
+    """H.264 in fragmented MP4 with millisecond timestamps from the frames' own
+    times, so dropped frames shorten nothing and the file plays at the source's
+    pace."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -77,7 +135,13 @@ class Mp4Writer:
         if self._closed:
             return
         if self._container is None:
-            self._container = av.open(self.path, "w")
+            # fragments: what was written before a kill still plays
+            self._container = av.open(
+                self.path,
+                "w",
+                format="mp4",
+                options={"movflags": "frag_keyframe+empty_moov+default_base_moof"},
+            )
             stream = self._container.add_stream("libx264", rate=round(fps) or 25)
             stream.width, stream.height = image.shape[1], image.shape[0]
             stream.pix_fmt = "yuv420p"
@@ -114,7 +178,7 @@ class AnnotateStage(Stage):
     def __init__(self, stream_id: str, config: AnnotateConfig) -> None:
         self.stream_id = stream_id
         self.config = config
-        self._writer: Mp4Writer | None = None
+        self._writer: SegmentedVideo | None = None
         self._server: Any = None
         self._annotators: list[Any] = []
         self._labels: Any = None
@@ -139,7 +203,7 @@ class AnnotateStage(Stage):
             text_scale=0.5, text_padding=3, color_lookup=by_track
         )
         if cfg.video is not None:
-            self._writer = Mp4Writer(str(cfg.video))
+            self._writer = SegmentedVideo(str(cfg.video), cfg.segment_s)
         if cfg.http_port is not None:
             from stages.annotate.mjpeg import MjpegServer
 

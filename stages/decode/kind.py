@@ -122,6 +122,7 @@ KIND = StageKind(
         ),
     ),
     ends_streams=True,
+    restarts_with=("capture",),
     metrics=_metrics,
     summary=_summary,
 )

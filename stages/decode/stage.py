@@ -1,9 +1,15 @@
-"""Decode: compressed packets to BGR frames, with sampling and resize, handed on
-through shared memory (one host) or inline (tcp).
+"""Decode: compressed packets to BGR frames, sampled and resized, handed on in
+shared memory (one host) or inline (tcp).
 
 Decode is the head of its stream's delivery protocol (``pipeline.delivery``): every
-frame it sends is held until the track stage acknowledges it, never more than a
-window at a time, and re-sent when acknowledgements stop.
+frame it sends is held until the track stage acknowledges it (after checkpointing
+it), never more than a window at a time, and re-sent when acknowledgements stop
+or when a restarted track asks for them (``Resume``).
+
+A file source's frames are numbered alike in every run (epoch 0): a decode
+restarted mid-file waits for the track's ``Resume``, decodes the file again from
+its start (its capture restarts with it) and sends from the frame the track needs.
+A live source's frames are numbered per decode process (epoch: its start in ms).
 """
 
 from __future__ import annotations
@@ -11,26 +17,32 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from fractions import Fraction
 from typing import Any
 
 import msgspec
-import numpy as np
 
 from pipeline.clock import Clock, WallClock
 from pipeline.delivery import DeliveryWindow
-from pipeline.messages import Ack, EndOfStream, Frame, Packet, StreamStatus, Timing
+from pipeline.errors import FramechainError
+from pipeline.messages import (
+    Ack,
+    EndOfStream,
+    Frame,
+    Packet,
+    Resume,
+    StreamStatus,
+    Timing,
+)
 from pipeline.metrics import FrameAges
-from pipeline.shm import FrameRing
+from pipeline.shm import StreamRings
 from pipeline.stage import Emit, Received, Stage
 from pipeline.transport import Buffer
 from stages.decode.config import DecodeConfig
+from stages.decode.convert import MICROS, BgrConverter, Sampler, raw_frame
 from stages.decode.stats import DecodeStats
 from stages.detect.motion import MotionGate
 
 log = logging.getLogger(__name__)
-
-_MICROS = Fraction(1, 1_000_000)
 
 
 class DecodeStage(Stage):
@@ -40,13 +52,16 @@ class DecodeStage(Stage):
         config: DecodeConfig,
         ring_prefix: str | None,
         clock: Clock | None = None,
+        resume_from: int | None = None,
     ) -> None:
+        """``resume_from``: the first frame of a file source to send; None waits
+        for the track stage to say (``Resume``)."""
         self.stream_id = stream_id
         self.config = config
         self.ring_prefix = ring_prefix  # None: pixels travel inline
         self.clock = clock or WallClock()
         self._codec: Any = None
-        self._reformatter: Any = None  # av's VideoReformatter, kept between frames
+        self._convert = BgrConverter(config.resize, config.threads)
         self._codec_key: tuple[str, bytes | None] | None = None
         self._last_packet_seq = -1
         self._capture_ts: dict[int, float] = {}
@@ -62,10 +77,13 @@ class DecodeStage(Stage):
             config.live_max_age_s,
             config.resend_after_s,
         )
-        self._rings: list[FrameRing] = []
+        self._rings: StreamRings | None = None
+        self._resume_from = resume_from
+        self._live_epoch = int(self.clock.now() * 1000)
+        self.epoch = 0  # set from the first packet: a live source's is its own
+        self._begun = False
         self._seq = 0
-        self._decoded = 0
-        self._next_keep_pts: float | None = None
+        self._sampler = Sampler(config.every_nth, config.target_fps)
         self._eos: EndOfStream | None = None
         self._eos_sent = False
         self._done = False
@@ -77,6 +95,7 @@ class DecodeStage(Stage):
             "skipped_to_keyframe": 0,
             "frames_dropped_behind": 0,
             "frames_dropped_gap": 0,
+            "frames_skipped_resume": 0,
         }
 
     # -- flow control ----------------------------------------------------------------
@@ -88,10 +107,14 @@ class DecodeStage(Stage):
         return True  # live sources are always read; decode drops GOPs instead
 
     def process(self, batch: Sequence[Received]) -> Iterable[Emit]:
+        resent: list[Emit] = []
         for item in batch:
             message = item.message
             if isinstance(message, Ack):
-                self._acknowledge(message.seq)
+                if message.epoch == self.epoch:
+                    self._acknowledge(message.seq)
+            elif isinstance(message, Resume):
+                resent.extend(self._resume(message))
             elif self._eos is not None:
                 continue  # stopped before the source's own end arrived
             elif isinstance(message, Packet):
@@ -100,24 +123,52 @@ class DecodeStage(Stage):
                 self._source_status(message)
             elif isinstance(message, EndOfStream):
                 self._flush(message)
-        return list(self._send_pending())
+        return resent + list(self._send_pending())
 
     def stop(self) -> Iterable[Emit]:
-        """End the stream here and now: the frames already decoded go on, then the
-        end of stream (reason ``stopped``); packets still queued from capture are
-        read and dropped. Decode is the stage that knows its frames arrived (track
-        acknowledges every one), so a stopping chain is ended here rather than at
-        capture: an end sent by a process that exits right after may never be read
-        (libzmq drops what a closing ipc peer had queued, zeromq/libzmq#4660), and
-        the packets queued before it would all be decoded and detected first."""
+        """End the stream now: the frames decoded go on, then the end (``stopped``);
+        packets still queued are dropped. Decode knows its frames arrived (track
+        acknowledges each), so a stopping chain ends here, not at capture: libzmq
+        drops what a closing ipc peer had queued (zeromq/libzmq#4660), and the
+        packets queued before it would all be decoded and detected first."""
         if self._eos is None:
-            self._flush(EndOfStream(self.stream_id, self._seq, "stopped", self._seq))
+            self._flush(EndOfStream(self.stream_id, self._seq, "stopped", 0))
         return list(self._send_pending())
 
     def tick(self, now: float) -> Iterable[Emit]:
         if not self._delivery.outstanding:
             return list(self._send_pending())
         return self._delivery.due()
+
+    def _resume(self, resume: Resume) -> list[Emit]:
+        """The track needs frame ``resume.seq`` next: the first word a file decode
+        waits for, or a restarted track asking for what it lost.
+
+        Raises:
+            FramechainError: the track needs a frame this process already let go
+                of (its checkpoint is older than its acknowledgements): this decode
+                exits and its restart reads the file again from the start.
+        """
+        if resume.epoch != self.epoch and (self._live or resume.epoch != 0):
+            return []  # about another live decode's frames
+        if not self._live and self._resume_from is None:
+            self._resume_from = resume.seq
+            if resume.seq:
+                log.info(
+                    "%s: resuming at frame %d (decoding up to it again)",
+                    self.stream_id,
+                    resume.seq,
+                )
+            return []
+        outstanding = self._delivery.outstanding
+        first = next(iter(outstanding), self._seq)
+        if resume.seq < first and not self._live:
+            raise FramechainError(
+                f"{self.stream_id}: the track resumed at frame {resume.seq}, but "
+                f"frames up to {first - 1} were already acknowledged; starting the "
+                "file over"
+            )
+        return [emit for seq, emit in outstanding.items() if seq >= resume.seq]
 
     def _acknowledge(self, seq: int) -> None:
         self._delivery.acknowledge(seq)
@@ -167,6 +218,15 @@ class DecodeStage(Stage):
         import av
 
         self._live = self._delivery.live = packet.live
+        if not self._begun:
+            self._begin(packet.live)
+            if not packet.live and packet.seq != 0:
+                # frames are numbered from the file's first: a capture mid-file
+                # cannot be joined (the supervisor restarts it with us)
+                raise FramechainError(
+                    f"{self.stream_id}: capture is at packet {packet.seq} of the "
+                    "file; restarting to read it from the start"
+                )
         if packet.seq <= self._last_packet_seq:
             if not packet.live:
                 return  # capture restarted and replays packets we already decoded
@@ -177,7 +237,9 @@ class DecodeStage(Stage):
         if dropped:
             return
         if packet.codec == "rawvideo":
-            self._keep([self._raw_frame(packet, payload)])
+            frame = raw_frame(packet, payload)
+            self._capture_ts[frame.pts] = packet.capture_ts
+            self._keep([frame])
             return
         if packet.keyframe and packet.extradata is not None:
             self._open_codec(packet)
@@ -191,7 +253,7 @@ class DecodeStage(Stage):
             (packet.pts if packet.pts is not None else packet.seq / self._fps) * 1e6
         )
         av_packet.pts = av_packet.dts = None if packet.pts is None else pts_us
-        av_packet.time_base = _MICROS
+        av_packet.time_base = MICROS
         self._capture_ts[pts_us] = packet.capture_ts
         if len(self._capture_ts) > 512:
             self._capture_ts.pop(next(iter(self._capture_ts)))
@@ -205,18 +267,6 @@ class DecodeStage(Stage):
             return
         self._keep(frames)
 
-    def _raw_frame(self, packet: Packet, payload: Buffer) -> Any:
-        import av
-
-        pixels = np.frombuffer(payload, np.uint8).reshape(
-            packet.height, packet.width, 3
-        )
-        frame = av.VideoFrame.from_ndarray(pixels, format="bgr24")
-        frame.pts = round((packet.pts or 0.0) * 1e6)
-        frame.time_base = _MICROS
-        self._capture_ts[frame.pts] = packet.capture_ts
-        return frame
-
     def _drain_decoder(self) -> None:
         import av
 
@@ -227,9 +277,16 @@ class DecodeStage(Stage):
                 self.counters["decode_errors"] += 1
                 log.warning("decode error flushing %s: %s", self.stream_id, e)
 
+    def _begin(self, live: bool) -> None:
+        self._begun = True
+        self._live = self._delivery.live = live
+        self.epoch = self._live_epoch if live else 0
+
     def _source_status(self, status: StreamStatus) -> None:
         """A live source connected or failed: frames decoded so far go first; a new
         connection starts a new decoder at its first keyframe."""
+        if not self._begun:
+            self._begin(True)  # only live sources report their state
         self._drain_decoder()
         self._codec, self._codec_key, self._dropping = None, None, False
         self._last_packet_seq = status.seq  # it took a place in the packet sequence
@@ -243,38 +300,31 @@ class DecodeStage(Stage):
     def _keep(self, frames: Iterable[Any]) -> None:
         """Apply sampling and queue the frames that travel on."""
         for frame in frames:
-            index = self._decoded
-            self._decoded += 1
-            if index % self.config.every_nth:
+            if not self._sampler.keep(frame, self._fps):
                 continue
-            pts = (
-                float(frame.pts * _MICROS)
-                if frame.pts is not None
-                else index / self._fps
-            )
-            if self.config.target_fps is not None:
-                if self._next_keep_pts is not None and pts < self._next_keep_pts - 1e-6:
-                    continue
-                step = 1.0 / self.config.target_fps
-                base = pts if self._next_keep_pts is None else self._next_keep_pts
-                self._next_keep_pts = max(base + step, pts)
             capture_ts = self._capture_ts.pop(frame.pts, self.clock.now())
             self._pending.append((frame, capture_ts))
         if self._live:
             self._latest_only()
 
-    def _effective_fps(self) -> float:
-        fps = self._fps / self.config.every_nth
-        if self.config.target_fps is not None:
-            fps = min(fps, self.config.target_fps)
-        return fps
-
     # -- sending ---------------------------------------------------------------------
     def _send_pending(self) -> Iterator[Emit]:
+        if not self._live and self._resume_from is None:
+            return  # a file source: the track has not said where it is yet
         while self._pending and self._delivery.has_room():
             item = self._pending.popleft()
             if isinstance(item, StreamStatus):
-                emit = Emit("frames", msgspec.structs.replace(item, seq=self._seq))
+                emit = Emit(
+                    "frames",
+                    msgspec.structs.replace(item, seq=self._seq, epoch=self.epoch),
+                )
+            elif not self._live and self._seq < (self._resume_from or 0):
+                self._seq += 1  # the track has applied it already
+                self.counters["frames_skipped_resume"] += 1
+                if self._motion is not None:  # its state must be as in one pass
+                    frame, _ = item
+                    self._motion.update(self._convert.pixels(frame), self._pts(frame))
+                continue
             else:
                 emit = self._frame_message(*item)
             self._delivery.sent(self._seq, emit)
@@ -283,41 +333,33 @@ class DecodeStage(Stage):
         if self._eos is not None and not self._eos_sent and not self._pending:
             if self._delivery.has_room():
                 eos = EndOfStream(
-                    self.stream_id, self._seq, self._eos.reason, self._seq
+                    self.stream_id, self._seq, self._eos.reason, self._seq, self.epoch
                 )
                 emit = Emit("frames", eos)
                 self._delivery.sent(self._seq, emit)
                 self._eos_sent = True
                 yield emit
 
+    def _pts(self, frame: Any) -> float:
+        if frame.pts is not None:
+            return float(frame.pts * MICROS)
+        return self._seq / self._fps
+
     def _frame_message(self, frame: Any, capture_ts: float) -> Emit:
         started = self.clock.now()
-        width, height = self.config.resize or (frame.width, frame.height)
-        if self._reformatter is None:  # raw (USB) frames come without a codec
-            from av.video.reformatter import VideoReformatter
-
-            # One for the stream: frame.to_ndarray(format=...) builds a scaler and
-            # its thread pool per frame and frees them again, which was a third of
-            # this process's time in a crowd at 20 fps.
-            self._reformatter = VideoReformatter()
-        pixels = self._reformatter.reformat(
-            frame,
-            width=width,
-            height=height,
-            format="bgr24",
-            threads=self.config.threads,
-        ).to_ndarray()
-        pts = (
-            float(frame.pts * _MICROS)
-            if frame.pts is not None
-            else self._seq / self._fps
-        )
+        pixels = self._convert.pixels(frame)
+        height, width = pixels.shape[:2]
+        pts = self._pts(frame)
         parts: tuple[Any, ...] = ()
         ref = None
         if self.ring_prefix is None:
             parts = (memoryview(pixels.reshape(-1)),)
         else:
-            ref = self._ring_for(pixels.nbytes).write(pixels)
+            if self._rings is None:
+                slots = max(self.config.window, self.config.live_window) + 1
+                stem = f"{self.ring_prefix}-{self.stream_id}"
+                self._rings = StreamRings(stem, slots)
+            ref = self._rings.ring_for(pixels.nbytes).write(pixels)
         message = Frame(
             stream_id=self.stream_id,
             seq=self._seq,
@@ -325,20 +367,14 @@ class DecodeStage(Stage):
             pts=pts,
             width=width,
             height=height,
-            fps=self._effective_fps(),
+            fps=self._sampler.fps(self._fps),
             shm=ref,
             timings=(Timing("decode", started, self.clock.now()),),
             motion=self._motion.update(pixels, pts) if self._motion else True,
+            epoch=self.epoch,
         )
         self._ages.add(capture_ts)
         return Emit("frames", message, parts)
-
-    def _ring_for(self, nbytes: int) -> FrameRing:
-        if not self._rings or self._rings[-1].payload_bytes != nbytes:
-            name = f"{self.ring_prefix}-{self.stream_id}-{len(self._rings)}"
-            slots = max(self.config.window, self.config.live_window) + 1
-            self._rings.append(FrameRing(name, nbytes, slots))
-        return self._rings[-1]
 
     # -- lifecycle -------------------------------------------------------------------
     def finished(self) -> bool:
@@ -360,5 +396,5 @@ class DecodeStage(Stage):
         )
 
     def close(self) -> None:
-        for ring in self._rings:
-            ring.close()
+        if self._rings is not None:
+            self._rings.close()

@@ -16,4 +16,5 @@ class DecodeStats(msgspec.Struct, kw_only=True):
     skipped_to_keyframe: int = 0
     frames_dropped_behind: int = 0  # live: oldest frames dropped to keep up
     frames_dropped_gap: int = 0  # live: rest of a GOP after lost packets
+    frames_skipped_resume: int = 0  # decoded again after a restart, not sent
     motion_frames_gated: int = 0

@@ -5,27 +5,39 @@ Contract for subclasses: ``write(events)`` is called with events in arrival orde
 must be idempotent by ``event_id`` (redelivery after a restart stores nothing twice);
 ``flush()`` is called after every received batch, at every tick and before close, and
 makes everything written so far durable.
+
+After each batch the sink answers every track's ``Mark`` in it with ``Stored``
+(``pipeline.outbox``): only then may the track forget those events.
 """
 
 from __future__ import annotations
 
+import random
 from abc import abstractmethod
 from collections.abc import Iterable, Sequence
 
 from pipeline.clock import Clock, WallClock
-from pipeline.messages import EndOfStream, Event
+from pipeline.messages import EndOfStream, Event, Mark, Stored
 from pipeline.stage import Emit, Received, Stage
 from stages.sinks.stats import SinkStats
 
 
+def stored_port(stream_id: str) -> str:
+    """The output port of a sink's answers to one camera's track."""
+    return f"stored.{stream_id}"
+
+
 class EventSink(Stage):
     max_batch = 256
+    name = "sink"  # the sink's name in the config, set by its kind's plan
 
     def __init__(self, streams: Iterable[str], clock: Clock | None = None) -> None:
         self.streams = set(streams)
         self.clock = clock or WallClock()
         self._ended: set[str] = set()
         self.received = 0
+        # names this process in its answers: a restarted sink is a new session
+        self.session = random.getrandbits(62)
 
     @abstractmethod
     def write(self, events: Sequence[Event]) -> None: ...
@@ -44,7 +56,20 @@ class EventSink(Stage):
             if isinstance(item.message, EndOfStream)
         )
         self.flush()
-        return ()
+        marks: dict[tuple[str, int], Mark] = {}
+        for item in batch:
+            if isinstance(item.message, Mark):
+                marks[item.message.stream_id, item.message.origin] = item.message
+        return [
+            Emit(
+                stored_port(mark.stream_id),
+                Stored(
+                    self.name, self.session, mark.stream_id, mark.origin, mark.token
+                ),
+            )
+            for mark in marks.values()
+            if mark.stream_id in self.streams
+        ]
 
     def tick(self, now: float) -> Iterable[Emit]:
         self.flush()

@@ -23,6 +23,7 @@ from pipeline.registry import (
 )
 from pipeline.stage import Stage
 from pipeline.stageplan import StagePlan
+from stages.sinks.base import EventSink, stored_port
 from stages.sinks.stats import ForwardingSinkStats
 
 SinkFactory = Callable[[LoadedConfig, Any, list[str]], Stage]
@@ -40,17 +41,30 @@ def sink_kind(config_type: type[Any], factory: SinkFactory) -> StageKind:
 
     def plan(context: PlanContext, instance: Instance) -> StagePlan:
         name = f"sink.{instance.target}"
-        endpoint = context.link(
-            "events", zmq.PULL, f"{name}.in", True, context.links["events"]
-        )
         streams = list(context.loaded.config.cameras)
-        return StagePlan(
-            name,
-            "sink",
-            (endpoint,),
-            lambda: factory(context.loaded, instance.config, streams),
-            exit_when_finished=True,
-        )
+        endpoints = [
+            context.link(
+                "events", zmq.PULL, f"{name}.in", True, context.links["events"]
+            )
+        ]
+        endpoints += [
+            context.link(
+                stored_port(camera),
+                zmq.PUSH,
+                f"track.{camera}.stored",
+                False,
+                context.links["events"],
+            )
+            for camera in streams
+        ]
+
+        def build() -> Stage:
+            stage = factory(context.loaded, instance.config, streams)
+            if isinstance(stage, EventSink):
+                stage.name = instance.target
+            return stage
+
+        return StagePlan(name, "sink", tuple(endpoints), build, exit_when_finished=True)
 
     return StageKind(
         name="sink",

@@ -63,10 +63,11 @@ class RuleEngine:
         rule_types: Mapping[type, type[Rule]],
         lost_track_s: float,
         aggregate_s: float | None = None,
-        snapshot_path: Callable[[int], str] | None = None,
+        snapshot_path: Callable[[int, int], str] | None = None,
     ) -> None:
         """``rule_types``: the rule class of each rule config model;
-        ``snapshot_path``: the snapshot file of a track, when snapshots are on."""
+        ``snapshot_path``: the snapshot file of a track (id, epoch), when snapshots
+        are on."""
         self.stream_id = stream_id
         self.rule_types = rule_types
         self.lost_track_s = lost_track_s
@@ -145,7 +146,9 @@ class RuleEngine:
             "camera_online" if status.state == "online" else "camera_offline"
         )
         return Event(
-            event_id=event_id(self.stream_id, "camera", kind, -1, status.seq),
+            event_id=event_id(
+                self.stream_id, "camera", kind, -1, status.seq, status.epoch
+            ),
             stream_id=self.stream_id,
             rule="camera",
             kind=kind,
@@ -229,9 +232,11 @@ class RuleEngine:
             if info.label >= 0 and info.label < len(self.labels):
                 data = {**(data or {}), "label": self.labels[info.label]}
         if track_id >= 0 and self.snapshot_path is not None:
-            snapshot = self.snapshot_path(track_id)
+            snapshot = self.snapshot_path(track_id, frame.epoch)
         return Event(
-            event_id=event_id(self.stream_id, rule_name, kind, track_id, frame.seq),
+            event_id=event_id(
+                self.stream_id, rule_name, kind, track_id, frame.seq, frame.epoch
+            ),
             stream_id=self.stream_id,
             rule=rule_name,
             kind=kind,

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Annotated, Any
 
+import msgspec
 import zmq
 from pydantic import Field
 
+from pipeline.checkpoint import CheckpointFile
 from pipeline.config import ResolveContext, load_config
 from pipeline.errors import ConfigError
 from pipeline.metrics import frame_age_samples
+from pipeline.outbox import sink_port
 from pipeline.registry import (
     Instance,
     PlanContext,
@@ -22,9 +28,10 @@ from pipeline.registry import (
     StatsView,
     read_stats,
 )
-from pipeline.stageplan import RuntimeStats, StagePlan
+from pipeline.stageplan import RUN_ID_VARIABLE, RuntimeStats, StagePlan
 from pipeline.transport import LinkOptions
 from stages.track.privacy import PrivacyConfig
+from stages.track.recovery import Recovery
 from stages.track.rules import BUILTIN_RULES, RuleBase
 from stages.track.snapshots import SnapshotConfig
 from stages.track.stats import TrackStats
@@ -53,6 +60,19 @@ def _reload_rules(context: PlanContext, camera: str) -> list[RuleBase]:
     return list(cameras[camera].rules)
 
 
+def fingerprint(config: Any, camera: Any) -> str:
+    """What a camera's checkpoint depends on besides its rules: its source, decode
+    and detect settings, the tracker and the detector. A checkpoint made under other
+    settings is not resumed from (rules may change: SIGHUP reloads them, and a rule
+    whose settings did not change keeps its state)."""
+    parts = {
+        "camera": camera.model_dump(mode="json", exclude={"rules"}),
+        "tracker": config.tracker.model_dump(mode="json"),
+        "detector": config.detector.model_dump(mode="json"),
+    }
+    return hashlib.sha256(msgspec.json.encode(parts)).hexdigest()[:16]
+
+
 def _plan(context: PlanContext, instance: Instance) -> StagePlan:
     loaded = context.loaded
     config = loaded.config
@@ -65,11 +85,20 @@ def _plan(context: PlanContext, instance: Instance) -> StagePlan:
             "acks", zmq.PUSH, f"decode.{camera_name}.acks", False, links["events"]
         ),
     ]
-    endpoints += [
-        context.link("events", zmq.PUSH, f"{p.name}.in", False, links["events"])
+    sinks = [
+        p.name.partition(".")[2]
         for p in loaded.registry.processes(config)
         if p.kind.role == "terminal"
     ]
+    endpoints += [
+        context.link(
+            sink_port(sink), zmq.PUSH, f"sink.{sink}.in", False, links["events"]
+        )
+        for sink in sinks
+    ]
+    endpoints.append(
+        context.link("stored", zmq.PULL, f"{name}.stored", True, links["events"])
+    )
     if camera.annotate:
         endpoints.append(
             context.link(
@@ -91,6 +120,15 @@ def _plan(context: PlanContext, instance: Instance) -> StagePlan:
             annotate=camera.annotate is not None,
             privacy=camera.privacy,
             kinds=kinds,
+            recovery=Recovery(
+                sinks=tuple(sinks),
+                checkpoint=CheckpointFile(
+                    Path(config.state_dir) / loaded.path.stem / f"{camera_name}.ckpt"
+                ),
+                fingerprint=fingerprint(config, camera),
+                run_id=os.environ.get(RUN_ID_VARIABLE, ""),
+                acknowledged=True,
+            ),
         )
 
     return StagePlan(

@@ -43,6 +43,7 @@ class _Best:
     confidence: float
     crop: npt.NDArray[np.uint8] | None  # None once written
     path: str = ""
+    epoch: int = 0
 
 
 class SnapshotStore:
@@ -50,6 +51,7 @@ class SnapshotStore:
         self.config = config
         self.folder = Path(config.directory) / camera
         self._best: dict[int, _Best] = {}
+        self.epoch = 0  # of the frames offered now: part of a live source's names
         self.written = 0
         self.failed = 0
 
@@ -77,7 +79,8 @@ class SnapshotStore:
             right, bottom = min(width, int(x2 + dx)), min(height, int(y2 + dy))
             crop = pixels[top:bottom, left:right].copy()
             path = best.path if best is not None else ""
-            self._best[track_id] = _Best(conf, crop, path)
+            epoch = best.epoch if best is not None else self.epoch
+            self._best[track_id] = _Best(conf, crop, path, epoch)
 
     def path(self, track_id: int) -> str:
         """The track's snapshot file, written now if a better crop is pending; ""
@@ -98,7 +101,10 @@ class SnapshotStore:
 
     def _write(self, track_id: int, best: _Best) -> None:
         assert best.crop is not None
-        target = self.folder / f"{track_id}.jpg"
+        # a live source's track ids start again in every run: its names carry the
+        # epoch, so no run overwrites an earlier one's snapshot
+        name = f"{best.epoch}-{track_id}" if best.epoch else str(track_id)
+        target = self.folder / f"{name}.jpg"
         temporary = target.with_suffix(".jpg.tmp")
         try:
             ok, data = cv2.imencode(

@@ -2,25 +2,44 @@
 frames in sequence and runs ByteTrack (our vectorised port of the ``trackers``
 library's, ``stages.track.bytetrack``); the ``RuleEngine`` turns tracked frames into
 events; ``MediaTaps`` redacts, keeps snapshots and hands frames to the annotate stage
-over a lossy link, so drawing never slows counting. Each frame is acknowledged to
-decode once all three are done with it.
+over a lossy link, so drawing never slows counting.
+
+After each batch of frames the stage checkpoints its state, with the events not yet
+stored by every sink (``pipeline.outbox``), and only then acknowledges the frames
+to decode, which holds every frame until then: a track killed at any moment
+resumes from its checkpoint with the frames after it sent again, and gives the
+same events (``stages.track.recovery``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import random
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from pipeline.checkpoint import CheckpointHeader
 from pipeline.clock import Clock, WallClock
 from pipeline.detections import Detections
 from pipeline.errors import FramechainError
-from pipeline.messages import Detected, EndOfStream, Event, Frame, StreamStatus
+from pipeline.messages import (
+    Detected,
+    EndOfStream,
+    Event,
+    Frame,
+    Message,
+    Resume,
+    Stored,
+    StreamStatus,
+)
 from pipeline.metrics import FrameAges, Histogram
+from pipeline.outbox import Outbox
 from pipeline.stage import Emit, Received, Stage
 from stages.track.engine import RuleEngine
 from stages.track.privacy import PrivacyConfig
+from stages.track.recovery import Recovery, dump_state, load_state, resumable
 from stages.track.rules import BUILTIN_RULES, Rule, RuleBase
 from stages.track.rules.base import rule_types
 from stages.track.snapshots import SnapshotConfig
@@ -31,7 +50,16 @@ from stages.track.tracking import TrackerConfig, Tracking
 log = logging.getLogger(__name__)
 
 
+OUTBOX_LIMIT = 20000
+"""Messages kept for the sinks before the stage stops taking frames (a sink that is
+away holds the chain back rather than losing events)."""
+
+RESUME_INTERVAL_S = 1.0
+
+
 class TrackStage(Stage):
+    max_batch = 16  # a batch is checkpointed once: a stage behind catches up cheaper
+
     def __init__(
         self,
         stream_id: str,
@@ -44,13 +72,27 @@ class TrackStage(Stage):
         privacy: PrivacyConfig | None = None,
         kinds: Mapping[type, type[Rule]] | None = None,
         clock: Clock | None = None,
+        recovery: Recovery | None = None,
     ) -> None:
         """``load_rules`` re-reads this camera's rules from the config file (SIGHUP).
         ``kinds``: the rule class of each rule config (default: the built-in ones).
-        ``clock``: the time frame ages are measured against."""
+        ``clock``: the time frame ages are measured against. ``recovery``: the
+        sinks and the checkpoint (default: one sink on port ``events.sink``,
+        nothing kept across processes)."""
         self.stream_id = stream_id
         self.clock = clock or WallClock()
         self.load_rules = load_rules
+        self.recovery = recovery or Recovery()
+        self.outbox = Outbox(
+            stream_id,
+            self.recovery.sinks,
+            random.getrandbits(31) ^ os.getpid(),
+            keep=self.recovery.acknowledged,
+        )
+        self._restored_from = -1
+        self._waiting = False
+        self._last_input = float("-inf")  # a restarted decode waits for Resume
+        self._last_resume = float("-inf")
         self.tracking = Tracking(stream_id, tracker)
         self.taps = MediaTaps(stream_id, snapshots, annotate, privacy)
         self.engine = RuleEngine(
@@ -78,6 +120,118 @@ class TrackStage(Stage):
         from stages.track import bytetrack  # noqa: F401  imports scipy: before frames
 
         self.taps.setup()
+        self._restore()
+
+    # -- recovery --------------------------------------------------------------------
+    def _restore(self) -> None:
+        """Resume from the checkpoint on disk, if there is one to resume from; its
+        undelivered events go to the sinks in any case."""
+        store = self.recovery.checkpoint
+        found = store.load() if store is not None else None
+        if found is None:
+            return
+        self.outbox.restore(found.header.outbox)
+        if not resumable(self.recovery, found, self.stream_id):
+            return
+        parts = load_state(found.state)
+        tracking, engine = self.tracking, self.engine
+        (
+            tracking.next_seq,
+            tracking.epoch,
+            tracking._tracker,
+            tracking._tracker_fps,
+            tracking._id_offset,
+            tracking._max_track_id,
+        ) = parts["tracking"]
+        tracking.counters.update(parts["tracking_counters"])
+        rules = engine.rules
+        (
+            engine.rules,
+            engine.states,
+            engine.names,
+            engine.labels,
+            engine.aggregate,
+            engine.totals,
+            engine.counts,
+            engine.tracks,
+        ) = parts["engine"]
+        engine.replace_rules(rules)  # the current config's rules keep their state
+        self._names, self._last_frame, self._done = parts["stage"]
+        self.counters.update(parts["counters"])
+        self._restored_from = found.header.seq
+        self.taps.set_epoch(tracking.epoch)
+        self.taps.resolve_classes(self._names)
+        log.info(
+            "%s: resumed from the checkpoint after frame %d (%d events still to store)",
+            self.stream_id,
+            found.header.seq,
+            len(self.outbox),
+        )
+
+    def _checkpoint(self) -> None:
+        store = self.recovery.checkpoint
+        if store is None:
+            return
+        tracking, engine = self.tracking, self.engine
+        state = dump_state(
+            {
+                "tracking": (
+                    tracking.next_seq,
+                    tracking.epoch,
+                    tracking._tracker,
+                    tracking._tracker_fps,
+                    tracking._id_offset,
+                    tracking._max_track_id,
+                ),
+                "tracking_counters": dict(tracking.counters),
+                "engine": (
+                    engine.rules,
+                    engine.states,
+                    engine.names,
+                    engine.labels,
+                    engine.aggregate,
+                    engine.totals,
+                    engine.counts,
+                    engine.tracks,
+                ),
+                "stage": (self._names, self._last_frame, self._done),
+                "counters": dict(self.counters),
+            }
+        )
+        header = CheckpointHeader(
+            run_id=self.recovery.run_id,
+            fingerprint=self.recovery.fingerprint,
+            epoch=tracking.epoch,
+            seq=tracking.next_seq - 1,
+            ended=self._done,
+            outbox=self.outbox.encoded(),
+        )
+        store.save(header, state)
+        self.outbox.changed = False
+
+    def _resume(self) -> Emit:
+        """Tell decode which frame comes next."""
+        self._last_resume = self.clock.monotonic()
+        return Emit(
+            "acks",
+            Resume(self.stream_id, self.tracking.epoch, self.tracking.next_seq),
+        )
+
+    def accepts(self, port: str) -> bool:
+        return port != "detections" or len(self.outbox) < OUTBOX_LIMIT
+
+    def tick(self, now: float) -> Iterable[Emit]:
+        emits = self.outbox.tick(self.clock.monotonic())
+        quiet = self.clock.monotonic() - self._last_input
+        if (
+            not self._done
+            and min(quiet, self.clock.monotonic() - self._last_resume)
+            >= RESUME_INTERVAL_S
+        ):
+            emits.append(self._resume())
+        if self.outbox.changed:
+            self._checkpoint()
+        return emits
 
     def reload(self) -> None:
         """New rules from the config file; the tracker and its ids carry on, and a
@@ -95,42 +249,69 @@ class TrackStage(Stage):
 
     def process(self, batch: Sequence[Received]) -> Iterable[Emit]:
         emits: list[Emit] = []
+        for_sinks: list[Message] = []
+        applied = duplicate = ahead = False
         for item in batch:
             message = item.message
-            seq = self.tracking.admit(message)
-            if seq is None:
+            if isinstance(message, Stored):
+                emits.extend(self.outbox.stored(message))
                 continue
+            seq = self.tracking.admit(message)
+            self._last_input = self.clock.monotonic()
+            if seq is None:
+                duplicate |= not self.tracking.ahead
+                ahead |= self.tracking.ahead
+                self._waiting |= self.tracking.ahead
+                continue
+            applied, self._waiting = True, False
+            if self.tracking.new_epoch:
+                for_sinks.extend(self._end_tracks())
+                self.taps.set_epoch(self.tracking.epoch)
             if isinstance(message, Detected):
-                emits.extend(self._apply(message, item.parts))
+                for_sinks.extend(self._apply(message, item.parts, emits))
             elif isinstance(message, StreamStatus):
-                emits.extend(Emit("events", e) for e in self._status_events(message))
+                for_sinks.extend(self._status_events(message))
             elif isinstance(message, EndOfStream):
                 self._done = True
                 self.taps.expire(set())
-                final = self.engine.final_events(message, self._last_frame)
-                emits.extend(Emit("events", e) for e in final)
-                emits.append(Emit("events", message))
-            emits.append(Emit("acks", self.tracking.ack(seq)))
-        self.counters["events_emitted"] += sum(
-            isinstance(e.message, Event) for e in emits
-        )
+                for_sinks.extend(self.engine.final_events(message, self._last_frame))
+                for_sinks.append(message)
+        self.counters["events_emitted"] += sum(isinstance(m, Event) for m in for_sinks)
+        emits.extend(self.outbox.add(for_sinks))
+        if applied:
+            # the state after the batch, and the events not yet stored, are on
+            # disk before decode may forget a frame of it
+            self._checkpoint()
+        if applied or duplicate:
+            emits.append(Emit("acks", self.tracking.ack(self.tracking.next_seq - 1)))
+        if ahead and self.clock.monotonic() - self._last_resume > 0.5:
+            emits.append(self._resume())  # a stage between lost frames: re-send
+        if applied or self.outbox.changed:
+            emits.extend(self.outbox.mark(self.clock.monotonic()))
         return emits
 
+    def _end_tracks(self) -> list[Event]:
+        """Nothing is carried across an outage or a new epoch: tracks inside zones
+        exit (reason ``lost``) and their snapshots are written; the next
+        tracker's ids start above every id used so far."""
+        self.tracking.reset()
+        if self._last_frame is None:
+            return []
+        events = self.engine.end_tracks(self._last_frame)
+        self.taps.expire(set())
+        return events
+
     def _status_events(self, status: StreamStatus) -> list[Event]:
-        """camera_online / camera_offline. Going offline also ends every track:
-        nothing is carried across an outage, so tracks inside zones exit (reason
-        ``lost``) and their snapshots are written."""
+        """camera_online / camera_offline; going offline ends every track."""
         self.counters[f"camera_{status.state}"] += 1
-        events = []
-        if status.state == "offline":
-            self.tracking.reset()
-            if self._last_frame is not None:
-                events = self.engine.end_tracks(self._last_frame)
-                self.taps.expire(set())
+        events = self._end_tracks() if status.state == "offline" else []
         events.append(self.engine.status_event(status))
         return events
 
-    def _apply(self, message: Detected, parts: Sequence[Any]) -> list[Emit]:
+    def _apply(
+        self, message: Detected, parts: Sequence[Any], emits: list[Emit]
+    ) -> list[Event]:
+        """The events of one frame; its annotated copy goes on ``emits``."""
         frame = message.frame
         if message.names != self._names:
             self._names = message.names
@@ -145,13 +326,13 @@ class TrackStage(Stage):
         pixels = self.taps.pixels(message, parts, detections)
         self.taps.offer(pixels, tracked)
         self._measure(frame)
-        emits = [Emit("events", e) for e in self.engine.apply(frame, tracked)]
+        events = self.engine.apply(frame, tracked)
         if self.engine.ended:
             self.taps.expire(set(self.engine.tracks))
         if self.taps.annotate and pixels is not None:
             overlay = self.engine.overlay()
             emits.append(self.taps.annotated(message, tracked, pixels, overlay))
-        return emits
+        return events
 
     def _measure(self, frame: Frame) -> None:
         now = self.clock.now()
@@ -163,17 +344,32 @@ class TrackStage(Stage):
         self.counters["frames"] += 1
 
     def finished(self) -> bool:
-        return self._done
+        """The stream's end is applied and every sink has stored everything. The
+        process still stays up until stopped: a sink restarted now must still be
+        sent the end of stream."""
+        return self._done and self.outbox.all_stored()
+
+    def progress(self) -> tuple[int, bool]:
+        """Frames applied; waiting while frames after a gap came and the gap did
+        not fill."""
+        return self.tracking.next_seq, self._waiting
 
     def stats(self) -> TrackStats:
         frames = self.counters["frames"]
         elapsed = self._last_ts - self._first_ts
         p50, p99 = self._ages.quantiles()
+        store = self.recovery.checkpoint
         return TrackStats(
             **self.counters,
             **self.tracking.counters,
             **self.taps.stats(),
             next_seq=self.tracking.next_seq,
+            restored_from=self._restored_from,
+            checkpoints=store.writes if store else 0,
+            checkpoint_bytes=store.last_size if store else 0,
+            checkpoint_bytes_written=store.bytes_written if store else 0,
+            outbox=len(self.outbox),
+            resent_to_sinks=self.outbox.resent,
             fps=(frames - 1) / elapsed if frames > 1 and elapsed > 0 else 0.0,
             frame_age_p50_s=p50,
             frame_age_p99_s=p99,
@@ -183,3 +379,8 @@ class TrackStage(Stage):
 
     def close(self) -> None:
         self.taps.close()
+        if self.outbox.changed:
+            try:
+                self._checkpoint()
+            except FramechainError as e:
+                log.warning("%s", e)

@@ -97,8 +97,14 @@ class MediaTaps:
             pixels, tracked.xyxy, tracked.confidence, tracked.tracker_id
         )
 
-    def snapshot_path(self, track_id: int) -> str:
+    def snapshot_path(self, track_id: int, _epoch: int) -> str:
+        """The track's snapshot file (its name carries the epoch it began in)."""
         return self.snapshots.path(track_id) if self.snapshots is not None else ""
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch of the frames offered from now on (names live snapshots)."""
+        if self.snapshots is not None:
+            self.snapshots.epoch = epoch
 
     def expire(self, live: set[int]) -> None:
         """Write and forget the snapshots of tracks no longer ``live``."""

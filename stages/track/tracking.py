@@ -69,6 +69,9 @@ class Tracking:
         self.stream_id = stream_id
         self.config = config
         self.next_seq = 0
+        self.epoch = 0  # of the sequence being followed (0: a file source)
+        self.new_epoch = False  # the message just admitted began a new epoch
+        self.ahead = False  # the message just refused came after a gap
         self.counters: dict[str, int] = defaultdict(int)
         self._tracker: ByteTrack | None = None
         self._tracker_fps = 0.0
@@ -77,25 +80,41 @@ class Tracking:
 
     def admit(self, message: Message) -> int | None:
         """The sequence number of ``message`` if it is the next one due; None for
-        a duplicate, a frame ahead of a gap, or a message without a sequence."""
+        a duplicate, a frame ahead of a gap, one of an older epoch, or a message
+        without a sequence. A live source's newer epoch (its decode was restarted
+        and numbers from 0 again) starts a new sequence at whatever of it comes
+        first: frames in flight from a dead decode may be gone."""
+        self.new_epoch = self.ahead = False
         if isinstance(message, Detected):
-            seq = message.frame.seq
+            seq, epoch = message.frame.seq, message.frame.epoch
         elif isinstance(message, EndOfStream | StreamStatus):
-            seq = message.seq
+            seq, epoch = message.seq, message.epoch
         else:
             return None
+        if epoch != self.epoch:
+            if epoch < self.epoch or epoch == 0:
+                self.counters["stale"] += 1
+                return None
+            log.info(
+                "%s: a new sequence (epoch %d) from frame %d",
+                self.stream_id,
+                epoch,
+                seq,
+            )
+            self.epoch, self.next_seq, self.new_epoch = epoch, seq, True
         if seq < self.next_seq:
             self.counters["duplicates"] += 1
             return None
         if seq > self.next_seq:
             self.counters["out_of_order"] += 1  # decode re-sends the gap
+            self.ahead = True
             return None
         self.next_seq += 1
         return seq
 
     def ack(self, seq: int) -> Ack:
         """Every frame up to ``seq`` is done: tracked, evaluated, events handed on."""
-        return Ack(self.stream_id, seq)
+        return Ack(self.stream_id, seq, self.epoch)
 
     def track(self, detections: Detections, fps: float) -> Detections:
         """ByteTrack over one frame's detections; rows it does not confirm are
