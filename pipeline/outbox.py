@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from pipeline.messages import EndOfStream, Mark, Message, Stored, decode, encode
+from pipeline.messages import EndOfStream, Event, Mark, Message, Stored, decode, encode
 from pipeline.stage import Emit
 
 MARK_INTERVAL_S = 1.0
@@ -62,10 +62,14 @@ class Outbox:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def restore(self, encoded: Iterable[bytes]) -> None:
-        """The messages a checkpoint held: every sink gets them again."""
+    def restore(self, encoded: Iterable[bytes], events_only: bool = False) -> None:
+        """The messages a checkpoint held: every sink gets them again.
+        ``events_only``: the stream starts over, so an end of stream it held
+        belongs to an earlier pass and must not end this one."""
         for data in encoded:
             message = decode(data)
+            if events_only and not isinstance(message, Event):
+                continue
             self.entries.append((self.token, message))
             if isinstance(message, EndOfStream):
                 self.end = message

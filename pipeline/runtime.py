@@ -19,7 +19,7 @@ import msgspec
 import zmq
 
 from pipeline.errors import ConfigError, FramechainError, MessageError
-from pipeline.messages import Detected, Heartbeat, Packet
+from pipeline.messages import Detected, Heartbeat, Mark, Packet
 from pipeline.recording import Recorder
 from pipeline.stage import Emit, Received, Stage, drain_fd
 from pipeline.stageplan import RuntimeStats, StagePlan
@@ -283,9 +283,12 @@ class StageRuntime:
 
     def _send(self, emit: Emit, sock: zmq.Socket[Any]) -> None:
         # Only media (packets, annotated frames) is ever dropped; status and
-        # end-of-stream always go.
-        lossy = emit.port in self.plan.lossy_ports and isinstance(
-            emit.message, Packet | Detected
+        # end-of-stream always go. A mark is sent again every second until it is
+        # answered, so one that finds its sink full or gone is dropped rather than
+        # holding the stage (a sink that exited at the end would hold it forever).
+        lossy = isinstance(emit.message, Mark) or (
+            emit.port in self.plan.lossy_ports
+            and isinstance(emit.message, Packet | Detected)
         )
         while True:
             try:
@@ -294,7 +297,8 @@ class StageRuntime:
                 return
             except zmq.Again:
                 if lossy:
-                    self.dropped[emit.port] += 1
+                    if not isinstance(emit.message, Mark):
+                        self.dropped[emit.port] += 1
                     return
             # Blocked by a full downstream queue: wait, staying visibly alive.
             sock.poll(100, zmq.POLLOUT)

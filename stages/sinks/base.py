@@ -34,7 +34,8 @@ class EventSink(Stage):
     def __init__(self, streams: Iterable[str], clock: Clock | None = None) -> None:
         self.streams = set(streams)
         self.clock = clock or WallClock()
-        self._ended: set[str] = set()
+        self._ending: set[str] = set()  # the end of stream arrived
+        self._ended: set[str] = set()  # ... and a mark after it was answered
         self.received = 0
         # names this process in its answers: a restarted sink is a new session
         self.session = random.getrandbits(62)
@@ -50,16 +51,17 @@ class EventSink(Stage):
         if events:
             self.write(events)
             self.received += len(events)
-        self._ended.update(
-            item.message.stream_id
-            for item in batch
-            if isinstance(item.message, EndOfStream)
-        )
         self.flush()
         marks: dict[tuple[str, int], Mark] = {}
         for item in batch:
-            if isinstance(item.message, Mark):
-                marks[item.message.stream_id, item.message.origin] = item.message
+            message = item.message
+            if isinstance(message, EndOfStream):
+                self._ending.add(message.stream_id)
+            elif isinstance(message, Mark) and message.stream_id in self.streams:
+                marks[message.stream_id, message.origin] = message
+                if message.stream_id in self._ending:
+                    # answered below: the track then knows its end is stored
+                    self._ended.add(message.stream_id)
         return [
             Emit(
                 stored_port(mark.stream_id),
@@ -68,7 +70,6 @@ class EventSink(Stage):
                 ),
             )
             for mark in marks.values()
-            if mark.stream_id in self.streams
         ]
 
     def tick(self, now: float) -> Iterable[Emit]:
@@ -76,7 +77,8 @@ class EventSink(Stage):
         return ()
 
     def input_ended(self) -> bool:
-        """Every stream's end has arrived: nothing more is in flight towards this
+        """Every stream's end has arrived and is stored, and the track was told
+        so (a mark after it was answered): nothing more is in flight towards this
         sink (the supervisor's ordered stop waits for it; a network sink may still
         be delivering its spool)."""
         return self._ended >= self.streams

@@ -130,9 +130,11 @@ class TrackStage(Stage):
         found = store.load() if store is not None else None
         if found is None:
             return
-        self.outbox.restore(found.header.outbox)
         if not resumable(self.recovery, found, self.stream_id):
+            self.outbox.restore(found.header.outbox, events_only=True)
+            self.outbox.changed = bool(self.outbox)
             return
+        self.outbox.restore(found.header.outbox)
         parts = load_state(found.state)
         tracking, engine = self.tracking, self.engine
         (
