@@ -113,16 +113,41 @@ class _Collector:
         return collect(self.snapshot(), self.kinds)
 
 
+_WHY = {
+    "unresponsive": "sends no heartbeat",
+    "stalled": "makes no progress while input waits for it",
+    "starting": "is starting",
+    "restarting": "is being restarted",
+    "failed": "has failed",
+    "stopping": "is stopping",
+}
+
+
+def _chain_health(camera: str, stages: Mapping[str, str], cameras: set[str]) -> str:
+    """``ok``, or why this camera's chain makes no progress: the first stage that
+    serves it (its own stages and the shared ones) and is not running."""
+    for name, state in stages.items():
+        suffix = name.partition(".")[2]
+        if state != "running" and (suffix == camera or suffix not in cameras):
+            return f"{name} {_WHY.get(state, state)}"
+    return "ok"
+
+
 def readiness(snapshot: Mapping[str, Any], kinds: Kinds) -> tuple[int, dict[str, Any]]:
     """(HTTP status, body) for /readyz: each camera's state comes from its source
-    stage (the kinds with a ``camera_state``)."""
+    stage (the kinds with a ``camera_state``), its chain's health from the states
+    of the stages that serve it."""
     stages = {name: s["state"] for name, s in snapshot["stages"].items()}
-    cameras = {}
+    sources = {}
     for name, stage in snapshot["stages"].items():
         kind = kinds.get(name)
         if kind is not None and kind.camera_state is not None:
             camera = name.partition(".")[2]
-            cameras[camera] = kind.camera_state(stage["stats"], stage["state"])
+            sources[camera] = kind.camera_state(stage["stats"], stage["state"])
+    cameras = {
+        camera: {"state": state, "chain": _chain_health(camera, stages, set(sources))}
+        for camera, state in sources.items()
+    }
     ready = snapshot["status"] == "running" and all(
         v == "running" for v in stages.values()
     )

@@ -196,6 +196,36 @@ def _metrics(name: str, stats: StatsView, _chain: StatsView) -> Iterable[Sample]
         {"camera": camera, "reason": "annotate"},
         read_stats(stats, RuntimeStats).dropped.get("annotate", 0),
     )
+    for key, count in track.counts.items():
+        rule, _, what = key.partition("/")
+        yield Sample(
+            "rule_events",
+            "counter",
+            "Events produced by each rule (class/direction or event kind)",
+            {"camera": camera, "rule": rule, "what": what},
+            count,
+        )
+    yield Sample(
+        "events_unstored",
+        "gauge",
+        "Events produced and not yet stored by every sink (held for redelivery)",
+        {"camera": camera},
+        track.outbox,
+    )
+    yield Sample(
+        "checkpoints",
+        "counter",
+        "Track state checkpoints written",
+        {"camera": camera},
+        track.checkpoints,
+    )
+    yield Sample(
+        "checkpoint_bytes",
+        "gauge",
+        "Size of the latest track state checkpoint",
+        {"camera": camera},
+        track.checkpoint_bytes,
+    )
     if track.latency is not None:
         yield Sample(
             "end_to_end_seconds",

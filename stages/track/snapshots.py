@@ -44,6 +44,9 @@ class _Best:
     crop: npt.NDArray[np.uint8] | None  # None once written
     path: str = ""
     epoch: int = 0
+    # restored from a checkpoint without its crop: the next crop of the track
+    # is taken whatever its confidence, and the name is kept
+    lost: bool = False
 
 
 class SnapshotStore:
@@ -69,7 +72,7 @@ class SnapshotStore:
             xyxy.tolist(), confidence.tolist(), track_ids.tolist(), strict=True
         ):
             best = self._best.get(track_id)
-            if best is not None and best.confidence >= conf:
+            if best is not None and best.confidence >= conf and not best.lost:
                 continue
             x1, y1, x2, y2 = box
             if min(x2 - x1, y2 - y1) < self.config.min_size_px:
@@ -90,7 +93,23 @@ class SnapshotStore:
             return ""
         if best.crop is not None:
             self._write(track_id, best)
+        elif best.lost:
+            return str(self._target(track_id, best))  # written when seen again
         return best.path
+
+    def state(self) -> dict[int, tuple[float, str, int, bool]]:
+        """What a checkpoint keeps of each track's best crop: not the pixels
+        (tens of kB a track, at every checkpoint), only whether one was pending."""
+        return {
+            track_id: (b.confidence, b.path, b.epoch, b.crop is not None or b.lost)
+            for track_id, b in self._best.items()
+        }
+
+    def restore(self, state: dict[int, tuple[float, str, int, bool]]) -> None:
+        self._best = {
+            track_id: _Best(confidence, None, path, epoch, lost=pending)
+            for track_id, (confidence, path, epoch, pending) in state.items()
+        }
 
     def expire(self, live: set[int]) -> None:
         """Write and forget the tracks that are no longer ``live``."""
@@ -101,10 +120,7 @@ class SnapshotStore:
 
     def _write(self, track_id: int, best: _Best) -> None:
         assert best.crop is not None
-        # a live source's track ids start again in every run: its names carry the
-        # epoch, so no run overwrites an earlier one's snapshot
-        name = f"{best.epoch}-{track_id}" if best.epoch else str(track_id)
-        target = self.folder / f"{name}.jpg"
+        target = self._target(track_id, best)
         temporary = target.with_suffix(".jpg.tmp")
         try:
             ok, data = cv2.imencode(
@@ -126,5 +142,11 @@ class SnapshotStore:
                     self.folder,
                 )
             return
-        best.crop, best.path = None, str(target)
+        best.crop, best.path, best.lost = None, str(target), False
         self.written += 1
+
+    def _target(self, track_id: int, best: _Best) -> Path:
+        # a live source's track ids start again in every run: its names carry the
+        # epoch, so no run overwrites an earlier one's snapshot
+        name = f"{best.epoch}-{track_id}" if best.epoch else str(track_id)
+        return self.folder / f"{name}.jpg"

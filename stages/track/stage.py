@@ -159,6 +159,7 @@ class TrackStage(Stage):
         ) = parts["engine"]
         engine.replace_rules(rules)  # the current config's rules keep their state
         self._names, self._last_frame, self._done = parts["stage"]
+        self.taps.restore_snapshots(parts["snapshots"])
         self.counters.update(parts["counters"])
         self._restored_from = found.header.seq
         self.taps.set_epoch(tracking.epoch)
@@ -197,6 +198,7 @@ class TrackStage(Stage):
                     engine.tracks,
                 ),
                 "stage": (self._names, self._last_frame, self._done),
+                "snapshots": self.taps.snapshot_state(),
                 "counters": dict(self.counters),
             }
         )

@@ -101,6 +101,13 @@ class MediaTaps:
         """The track's snapshot file (its name carries the epoch it began in)."""
         return self.snapshots.path(track_id) if self.snapshots is not None else ""
 
+    def snapshot_state(self) -> dict[int, tuple[float, str, int, bool]]:
+        return self.snapshots.state() if self.snapshots is not None else {}
+
+    def restore_snapshots(self, state: dict[int, tuple[float, str, int, bool]]) -> None:
+        if self.snapshots is not None:
+            self.snapshots.restore(state)
+
     def set_epoch(self, epoch: int) -> None:
         """The epoch of the frames offered from now on (names live snapshots)."""
         if self.snapshots is not None:
