@@ -12,7 +12,8 @@ camera's settings on that side). Each round runs the chain once per side (order
 alternating between rounds, so a machine that speeds up or slows down over the run
 favours neither), every stage process importing that side's checkout. Per run it
 prints aggregate fps, the CPU seconds of each kind of stage and the peak RSS of the
-first camera's track process; then the medians and new / base ratios. One chain per
+first camera's track process (and, where the checkout has them, the size and write
+rate of each camera's track checkpoint); then the medians and new / base ratios. One chain per
 run, nothing else should be running.
 """
 
@@ -52,6 +53,17 @@ print(json.dumps({
     "frames": sum(result.stats[f"track.cam{i}"]["frames"] for i in range(n)),
     "cpu_s": cpu,
     "track_rss_mb": max(s.rss_mb.get("track.cam0", 0.0) for s in result.samples),
+    # per camera; 0 on a checkout without track checkpoints
+    "checkpoint_kb": sum(
+        result.stats[f"track.cam{i}"].get("checkpoint_bytes", 0) for i in range(n)
+    ) / n / 1024,
+    "checkpoints_per_s": sum(
+        result.stats[f"track.cam{i}"].get("checkpoints", 0) for i in range(n)
+    ) / n / result.wall_s,
+    "checkpoint_kb_per_s": sum(
+        result.stats[f"track.cam{i}"].get("checkpoint_bytes_written", 0)
+        for i in range(n)
+    ) / n / 1024 / result.wall_s,
 }))
 """
 
@@ -129,6 +141,11 @@ def main() -> int:
     for kind in sorted(runs["base"][0]["cpu_s"]):
         measures[f"{kind} CPU s"] = _cpu_of(kind)
     measures["track RSS MiB"] = lambda r: r["track_rss_mb"]
+    measures["checkpoint KiB per camera"] = lambda r: r.get("checkpoint_kb", 0.0)
+    measures["checkpoints/s per camera"] = lambda r: r.get("checkpoints_per_s", 0.0)
+    measures["checkpoint KiB/s per camera"] = lambda r: r.get(
+        "checkpoint_kb_per_s", 0.0
+    )
     for label, pick in measures.items():
         base, new = median("base", pick), median("new", pick)
         ratio = f"{new / base:.2f}" if base else "-"

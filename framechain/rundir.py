@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from pipeline.shm import pid_alive
+
 
 def runtime_folder(loaded: Any, explicit: str | None) -> tuple[Path, bool]:
     """The folder for ipc:// sockets, created private (0700); True if temporary."""
@@ -29,13 +31,9 @@ def sweep_runtime_folders() -> None:
     for folder in Path(tempfile.gettempdir()).glob("framechain-*"):
         try:
             pid = int((folder / SUPERVISOR_PID_FILE).read_text())
-            os.kill(pid, 0)
-        except (OSError, ValueError) as e:
-            if (
-                isinstance(e, PermissionError)
-                or not (folder / SUPERVISOR_PID_FILE).exists()
-            ):
-                continue  # alive under another user, or not a supervisor's
+        except (OSError, ValueError):
+            continue  # not a supervisor's, or not readable by this user
+        if not pid_alive(pid):
             shutil.rmtree(folder, ignore_errors=True)
 
 

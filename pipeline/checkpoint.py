@@ -121,6 +121,12 @@ class CheckpointFile:
             finally:
                 os.close(fd)
             os.replace(temporary, self.path)
+            if sync:  # the rename itself survives a power cut once its folder is synced
+                folder = os.open(self.path.parent, os.O_RDONLY)
+                try:
+                    os.fsync(folder)
+                finally:
+                    os.close(folder)
         except OSError as e:
             raise FramechainError(
                 f"cannot write checkpoint {self.path}: {e}; is the disk full or "

@@ -9,6 +9,7 @@ them. The models are built once per registry.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,9 @@ from pipeline.registry import Registry, Section, Slot
 from pipeline.settings import HttpConfig, LinksConfig, SupervisorConfig
 from pipeline.yamlmap import Lines, display, format_problem, pydantic_message, read_yaml
 
+# where appliances keep state when the config lives in a read-only folder
+STATE_DIR_VARIABLE = "FRAMECHAIN_STATE_DIR"
+
 CameraName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,48}$")]
 
 
@@ -46,10 +50,11 @@ class ChainBase(StrictModel):
         description="Folder for ipc:// sockets (default: a private temp dir).",
     )
     state_dir: ConfigPath = Field(
-        default="state",
+        default_factory=lambda: os.environ.get(STATE_DIR_VARIABLE, "state"),
         validate_default=True,
         description="Folder of the checkpoints that let a restarted stage, or a "
-        "run after a crash, resume where it stopped (<state_dir>/<config name>/).",
+        "run after a crash, resume where it stopped (<state_dir>/<config name>/; "
+        f"default ${STATE_DIR_VARIABLE}, else state/ beside the config).",
     )
     log_format: Literal["text", "json"] = Field(
         default="text", description="json: one JSON object per log line."

@@ -217,14 +217,20 @@ def _owner(name: str) -> int | None:
     return int(parts[1])
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs. A zombie does not: a stage whose supervisor was
+    killed with it is reparented to a PID 1 that may never reap it (containers)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True  # someone else's live process
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc: trust the signal
+    return state not in ("Z", "X")
 
 
 def remove_rings(stem: str) -> int:
@@ -249,7 +255,7 @@ def remove_orphan_rings() -> int:
     removed = 0
     for path in shm_directory().glob("fc-*"):
         pid = _owner(path.name)
-        if pid is None or _alive(pid):
+        if pid is None or pid_alive(pid):
             continue
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
