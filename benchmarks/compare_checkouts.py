@@ -13,8 +13,8 @@ alternating between rounds, so a machine that speeds up or slows down over the r
 favours neither), every stage process importing that side's checkout. Per run it
 prints aggregate fps, the CPU seconds of each kind of stage and the peak RSS of the
 first camera's track process (and, where the checkout has them, the size and write
-rate of each camera's track checkpoint); then the medians and new / base ratios. One chain per
-run, nothing else should be running.
+rate of each camera's track checkpoint); then the medians and new / base ratios.
+One chain per run, nothing else should be running.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ import logging
 import mmap
 import os
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -233,45 +234,35 @@ def pid_alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def remove_rings(stem: str) -> int:
-    """Unlink the rings whose names start with ``stem`` and that this process
-    does not own: a restarted producer's predecessors' (they died with it)."""
+def _unlink_rings(pattern: str, doomed: Callable[[int | None], bool], why: str) -> int:
+    """Unlink the rings matching ``pattern`` whose owner pid ``doomed`` accepts."""
     removed = 0
-    own = os.getpid()
-    for path in shm_directory().glob(f"{stem}*"):
-        if _owner(path.name) == own:
+    for path in shm_directory().glob(pattern):
+        if not doomed(_owner(path.name)):
             continue
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
             removed += 1
     if removed:
-        log.info("removed %d shared-memory rings of an earlier process", removed)
+        log.info("removed %d shared-memory rings %s", removed, why)
     return removed
+
+
+def remove_rings(stem: str) -> int:
+    """Unlink the rings whose names start with ``stem`` and that this process
+    does not own: a restarted producer's predecessors' (they died with it)."""
+    own = os.getpid()
+    return _unlink_rings(f"{stem}*", lambda pid: pid != own, "of an earlier process")
 
 
 def remove_orphan_rings() -> int:
     """Unlink framechain rings whose producer is dead (a run killed whole, by a
     power cut or ``kill -9``, leaves its rings behind); other runs' are kept."""
-    removed = 0
-    for path in shm_directory().glob("fc-*"):
-        pid = _owner(path.name)
-        if pid is None or pid_alive(pid):
-            continue
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-            removed += 1
-    if removed:
-        log.info("removed %d shared-memory rings of dead processes", removed)
-    return removed
+    return _unlink_rings(
+        "fc-*", lambda pid: pid is not None and not pid_alive(pid), "of dead processes"
+    )
 
 
 def remove_stale_rings(prefix: str) -> int:
-    """Unlink shared-memory rings a crashed producer left behind; returns how many."""
-    removed = 0
-    for path in shm_directory().glob(f"{prefix}-*"):
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-            removed += 1
-    if removed:
-        log.info("removed %d stale shared-memory rings", removed)
-    return removed
+    """Unlink every ring of one run (at its end); returns how many."""
+    return _unlink_rings(f"{prefix}-*", lambda _pid: True, "left by this run")

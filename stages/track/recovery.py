@@ -53,11 +53,53 @@ def resumable(recovery: Recovery, found: Checkpoint, stream_id: str) -> bool:
     return True
 
 
-def dump_state(parts: dict[str, Any]) -> bytes:
-    """The track's objects as checkpoint bytes (numpy arrays travel as buffers)."""
+# What a checkpoint holds of each of the track stage's objects: everything the
+# events after a frame depend on, and nothing that is rebuilt from the config.
+STATE: dict[str, tuple[str, ...]] = {
+    # the tracker and its id counters
+    "tracking": (
+        "next_seq",
+        "epoch",
+        "_tracker",
+        "_tracker_fps",
+        "_id_offset",
+        "_max_track_id",
+        "counters",
+    ),
+    # rule states, per-track confidence and votes, totals and the aggregate
+    "engine": (
+        "rules",
+        "states",
+        "names",
+        "labels",
+        "aggregate",
+        "totals",
+        "counts",
+        "tracks",
+    ),
+    "stage": ("_names", "_last_frame", "_done", "counters"),
+    # which tracks have a snapshot, and under which name
+    "snapshots": ("snapshot_state",),
+}
+
+
+def dump_state(objects: dict[str, Any]) -> bytes:
+    """The objects' state as checkpoint bytes (numpy arrays travel as buffers)."""
+    parts = {
+        key: tuple(getattr(objects[key], name) for name in names)
+        for key, names in STATE.items()
+    }
     return pickle.dumps(parts, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def load_state(data: bytes) -> dict[str, Any]:
     loaded: dict[str, Any] = pickle.loads(data)  # noqa: S301  our own state folder
     return loaded
+
+
+def apply_state(objects: dict[str, Any], parts: dict[str, Any]) -> None:
+    """Put ``load_state``'s parts back into the objects (the current config's
+    rules are put back over them by the caller)."""
+    for key, names in STATE.items():
+        for name, value in zip(names, parts[key], strict=True):
+            setattr(objects[key], name, value)

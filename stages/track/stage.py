@@ -39,7 +39,13 @@ from pipeline.outbox import Outbox
 from pipeline.stage import Emit, Received, Stage
 from stages.track.engine import RuleEngine
 from stages.track.privacy import PrivacyConfig
-from stages.track.recovery import Recovery, dump_state, load_state, resumable
+from stages.track.recovery import (
+    Recovery,
+    apply_state,
+    dump_state,
+    load_state,
+    resumable,
+)
 from stages.track.rules import BUILTIN_RULES, Rule, RuleBase
 from stages.track.rules.base import rule_types
 from stages.track.snapshots import SnapshotConfig
@@ -135,34 +141,11 @@ class TrackStage(Stage):
             self.outbox.changed = bool(self.outbox)
             return
         self.outbox.restore(found.header.outbox)
-        parts = load_state(found.state)
-        tracking, engine = self.tracking, self.engine
-        (
-            tracking.next_seq,
-            tracking.epoch,
-            tracking._tracker,
-            tracking._tracker_fps,
-            tracking._id_offset,
-            tracking._max_track_id,
-        ) = parts["tracking"]
-        tracking.counters.update(parts["tracking_counters"])
-        rules = engine.rules
-        (
-            engine.rules,
-            engine.states,
-            engine.names,
-            engine.labels,
-            engine.aggregate,
-            engine.totals,
-            engine.counts,
-            engine.tracks,
-        ) = parts["engine"]
-        engine.replace_rules(rules)  # the current config's rules keep their state
-        self._names, self._last_frame, self._done = parts["stage"]
-        self.taps.restore_snapshots(parts["snapshots"])
-        self.counters.update(parts["counters"])
+        rules = self.engine.rules
+        apply_state(self._stateful(), load_state(found.state))
+        self.engine.replace_rules(rules)  # the current config's rules keep state
         self._restored_from = found.header.seq
-        self.taps.set_epoch(tracking.epoch)
+        self.taps.set_epoch(self.tracking.epoch)
         self.taps.resolve_classes(self._names)
         log.info(
             "%s: resumed from the checkpoint after frame %d (%d events still to store)",
@@ -171,42 +154,25 @@ class TrackStage(Stage):
             len(self.outbox),
         )
 
+    def _stateful(self) -> dict[str, Any]:
+        """The objects whose state a checkpoint holds (``recovery.STATE``)."""
+        return {
+            "tracking": self.tracking,
+            "engine": self.engine,
+            "stage": self,
+            "snapshots": self.taps,
+        }
+
     def _checkpoint(self) -> None:
         store = self.recovery.checkpoint
         if store is None:
             return
-        tracking, engine = self.tracking, self.engine
-        state = dump_state(
-            {
-                "tracking": (
-                    tracking.next_seq,
-                    tracking.epoch,
-                    tracking._tracker,
-                    tracking._tracker_fps,
-                    tracking._id_offset,
-                    tracking._max_track_id,
-                ),
-                "tracking_counters": dict(tracking.counters),
-                "engine": (
-                    engine.rules,
-                    engine.states,
-                    engine.names,
-                    engine.labels,
-                    engine.aggregate,
-                    engine.totals,
-                    engine.counts,
-                    engine.tracks,
-                ),
-                "stage": (self._names, self._last_frame, self._done),
-                "snapshots": self.taps.snapshot_state(),
-                "counters": dict(self.counters),
-            }
-        )
+        state = dump_state(self._stateful())
         header = CheckpointHeader(
             run_id=self.recovery.run_id,
             fingerprint=self.recovery.fingerprint,
-            epoch=tracking.epoch,
-            seq=tracking.next_seq - 1,
+            epoch=self.tracking.epoch,
+            seq=self.tracking.next_seq - 1,
             ended=self._done,
             outbox=self.outbox.encoded(),
         )
@@ -290,7 +256,9 @@ class TrackStage(Stage):
             emits.append(Emit("acks", self.tracking.ack(self.tracking.next_seq - 1)))
         if ahead and self.clock.monotonic() - self._last_resume > 0.5:
             emits.append(self._resume())  # a stage between lost frames: re-send
-        if applied or self.outbox.changed:
+        if for_sinks:
+            # only after something new: a mark after an answer would be answered
+            # in turn, back and forth; what is older gets the once-a-second mark
             emits.extend(self.outbox.mark(self.clock.monotonic()))
         return emits
 

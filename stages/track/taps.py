@@ -101,10 +101,13 @@ class MediaTaps:
         """The track's snapshot file (its name carries the epoch it began in)."""
         return self.snapshots.path(track_id) if self.snapshots is not None else ""
 
+    @property
     def snapshot_state(self) -> dict[int, tuple[float, str, int, bool]]:
+        """Each track's snapshot bookkeeping, for the checkpoint."""
         return self.snapshots.state() if self.snapshots is not None else {}
 
-    def restore_snapshots(self, state: dict[int, tuple[float, str, int, bool]]) -> None:
+    @snapshot_state.setter
+    def snapshot_state(self, state: dict[int, tuple[float, str, int, bool]]) -> None:
         if self.snapshots is not None:
             self.snapshots.restore(state)
 
