@@ -282,10 +282,8 @@ class StageRuntime:
         return sent
 
     def _send(self, emit: Emit, sock: zmq.Socket[Any]) -> None:
-        # Only media (packets, annotated frames) is ever dropped; status and
-        # end-of-stream always go. A mark is sent again every second until it is
-        # answered, so one that finds its sink full or gone is dropped rather than
-        # holding the stage (a sink that exited at the end would hold it forever).
+        # Only media (packets, annotated frames) and marks (sent again every second
+        # until answered; a sink gone at the end would hold us) are ever dropped.
         lossy = isinstance(emit.message, Mark) or (
             emit.port in self.plan.lossy_ports
             and isinstance(emit.message, Packet | Detected)
