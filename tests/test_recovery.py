@@ -410,7 +410,7 @@ def test_wedged_stage_is_restarted_and_not_ready_meanwhile(
 
     try:
         wait_for_events(process, tmp_path / "events.db", 5)
-        assert ready()[0] == 200
+        wait_until(lambda: ready()[0] == 200, 30, "ready")
         wedged = stage_pid("track.north", process.pid)
         assert wedged is not None
         os.kill(wedged, signal.SIGSTOP)
