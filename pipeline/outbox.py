@@ -51,7 +51,9 @@ class Outbox:
         self.stream_id = stream_id
         self.keep = keep
         self.origin = origin
-        self.entries: deque[tuple[int, Message]] = deque()  # (next mark, message)
+        # (the next mark's token, the message, its bytes for the checkpoint: each
+        # is encoded once, not at every checkpoint while it waits)
+        self.entries: deque[tuple[int, Message, bytes]] = deque()
         self.cursors = {sink: _Cursor() for sink in sinks}
         self.token = 0  # of the next mark
         self.end: EndOfStream | None = None
@@ -70,19 +72,19 @@ class Outbox:
             message = decode(data)
             if events_only and not isinstance(message, Event):
                 continue
-            self.entries.append((self.token, message))
+            self.entries.append((self.token, message, data))
             if isinstance(message, EndOfStream):
                 self.end = message
 
     def encoded(self) -> list[bytes]:
-        return [encode(message) for _, message in self.entries]
+        return [data for _, _, data in self.entries]
 
     def add(self, messages: Iterable[Message]) -> list[Emit]:
         """Keep ``messages`` and send them to every sink."""
         emits: list[Emit] = []
         for message in messages:
             if self.keep:
-                self.entries.append((self.token, message))
+                self.entries.append((self.token, message, encode(message)))
                 self.changed = True
             if isinstance(message, EndOfStream):
                 self.end = message
@@ -114,9 +116,9 @@ class Outbox:
         if cursor.session != answer.session:
             cursor.session, cursor.stored = answer.session, -1
             port = sink_port(answer.sink)
-            emits = [Emit(port, message) for _, message in self.entries]
+            emits = [Emit(port, message) for _, message, _ in self.entries]
             if self.end is not None and not any(
-                isinstance(m, EndOfStream) for _, m in self.entries
+                isinstance(m, EndOfStream) for _, m, _ in self.entries
             ):
                 emits.append(Emit(port, self.end))
             self.resent += len(emits)

@@ -125,7 +125,7 @@ def test_restored_outbox_of_a_stream_started_over_keeps_only_events() -> None:
     previous.add([event(5), EndOfStream("cam", 6, "eof", 6)])
     fresh = Outbox("cam", ["db"], origin=2)
     fresh.restore(previous.encoded(), events_only=True)
-    assert [m for _, m in fresh.entries] == [event(5)] and fresh.end is None
+    assert [m for _, m, _ in fresh.entries] == [event(5)] and fresh.end is None
     resumed = Outbox("cam", ["db"], origin=3)
     resumed.restore(previous.encoded())
     assert len(resumed) == 2 and resumed.end is not None

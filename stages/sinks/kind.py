@@ -26,7 +26,7 @@ from pipeline.stageplan import StagePlan
 from stages.sinks.base import EventSink, stored_port
 from stages.sinks.stats import ForwardingSinkStats
 
-SinkFactory = Callable[[LoadedConfig, Any, list[str]], Stage]
+SinkFactory = Callable[[LoadedConfig, Any, list[str]], EventSink]
 """(loaded config, the sink's config entry, camera names) -> the sink stage."""
 
 POSITION = 5
@@ -60,8 +60,7 @@ def sink_kind(config_type: type[Any], factory: SinkFactory) -> StageKind:
 
         def build() -> Stage:
             stage = factory(context.loaded, instance.config, streams)
-            if isinstance(stage, EventSink):
-                stage.name = instance.target
+            stage.name = instance.target  # in its answers to the tracks' marks
             return stage
 
         return StagePlan(name, "sink", tuple(endpoints), build, exit_when_finished=True)
@@ -105,25 +104,25 @@ def _summary(loaded: LoadedConfig, target: str, stats: StatsView) -> list[str]:
     return [line]
 
 
-def _sqlite(_loaded: LoadedConfig, config: Any, streams: list[str]) -> Stage:
+def _sqlite(_loaded: LoadedConfig, config: Any, streams: list[str]) -> EventSink:
     from stages.sinks.sqlite import SqliteSink
 
     return SqliteSink(config, streams)
 
 
-def _jsonl(_loaded: LoadedConfig, config: Any, streams: list[str]) -> Stage:
+def _jsonl(_loaded: LoadedConfig, config: Any, streams: list[str]) -> EventSink:
     from stages.sinks.jsonl import JsonlSink
 
     return JsonlSink(config, streams)
 
 
-def _webhook(_loaded: LoadedConfig, config: Any, streams: list[str]) -> Stage:
+def _webhook(_loaded: LoadedConfig, config: Any, streams: list[str]) -> EventSink:
     from stages.sinks.webhook import WebhookSink
 
     return WebhookSink(config, streams)
 
 
-def _mqtt(loaded: LoadedConfig, config: Any, streams: list[str]) -> Stage:
+def _mqtt(loaded: LoadedConfig, config: Any, streams: list[str]) -> EventSink:
     from stages.sinks.mqtt import MqttSink
 
     rules = {

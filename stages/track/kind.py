@@ -85,16 +85,19 @@ def _plan(context: PlanContext, instance: Instance) -> StagePlan:
             "acks", zmq.PUSH, f"decode.{camera_name}.acks", False, links["events"]
         ),
     ]
-    sinks = [
-        p.name.partition(".")[2]
-        for p in loaded.registry.processes(config)
-        if p.kind.role == "terminal"
+    terminals = [
+        p for p in loaded.registry.processes(config) if p.kind.role == "terminal"
     ]
+    sinks = [p.instance.target for p in terminals]
     endpoints += [
         context.link(
-            sink_port(sink), zmq.PUSH, f"sink.{sink}.in", False, links["events"]
+            sink_port(p.instance.target),
+            zmq.PUSH,
+            f"{p.name}.in",
+            False,
+            links["events"],
         )
-        for sink in sinks
+        for p in terminals
     ]
     endpoints.append(
         context.link("stored", zmq.PULL, f"{name}.stored", True, links["events"])
