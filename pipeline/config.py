@@ -24,11 +24,13 @@ from pydantic import (
     model_validator,
 )
 
+from pipeline.configerrors import problems
 from pipeline.configtypes import ConfigPath, StrictModel, environ_snapshot
 from pipeline.errors import ConfigError, FramechainError
 from pipeline.registry import Registry, Section, Slot
 from pipeline.settings import HttpConfig, LinksConfig, SupervisorConfig
-from pipeline.yamlmap import Lines, display, format_problem, pydantic_message, read_yaml
+from pipeline.yamlmap import Lines, display, format_problem
+from pipeline.yamlsafe import read_yaml
 
 # where appliances keep state when the config lives in a read-only folder
 STATE_DIR_VARIABLE = "FRAMECHAIN_STATE_DIR"
@@ -210,20 +212,36 @@ def load_config(
     data, lines = read_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the config must be a YAML mapping of settings")
+    try:
+        return _validate(path, data, lines, registry, environ)
+    except FramechainError:
+        raise
+    except (RecursionError, MemoryError, OverflowError) as e:
+        raise ConfigError(
+            f"{path}: the config is too large or too deeply nested to validate "
+            f"({type(e).__name__})"
+        ) from None
+
+
+def _validate(
+    path: Path,
+    data: dict[str, Any],
+    lines: Lines,
+    registry: Registry,
+    environ: Mapping[str, str],
+) -> LoadedConfig:
     plugins = data.get("plugins", [])
     if isinstance(plugins, list) and all(isinstance(p, str) for p in plugins):
         registry.load_plugins(plugins)
     base_dir = path.resolve().parent
+    model = build_models(registry)
     try:
-        config = build_models(registry).model_validate(
+        config = model.model_validate(
             data, context={"environ": environ, "base_dir": base_dir}
         )
     except ValidationError as e:
-        problems = [
-            format_problem(*display(err["loc"], lines, data), pydantic_message(err))
-            for err in e.errors()
-        ]
-        raise ConfigError(problems[0], problems) from None
+        found = problems(e, model, data, lines)
+        raise ConfigError(found[0], found) from None
     resolved: dict[str, Any] = {}
     for kind in registry.kinds():
         if kind.resolve is None or kind.name in resolved:

@@ -12,12 +12,14 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Field,
     SecretStr,
     ValidationInfo,
 )
@@ -26,9 +28,12 @@ _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 class StrictModel(BaseModel):
-    """Base of every config model: one-to-one with the YAML, no unknown keys."""
+    """Base of every config model: one-to-one with the YAML, no unknown keys, no
+    infinite or NaN numbers (``.inf`` seconds would disable a timeout)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, str_strip_whitespace=True, allow_inf_nan=False
+    )
 
 
 def _context(info: ValidationInfo) -> dict[str, Any]:
@@ -120,3 +125,44 @@ EnvPath = Annotated[str, BeforeValidator(_expand_env), AfterValidator(_resolve_p
 def environ_snapshot() -> dict[str, str]:
     """The environment as handed to config validation (read once, at load time)."""
     return dict(os.environ)
+
+
+Share = Annotated[float, Field(gt=0, lt=1)]
+"""A fraction strictly between 0 and 1 (a confidence)."""
+
+FrameSide = Annotated[int, Field(ge=16, le=16384)]
+"""A frame's width or height in pixels."""
+
+
+def url_problem(url: str, schemes: tuple[str, ...]) -> str | None:
+    """Why ``url`` is not a ``scheme://host[:port]/...`` URL of one of ``schemes``."""
+    starts = " or ".join(f"{s}://" for s in schemes)
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in schemes or not url.lower().startswith(
+        f"{parts.scheme.lower()}://"
+    ):
+        return f"the URL must start with {starts}"
+    host = parts.netloc.rpartition("@")[2]
+    if not parts.hostname or any(c.isspace() for c in host):
+        return f"the URL has no valid host; write it as {schemes[0]}://HOST[:PORT]/PATH"
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        return "the URL's port must be a number from 1 to 65535"
+    return None
+
+
+def url_of(*schemes: str) -> AfterValidator:
+    """A check for an ``EnvSecret`` URL, after ``${ENV}`` expansion: its scheme is
+    one of ``schemes`` and it has a host and a valid port, so that a camera that can
+    never be reached is refused at load (``Annotated[EnvSecret, url_of("rtsp")]``)."""
+
+    def check(value: SecretStr) -> SecretStr:
+        problem = url_problem(value.get_secret_value(), schemes)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+    return AfterValidator(check)

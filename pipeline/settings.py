@@ -3,7 +3,9 @@ kinds bring their own config models; ``config.py`` joins them all into one tree.
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Annotated
+
+from pydantic import AfterValidator, Field
 
 from pipeline.configtypes import ConfigPath, StrictModel
 
@@ -13,29 +15,34 @@ class SupervisorConfig(StrictModel):
         default=10.0, gt=0, le=300, description="SIGTERM to SIGKILL escalation."
     )
     restart_backoff_s: float = Field(
-        default=0.5, gt=0, description="First restart delay."
+        default=0.5, gt=0, le=60, description="First restart delay."
     )
     restart_backoff_max_s: float = Field(
-        default=10.0, gt=0, description="Restart delay cap."
+        default=10.0, gt=0, le=3600, description="Restart delay cap."
     )
     max_restarts: int = Field(
-        default=5, ge=0, description="Restarts allowed per window."
+        default=5, ge=0, le=1000, description="Restarts allowed per window."
     )
     restart_window_s: float = Field(
-        default=60.0, gt=0, description="Window for max_restarts."
+        default=60.0, gt=0, le=86400, description="Window for max_restarts."
     )
     heartbeat_timeout_s: float = Field(
-        default=10.0, gt=0, description="A running stage silent this long is restarted."
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="A running stage silent this long is restarted.",
     )
     stall_timeout_s: float = Field(
         default=20.0,
         gt=0,
+        le=3600,
         description="A running stage with work waiting and no progress this long "
         "is restarted.",
     )
     startup_timeout_s: float = Field(
         default=120.0,
         gt=0,
+        le=3600,
         description="A starting stage silent this long is restarted.",
     )
     watch_config: bool = Field(
@@ -60,9 +67,11 @@ class CurveConfig(StrictModel):
 
 
 class LinksConfig(StrictModel):
-    frame_hwm: int = Field(default=16, ge=1, description="Queue bound on frame links.")
+    frame_hwm: int = Field(
+        default=16, ge=1, le=4096, description="Queue bound on frame links."
+    )
     event_hwm: int = Field(
-        default=10000, ge=1, description="Queue bound on event links."
+        default=10000, ge=1, le=1_000_000, description="Queue bound on event links."
     )
     event_linger_ms: int = Field(
         default=1000,
@@ -84,8 +93,14 @@ class LinksConfig(StrictModel):
     )
 
 
+def _port_in_range(listen: str | None) -> str | None:
+    if listen is not None and not 1 <= int(listen.rpartition(":")[2]) <= 65535:
+        raise ValueError("the port must be a number from 1 to 65535")
+    return listen
+
+
 class HttpConfig(StrictModel):
-    listen: str | None = Field(
+    listen: Annotated[str | None, AfterValidator(_port_in_range)] = Field(
         default=None,
         pattern=r"^[^:\s]*:\d{1,5}$",
         description="host:port for /metrics, /healthz and /readyz (off when unset).",

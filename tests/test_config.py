@@ -136,8 +136,8 @@ MALFORMED = [
             "      - kind: zone\n        name: z\n"
             "        polygon: [[0, 0], [5, 5], [10, 10]]",
         ),
-        "cameras.cam1.rules[0]",
-        7,
+        "cameras.cam1.rules[0].polygon",
+        9,
         "no area",
     ),
     (
@@ -150,7 +150,7 @@ MALFORMED = [
     (
         "unknown rule kind",
         variant("kind: line", "kind: circle"),
-        "cameras.cam1.rules[0]",
+        "cameras.cam1.rules[0].kind",
         7,
         "line",
     ),

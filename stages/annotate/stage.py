@@ -47,7 +47,10 @@ class AnnotateConfig(StrictModel):
         "<stem>-<YYYYmmdd-HHMMSS>.mp4 beside it.",
     )
     segment_s: float = Field(
-        default=600.0, ge=1, description="Start a new video segment this often."
+        default=600.0,
+        ge=1,
+        le=86400,
+        description="Start a new video segment this often.",
     )
     http_port: int | None = Field(
         default=None, ge=1, le=65535, description="Serve MJPEG on this port."

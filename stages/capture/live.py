@@ -17,13 +17,13 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
 from pipeline.backoff import Backoff
 from pipeline.clock import Clock, WallClock
-from pipeline.configtypes import EnvSecret, StrictModel
+from pipeline.configtypes import EnvSecret, StrictModel, url_of
 from pipeline.log import redact
 from pipeline.messages import EndOfStream, Packet, StreamStatus
 from pipeline.stage import Doorbell, Emit, Received, Stage
@@ -50,7 +50,10 @@ class BackoffConfig(StrictModel):
         default=0.2, ge=0, le=0.5, description="± fraction of jitter."
     )
     reset_after_s: float = Field(
-        default=60.0, gt=0, description="Healthy time after which delays start over."
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="Healthy time after which delays start over.",
     )
 
 
@@ -71,7 +74,9 @@ class _LiveSource(StrictModel):
 
 class RtspSourceConfig(_LiveSource):
     kind: Literal["rtsp"] = Field(description="An RTSP camera, through PyAV/FFmpeg.")
-    url: EnvSecret = Field(description="rtsp:// URL; put credentials in ${ENV} only.")
+    url: Annotated[EnvSecret, url_of("rtsp", "rtsps")] = Field(
+        description="rtsp:// URL; put credentials in ${ENV} only."
+    )
     transport: Literal["tcp", "udp"] = Field(
         default="tcp", description="RTP transport."
     )
@@ -81,7 +86,9 @@ class HttpSourceConfig(_LiveSource):
     kind: Literal["http"] = Field(
         description="An HTTP(S) stream: MJPEG, HLS, progressive."
     )
-    url: EnvSecret = Field(description="http(s):// URL; credentials in ${ENV} only.")
+    url: Annotated[EnvSecret, url_of("http", "https")] = Field(
+        description="http(s):// URL; credentials in ${ENV} only."
+    )
     format: Literal["stream", "mjpeg"] = Field(
         default="stream",
         description="mjpeg: multipart/x-mixed-replace JPEGs; stream: what FFmpeg reads",
@@ -97,9 +104,15 @@ class UsbSourceConfig(_LiveSource):
         max_length=4,
         description="FOURCC to request, e.g. MJPG or YUYV.",
     )
-    width: int | None = Field(default=None, gt=0, description="Requested width.")
-    height: int | None = Field(default=None, gt=0, description="Requested height.")
-    fps: float | None = Field(default=None, gt=0, description="Requested frame rate.")
+    width: int | None = Field(
+        default=None, gt=0, le=16384, description="Requested width."
+    )
+    height: int | None = Field(
+        default=None, gt=0, le=16384, description="Requested height."
+    )
+    fps: float | None = Field(
+        default=None, gt=0, le=1000, description="Requested frame rate."
+    )
 
 
 _QUEUE_ITEMS = 256

@@ -5,18 +5,21 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from pipeline.configtypes import StrictModel
+from pipeline.configtypes import FrameSide, StrictModel
 from stages.detect.motion import MotionConfig
 
 
 class DecodeConfig(StrictModel):
-    every_nth: int = Field(default=1, ge=1, description="Keep every Nth frame.")
+    every_nth: int = Field(
+        default=1, ge=1, le=10_000, description="Keep every Nth frame."
+    )
     target_fps: float | None = Field(
         default=None,
         gt=0,
+        le=1000,
         description="Keep frames at about this rate (after every_nth).",
     )
-    resize: tuple[int, int] | None = Field(
+    resize: tuple[FrameSide, FrameSide] | None = Field(
         default=None, description="Scale frames to [width, height] before they travel."
     )
     motion: MotionConfig | None = Field(
@@ -42,6 +45,7 @@ class DecodeConfig(StrictModel):
     live_max_age_s: float = Field(
         default=0.6,
         gt=0,
+        le=60,
         description="Target frame age for a live source (keeps p99 under 1 s). "
         "Every frame in flight waits for the ones ahead of it, so while frames come "
         "back older than this the window shrinks by one, and while they come back "
@@ -50,6 +54,7 @@ class DecodeConfig(StrictModel):
     resend_after_s: float = Field(
         default=5.0,
         gt=0,
+        le=600,
         description="Re-send unacknowledged frames after this silence.",
     )
     shared_memory: bool = Field(

@@ -39,7 +39,10 @@ class ClassifierConfig(StrictModel):
         description="Detector classes whose crops are classified (default: all).",
     )
     min_size_px: int = Field(
-        default=24, ge=4, description="Smaller boxes (either side) are skipped."
+        default=24,
+        ge=4,
+        le=4096,
+        description="Smaller boxes (either side) are skipped.",
     )
     max_per_frame: int = Field(
         default=32, ge=1, le=1024, description="Most crops classified per frame."

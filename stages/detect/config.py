@@ -9,7 +9,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from pipeline.configtypes import ConfigPath, StrictModel
+from pipeline.configtypes import ConfigPath, Share, StrictModel
 from pipeline.detections import Detections
 from stages.detect.classify import ClassifierConfig
 
@@ -37,7 +37,9 @@ class DetectorConfig(StrictModel):
         default=0.25, gt=0, lt=1, description="Minimum confidence."
     )
     iou: float = Field(default=0.7, gt=0, le=1, description="NMS IoU threshold.")
-    max_det: int = Field(default=300, ge=1, description="Detections kept per frame.")
+    max_det: int = Field(
+        default=300, ge=1, le=10_000, description="Detections kept per frame."
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto",
         description="auto: the GPU when the model's runtime has one (onnxruntime-gpu, "
@@ -124,7 +126,7 @@ class CameraDetectConfig(StrictModel):
     classes: list[str] | None = Field(
         default=None, description="Class names kept for this camera (default: all)."
     )
-    confidence: float | dict[str, float] | None = Field(
+    confidence: Share | dict[str, Share] | None = Field(
         default=None,
         description="Minimum confidence for this camera: one value or per class name.",
     )

@@ -45,10 +45,16 @@ class MotionConfig(StrictModel):
         description="How fast the background follows the scene (per frame).",
     )
     hangover_frames: int = Field(
-        default=3, ge=0, description="Frames still detected after motion stops."
+        default=3,
+        ge=0,
+        le=1000,
+        description="Frames still detected after motion stops.",
     )
     refresh_s: float = Field(
-        default=10.0, gt=0, description="Detect at least this often, motion or not."
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="Detect at least this often, motion or not.",
     )
 
 

@@ -16,12 +16,12 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from pydantic import Field, SecretStr, field_validator
 
-from pipeline.configtypes import EnvSecret
+from pipeline.configtypes import EnvSecret, url_of
 from pipeline.log import redact
 from pipeline.messages import Event
 from stages.sinks.forward import ForwardingSink, ForwardingSinkConfig
@@ -39,7 +39,7 @@ class WebhookSinkConfig(ForwardingSinkConfig):
         pattern=r"^[A-Za-z0-9_-]+$",
         description="Sink name, unique among sinks.",
     )
-    url: EnvSecret = Field(
+    url: Annotated[EnvSecret, url_of("http", "https")] = Field(
         description="http(s) URL events are POSTed to; may hold a token via ${ENV}."
     )
     headers: dict[str, EnvSecret] = Field(

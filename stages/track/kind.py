@@ -262,7 +262,7 @@ def _sections() -> Sequence[Section]:
         Section(
             "camera",
             "aggregate_s",
-            Annotated[float, Field(ge=1)] | None,
+            Annotated[float, Field(ge=1, le=86400)] | None,
             "Emit a counts event per interval of this many seconds (at least 1).",
             default=None,
         ),

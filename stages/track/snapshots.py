@@ -34,7 +34,7 @@ class SnapshotConfig(StrictModel):
     )
     quality: int = Field(default=90, ge=10, le=100, description="JPEG quality.")
     min_size_px: int = Field(
-        default=16, ge=1, description="Smaller boxes are not snapshotted."
+        default=16, ge=1, le=4096, description="Smaller boxes are not snapshotted."
     )
 
 

@@ -31,7 +31,7 @@ class TrackerConfig(StrictModel):
         default="bytetrack", description="Tracker algorithm."
     )
     lost_track_s: float = Field(
-        default=1.0, gt=0, description="Keep a lost track this many seconds."
+        default=1.0, gt=0, le=3600, description="Keep a lost track this many seconds."
     )
     activation_threshold: float = Field(
         default=0.25, gt=0, lt=1, description="Minimum confidence that starts a track."
@@ -40,7 +40,7 @@ class TrackerConfig(StrictModel):
         default=0.5, gt=0, lt=1, description="First-stage association threshold."
     )
     min_consecutive_frames: int = Field(
-        default=2, ge=1, description="Frames before a new track gets an id."
+        default=2, ge=1, le=1000, description="Frames before a new track gets an id."
     )
     match_iou: float = Field(
         default=0.1, gt=0, lt=1, description="Minimum IoU to match."

@@ -63,16 +63,6 @@ class RuleBase(StrictModel):
     )
 
 
-def check_area(polygon: list[tuple[float, float]] | None) -> None:
-    if polygon is not None and polygon_area(np.asarray(polygon, np.float64)) < 1:
-        raise ValueError("polygon has no area; give at least 3 non-collinear points")
-
-
-def polygon_area(points: npt.NDArray[np.float64]) -> float:
-    x, y = points[:, 0], points[:, 1]
-    return float(abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2)
-
-
 def points_in_polygon(
     points: npt.NDArray[np.float32], polygon: npt.NDArray[np.float64]
 ) -> npt.NDArray[np.bool_]:

@@ -16,39 +16,42 @@ from stages.track.rules.base import (
     Rule,
     RuleBase,
     RuleContext,
-    check_area,
     points_in_polygon,
 )
+from stages.track.rules.geometry import Polygon
 
 
 class CrowdRuleConfig(RuleBase):
     kind: Literal["crowd"] = Field(
         description="Crowd threshold on the number of tracked objects."
     )
-    polygon: list[tuple[float, float]] | None = Field(
+    polygon: Polygon | None = Field(
         default=None,
-        min_length=3,
         description="Area watched, [[x, y], ...]; the whole frame when omitted.",
     )
-    threshold: int = Field(ge=1, description="Objects that make a crowd.")
+    threshold: int = Field(ge=1, le=100_000, description="Objects that make a crowd.")
     min_duration_s: float = Field(
-        default=2.0, ge=0, description="Seconds at or above threshold to start."
+        default=2.0,
+        ge=0,
+        le=86400,
+        description="Seconds at or above threshold to start.",
     )
     clear_below: int | None = Field(
         default=None,
         ge=1,
+        le=100_000,
         description="The crowd ends below this many objects (hysteresis); "
         "default: threshold.",
     )
     clear_duration_s: float | None = Field(
         default=None,
         ge=0,
+        le=86400,
         description="Seconds below clear_below to end; default: min_duration_s.",
     )
 
     @model_validator(mode="after")
     def _levels(self) -> CrowdRuleConfig:
-        check_area(self.polygon)
         if self.clear_below is not None and self.clear_below > self.threshold:
             raise ValueError(
                 f"clear_below ({self.clear_below}) must not exceed threshold "

@@ -13,16 +13,18 @@ from pydantic import Field, model_validator
 from pipeline.detections import Detections
 from pipeline.messages import Event, Frame, OverlayLine
 from stages.track.rules.base import Rule, RuleBase, RuleContext
+from stages.track.rules.geometry import Point
 
 
 class LineRuleConfig(RuleBase):
     kind: Literal["line"] = Field(description="Directional line crossing count.")
-    start: tuple[float, float] = Field(
-        description="Line start [x, y] in source pixels."
-    )
-    end: tuple[float, float] = Field(description="Line end [x, y] in source pixels.")
+    start: Point = Field(description="Line start [x, y] in source pixels.")
+    end: Point = Field(description="Line end [x, y] in source pixels.")
     band_px: float = Field(
-        default=2.0, ge=0, description="Hysteresis band around the line, pixels."
+        default=2.0,
+        ge=0,
+        le=10_000,
+        description="Hysteresis band around the line, pixels.",
     )
     confirm_frames: int = Field(
         default=3,

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from pipeline.detections import Detections
 from pipeline.masks import polygon_region
@@ -17,17 +17,17 @@ from stages.track.rules.base import (
     Rule,
     RuleBase,
     RuleContext,
-    check_area,
     points_in_polygon,
 )
+from stages.track.rules.geometry import Polygon
 
 
 class ZoneRuleConfig(RuleBase):
     kind: Literal["zone"] = Field(
         description="Polygon zone: occupancy, enter/exit and dwell events."
     )
-    polygon: list[tuple[float, float]] = Field(
-        min_length=3, description="Polygon vertices [[x, y], ...] in source pixels."
+    polygon: Polygon = Field(
+        description="Polygon vertices [[x, y], ...] in source pixels."
     )
     confirm_frames: int = Field(
         default=2,
@@ -39,6 +39,7 @@ class ZoneRuleConfig(RuleBase):
     loiter_s: float | None = Field(
         default=None,
         gt=0,
+        le=86400,
         description="Emit a loitering event when a track stays this long.",
     )
     min_mask_overlap: float | None = Field(
@@ -49,11 +50,6 @@ class ZoneRuleConfig(RuleBase):
         "share of its mask lies in the polygon (instead of its anchor point), and "
         "occupancy events report the share of the zone that masks cover.",
     )
-
-    @model_validator(mode="after")
-    def _has_area(self) -> ZoneRuleConfig:
-        check_area(self.polygon)
-        return self
 
 
 @dataclass
