@@ -62,7 +62,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from framechain.app import supervisor_for
     from framechain.plan import process_kinds
-    from framechain.summary import Progress, print_summary
+    from framechain.summary import Progress, print_summary, problems
     from pipeline.log import setup_logging
     from pipeline.observability import HealthServer
     from pipeline.shm import remove_orphan_rings, remove_stale_rings, ring_prefix
@@ -94,8 +94,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if temporary:
             shutil.rmtree(runtime_dir, ignore_errors=True)
     print_summary(loaded, supervisor, kinds, file=sys.stdout)
+    sys.stdout.flush()
+    for line in problems(loaded, supervisor):
+        print(f"framechain: warning: {line}", file=sys.stderr)
     if supervisor.failure:
-        sys.stdout.flush()
         print(f"framechain: {supervisor.failure}", file=sys.stderr)
     return code
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import IO, Any
 
 from pipeline.config import LoadedConfig
+from pipeline.log import redact
 from pipeline.registry import StageKind, read_stats
 from pipeline.stageplan import RuntimeStats
 from pipeline.supervisor import Supervisor
@@ -85,3 +86,27 @@ def print_summary(
     if supervisor.restart_count:
         lines.append(f"  stage restarts: {supervisor.restart_count}")
     print("\n".join(lines), file=file)
+
+
+def problems(loaded: LoadedConfig, supervisor: Supervisor) -> list[str]:
+    """What the stages say went wrong though the run went on (``problem`` in
+    their stats): one line per camera, naming its source, then one per stage that
+    serves every camera."""
+    by_camera: dict[str, list[str]] = {}
+    shared = []
+    for name, child in supervisor.children.items():
+        said = read_stats(child.stats, RuntimeStats).problem
+        target = name.partition(".")[2]
+        if said and target in loaded.config.cameras:
+            by_camera.setdefault(target, []).append(said)
+        elif said:
+            shared.append(f"{name}: {said}")
+    lines = []
+    for camera, told in by_camera.items():
+        source = loaded.config.cameras[camera].source
+        where = redact(str(getattr(source, "path", "") or getattr(source, "url", "")))
+        named = any(where in line for line in told)
+        lines.append(
+            f"camera {camera}{'' if named else f' ({where})'}: " + "; ".join(told)
+        )
+    return lines + shared

@@ -34,6 +34,16 @@ class SourceError(FramechainError, OSError):
     """A video source could not be opened or read."""
 
 
+class PermanentError(FramechainError):
+    """Starting the stage again cannot help (a file that cannot be read): its
+    process exits with ``EXIT_PERMANENT`` and the supervisor ends the run at once
+    rather than restarting it."""
+
+
+class UnreadableSourceError(SourceError, PermanentError):
+    """A file source that cannot be opened, or that holds no readable frame."""
+
+
 class SlotOverwrittenError(FramechainError, LookupError):
     """A shared-memory slot was reused before its reader finished with it."""
 

@@ -60,6 +60,11 @@ class StageRoles:
     restart_with: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
+# the stage runtime's exit statuses that say a restart cannot help: a config
+# error, ``EXIT_PERMANENT`` (``pipeline.runtime``)
+PERMANENT_EXITS = frozenset({2, 3})
+
+
 def exit_reason(code: int) -> str:
     """How a process ended, in words."""
     if code < 0:

@@ -18,8 +18,9 @@ from typing import Any
 import msgspec
 import zmq
 
-from pipeline.errors import ConfigError, FramechainError, MessageError
+from pipeline.errors import ConfigError, FramechainError, MessageError, PermanentError
 from pipeline.messages import Detected, Heartbeat, Mark, Packet
+from pipeline.payload import check_stream
 from pipeline.recording import Recorder
 from pipeline.stage import Emit, Received, Stage, drain_fd
 from pipeline.stageplan import RuntimeStats, StagePlan
@@ -30,7 +31,13 @@ log = logging.getLogger(__name__)
 HEARTBEAT_INTERVAL_S = 0.5
 # The longest an idle loop sleeps; signals, inputs and doorbells wake it sooner.
 MAX_IDLE_S = 0.5
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+# EXIT_PERMANENT: a restart cannot help (``PermanentError``); the run ends
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_PERMANENT = 0, 1, 2, 3
+
+
+def _control(uri: str, linger_ms: int) -> Endpoint:
+    """The link a stage's heartbeats take to the supervisor."""
+    return Endpoint("control", zmq.PUSH, uri, False, LinkOptions(8, linger_ms))
 
 
 class _Stopping(Exception):
@@ -45,6 +52,7 @@ class StageRuntime:
         self.control_uri = control_uri
         self.context: zmq.Context[Any] = zmq.Context()
         self.inputs: dict[str, zmq.Socket[Any]] = {}
+        self.network_ports: set[str] = set()  # inputs on tcp://
         self.outputs: dict[str, list[zmq.Socket[Any]]] = defaultdict(list)
         self.control: zmq.Socket[Any] | None = None
         self.stop_requested = False
@@ -109,14 +117,12 @@ class StageRuntime:
         except _Stopping:
             log.warning("drain deadline passed; exiting with work in flight")
             return EXIT_OK
-        except ConfigError as e:
-            log.error("%s", e)
-            self.last_error = str(e)
-            return EXIT_CONFIG
         except (FramechainError, OSError) as e:
             log.error("%s", e)
             self.last_error = str(e)
-            return EXIT_FAILED
+            if isinstance(e, ConfigError):
+                return EXIT_CONFIG
+            return EXIT_PERMANENT if isinstance(e, PermanentError) else EXIT_FAILED
         except Exception as e:
             # Not bad input but a bug: keep the traceback, the supervisor restarts us.
             log.exception("stage %s failed", self.plan.name)
@@ -144,19 +150,12 @@ class StageRuntime:
             sock = make_socket(self.context, endpoint)
             if endpoint.socket_type == zmq.PULL:
                 self.inputs[endpoint.port] = sock
+                if endpoint.uri.startswith("tcp://"):
+                    self.network_ports.add(endpoint.port)
             else:
                 self.outputs[endpoint.port].append(sock)
         if self.control_uri:
-            self.control = make_socket(
-                self.context,
-                Endpoint(
-                    "control",
-                    zmq.PUSH,
-                    self.control_uri,
-                    bind=False,
-                    options=LinkOptions(hwm=8, linger_ms=200),
-                ),
-            )
+            self.control = make_socket(self.context, _control(self.control_uri, 200))
 
     def _close(self) -> None:
         if self.stage is not None:
@@ -250,12 +249,13 @@ class StageRuntime:
                 sock = self.inputs[port]
                 while sock in ready and len(batch) < stage.max_batch:
                     try:
-                        message, parts = receive(sock, zmq.NOBLOCK)
+                        network = port in self.network_ports
+                        message, parts = receive(sock, zmq.NOBLOCK, network)
+                        check_stream(message, stage.serves)
                     except zmq.Again:
                         break
                     except MessageError as e:
-                        self.counters["invalid_messages"] += 1
-                        log.warning("dropped a message on %s: %s", port, e)
+                        self._invalid(port, e)
                         continue
                     batch.append(Received(port, message, parts))
                     if port in self.recorders:
@@ -317,16 +317,7 @@ class StageRuntime:
         done = threading.Event()
 
         def keep_alive() -> None:
-            sock = make_socket(
-                self.context,
-                Endpoint(
-                    "control",
-                    zmq.PUSH,
-                    self.control_uri or "",
-                    bind=False,
-                    options=LinkOptions(hwm=8, linger_ms=0),
-                ),
-            )
+            sock = make_socket(self.context, _control(self.control_uri or "", 0))
             try:
                 while not done.wait(HEARTBEAT_INTERVAL_S):
                     beat = Heartbeat(
@@ -357,6 +348,14 @@ class StageRuntime:
             return 0.0
         return now - self._progress_since
 
+    def _invalid(self, port: str, error: MessageError) -> None:
+        """Counted; logged at the 1st, 2nd, 4th, 8th … so a flood cannot fill a disk."""
+        count = self.counters["invalid_messages"] = (
+            self.counters["invalid_messages"] + 1
+        )
+        if count & (count - 1) == 0:
+            log.warning("dropped message %d on %s: %s", count, port, error)
+
     def _heartbeat(self, force: bool = False) -> None:
         now = time.monotonic()
         if self.control is None or (not force and now < self.next_heartbeat):
@@ -373,6 +372,7 @@ class StageRuntime:
                 input_ended=self.stage is not None and self.stage.input_ended(),
                 stalled_s=self._stalled_s(now),
                 last_error=self.last_error,
+                problem="",  # the stage's own stats say it
             )
         )
         own = self.stage.stats() if self.stage is not None else None

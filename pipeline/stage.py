@@ -96,6 +96,11 @@ class Stage(ABC):
     def setup(self) -> None:
         """Acquire resources. Called once in the stage's own process."""
 
+    def serves(self, stream_id: str) -> bool:
+        """Whether messages of ``stream_id`` are this stage's; the runtime drops and
+        counts any other (a forged or misrouted message)."""
+        return True
+
     def accepts(self, port: str) -> bool:
         """Whether the runtime may read ``port`` now; false applies backpressure."""
         return True

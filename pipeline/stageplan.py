@@ -54,3 +54,6 @@ class RuntimeStats(msgspec.Struct, kw_only=True):
     # progress; the supervisor restarts a stage stalled for too long
     stalled_s: float = 0.0
     last_error: str = ""  # what ended the process, in its last heartbeat
+    # what the operator must hear when the run ends, though the stage went on (a
+    # file read only in part); a stage's own stats set it
+    problem: str = ""

@@ -22,8 +22,14 @@ from typing import Any
 
 import zmq
 
+from pipeline.filewatch import FileWatch
 from pipeline.messages import Heartbeat
-from pipeline.processes import MonitoredProcess, StageRoles, exit_reason
+from pipeline.processes import (
+    PERMANENT_EXITS,
+    MonitoredProcess,
+    StageRoles,
+    exit_reason,
+)
 from pipeline.registry import read_stats
 from pipeline.sdnotify import Notifier
 from pipeline.settings import SupervisorConfig
@@ -69,9 +75,7 @@ class Supervisor:
         self.status = "starting"
         self.notifier = Notifier(environ if environ is not None else os.environ)
         self._next_watchdog = 0.0
-        self.config_path = config_path if config.watch_config else None
-        self._config_stamp = self._stamp()
-        self._next_config_check = 0.0
+        self.config_file = FileWatch(config_path if config.watch_config else None)
 
     def request_stop(self, signum: int, _frame: FrameType | None) -> None:
         if not self.stop_requested:
@@ -108,7 +112,8 @@ class Supervisor:
             self.notifier.notify("READY=1\nSTATUS=all stages running")
             log.info("all %d stages running", len(self.children))
         self._watchdog()
-        self._check_config_file()
+        if self.config_file.changed():
+            self.reload_requested = True
         if self.reload_requested:
             self.reload_requested = False
             log.info("reloading rules (SIGHUP to the track stages)")
@@ -116,27 +121,6 @@ class Supervisor:
                 if name in self.roles.reloads and child.alive:
                     assert child.process is not None
                     child.process.send_signal(signal.SIGHUP)
-
-    def _stamp(self) -> tuple[int, int] | None:
-        if self.config_path is None:
-            return None
-        try:
-            stat = self.config_path.stat()
-        except OSError:
-            return None  # mid-save or removed: keep the rules, look again later
-        return stat.st_mtime_ns, stat.st_size
-
-    def _check_config_file(self) -> None:
-        """Once a second: a changed config file reloads the rules, like SIGHUP."""
-        now = time.monotonic()
-        if self.config_path is None or now < self._next_config_check:
-            return
-        self._next_config_check = now + 1.0
-        stamp = self._stamp()
-        if stamp is not None and stamp != self._config_stamp:
-            self._config_stamp = stamp
-            log.info("%s changed", self.config_path.name)
-            self.reload_requested = True
 
     def _watchdog(self) -> None:
         """WATCHDOG=1 only from loops that make progress, never from a timer thread.
@@ -248,6 +232,9 @@ class Supervisor:
             if code == 0:
                 child.exited(0)
                 continue
+            if code in PERMANENT_EXITS:
+                self._give_up(child, code)
+                continue
             if code is not None:
                 log.error("stage %s exited with status %s", child.name, code)
                 self._schedule_restart(child, code)
@@ -278,6 +265,14 @@ class Supervisor:
                 child.process.wait()
                 child.stats = {**child.stats, "last_error": "stalled"}
                 self._schedule_restart(child, -signal.SIGKILL)
+
+    def _give_up(self, child: MonitoredProcess, code: int) -> None:
+        """A stage that says a restart cannot help (bad config, a file that cannot
+        be read) ends the run now, with its own one-line reason."""
+        error = child.stats.get("last_error") or exit_reason(code)
+        self.failure = f"stage {child.name} cannot run: {error}"
+        child.exit_code, child.process, child.state = code, None, "failed"
+        self.failed = True
 
     def _schedule_restart(self, child: MonitoredProcess, code: int) -> None:
         now = time.monotonic()

@@ -12,6 +12,7 @@ import zmq
 
 from pipeline.errors import MessageError
 from pipeline.messages import Message, decode, encode
+from pipeline.payload import check_payload
 
 log = logging.getLogger(__name__)
 
@@ -104,14 +105,20 @@ def send(
     sock.send_multipart([encode(message), *parts], flags=flags, copy=False)
 
 
-def receive(sock: zmq.Socket[Any], flags: int = 0) -> tuple[Message, list[memoryview]]:
+def receive(
+    sock: zmq.Socket[Any], flags: int = 0, network: bool = False
+) -> tuple[Message, list[memoryview]]:
     """Receive one message; the parts are zero-copy views into ZeroMQ's buffers.
 
     Raises:
-        MessageError: the header did not validate (the message is dropped).
+        MessageError: the header did not validate, or does not agree with its
+            parts (``pipeline.payload``; ``network``: a tcp:// link); the
+            message is dropped.
     """
     frames = sock.recv_multipart(flags=flags, copy=False)
     if not frames:
         raise MessageError("empty multipart message")
     message = decode(frames[0].buffer)
-    return message, [f.buffer for f in frames[1:]]
+    parts = [f.buffer for f in frames[1:]]
+    check_payload(message, parts, network)
+    return message, parts

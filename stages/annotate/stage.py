@@ -188,6 +188,9 @@ class AnnotateStage(Stage):
         self.counters: dict[str, int] = {"frames": 0, "published": 0}
         self._stopping = False
 
+    def serves(self, stream_id: str) -> bool:
+        return stream_id == self.stream_id
+
     def setup(self) -> None:
         import supervision as sv
 

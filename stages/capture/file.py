@@ -8,6 +8,7 @@ downstream queue), so a file run drops nothing and is deterministic. With
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -17,13 +18,20 @@ from pydantic import Field, field_validator
 
 from pipeline.clock import Clock, WallClock
 from pipeline.configtypes import EnvPath, StrictModel
-from pipeline.errors import SourceError
+from pipeline.errors import UnreadableSourceError
 from pipeline.log import redact
 from pipeline.messages import EndOfStream, Packet
 from pipeline.stage import Emit, Received, Stage
 from stages.capture.stats import FileCaptureStats
 
 log = logging.getLogger(__name__)
+
+# demux errors in a row after which a damaged file is read no further
+MAX_READ_ERRORS = 16
+# a jump in the timestamps of more frame times than this is reported: packets lost
+# to damage (or a recorder that paused)
+GAP_FRAMES = 5
+TS_PACKET = 188  # bytes; an MPEG-TS file is a whole number of them
 
 
 class FileSourceConfig(StrictModel):
@@ -68,22 +76,56 @@ class CaptureStage(Stage):
         self._start_due: float | None = None
         self._total_frames = -1
         self._container: Any = None
+        self._read_errors = 0
+        self._cut_short = ""  # how the file says it ends early
+        self._gaps = self._frames_skipped = 0  # timestamp jumps in the stream
+        self._first_error = ""  # where and what, for the end-of-run line
 
     def setup(self) -> None:
         import av
 
+        name = redact(self.source.path)
         try:
             self._container = av.open(self.source.path, "r")
-        except (av.error.FFmpegError, OSError) as e:
-            raise SourceError(
-                f"cannot open {redact(self.source.path)}: {e}; "
-                "check that it is a video file"
+        except (av.error.FFmpegError, OSError, MemoryError) as e:
+            raise UnreadableSourceError(
+                f"cannot open {name}: {e}; check that it is a whole video file"
             ) from e
-        if not self._container.streams.video:
-            raise SourceError(f"{redact(self.source.path)} has no video stream")
-        stream = self._container.streams.video[0]
+        video = self._container.streams.video
+        if self._container.format.name.endswith("_pipe"):  # png_pipe, jpeg_pipe
+            raise UnreadableSourceError(
+                f"{name} is a still image ({self._container.format.name}), not a "
+                "video; give a video file or a camera"
+            )
+        if not video or video[0].codec_context is None or not video[0].width:
+            raise UnreadableSourceError(
+                f"{name} has no video stream that can be decoded (damaged header, "
+                "or a codec this build lacks); check the file with ffprobe"
+            )
+        stream = video[0]
         self._total_frames = int(stream.frames or -1)
         self._packets = self._read(stream)
+
+    def _demux(self, stream: Any) -> Iterator[Any]:
+        """The stream's packets, going on past damage: each demux error is
+        counted and the read resumes where the demuxer resynchronises, until
+        ``MAX_READ_ERRORS`` in a row say that nothing more can be read."""
+        import av
+
+        in_a_row = 0
+        while in_a_row < MAX_READ_ERRORS:
+            try:
+                for packet in self._container.demux(stream):
+                    in_a_row = 0
+                    yield packet
+                return
+            except (av.error.FFmpegError, OSError, MemoryError) as e:
+                self._read_errors += 1
+                in_a_row += 1
+                self._first_error = self._first_error or (
+                    f"after packet {self._seq}: {redact(str(e))}"
+                )
+                log.warning("read error in %s: %s", self.stream_id, redact(str(e)))
 
     def _read(self, stream: Any) -> Iterator[tuple[Packet, bytes, float | None]]:
         """Packets in file (decode) order, each with the time it is due when the
@@ -96,7 +138,7 @@ class CaptureStage(Stage):
         offset = 0.0  # added to the due times of each loop after the first
         while True:
             first_raw = last_raw = None
-            for packet in self._container.demux(stream):
+            for packet in self._demux(stream):
                 if packet.size == 0:  # demuxer flush packet
                     continue
                 pts = (
@@ -107,7 +149,11 @@ class CaptureStage(Stage):
                 stamp = packet.dts if packet.dts is not None else packet.pts
                 due = None
                 if stamp is not None:
-                    last_raw = float(stamp * packet.time_base)
+                    raw = float(stamp * packet.time_base)
+                    if last_raw is not None and raw - last_raw > GAP_FRAMES / fps:
+                        self._gaps += 1
+                        self._frames_skipped += round((raw - last_raw) * fps) - 1
+                    last_raw = raw
                     first_raw = last_raw if first_raw is None else first_raw
                     due = last_raw + offset
                 message = Packet(
@@ -126,11 +172,30 @@ class CaptureStage(Stage):
                 )
                 self._seq += 1
                 yield message, bytes(packet), due
-            if not self.source.loop:
+            if not self.source.loop or self._seq == 0:
+                self._cut_short = self._shortfall(stream, last_raw, fps)
                 return
             self._container.seek(0)
             if first_raw is not None and last_raw is not None:
                 offset += last_raw - first_raw + 1 / fps
+
+    def _shortfall(self, stream: Any, last_s: float | None, fps: float) -> str:
+        """How the file says it was cut short, if it does: fewer packets than its
+        index lists, an end before the duration in its header, or (MPEG-TS) a
+        last packet cut in two. A file cut at a packet boundary with no index or
+        duration cannot be told from a shorter recording."""
+        if self._total_frames > 0 and self._seq < self._total_frames:
+            return f"its index lists {self._total_frames} frames"
+        declared = self._container.duration  # µs, from the header (None: unknown)
+        start = float(stream.start_time * stream.time_base) if stream.start_time else 0
+        if declared and last_s is not None:
+            missing = start + declared / 1e6 - (last_s + 1 / fps)
+            if missing > max(0.5, 2 / fps):
+                return f"it ends {missing:.1f}s before the duration in its header"
+        size = os.path.getsize(self.source.path)
+        if self._container.format.name == "mpegts" and size % TS_PACKET:
+            return "its last MPEG-TS packet is cut in two"
+        return ""
 
     def _wait_s(self, due_s: float | None) -> float:
         """Seconds until a realtime-paced packet is due (0: send now)."""
@@ -152,10 +217,14 @@ class CaptureStage(Stage):
             try:
                 pending = next(self._packets)
             except StopIteration:
-                return self._end("eof")
-            except OSError as e:  # PyAV errors are OSErrors
-                log.error("read error on %s: %s", self.stream_id, redact(str(e)))
-                return self._end("error")
+                if self._seq == 0:
+                    raise UnreadableSourceError(
+                        f"no video packet could be read from "
+                        f"{redact(self.source.path)}"
+                        + (f" ({self._first_error})" if self._first_error else "")
+                        + "; check that it is a whole video file"
+                    ) from None
+                return self._end("error" if self._read_errors else "eof")
         if self._wait_s(pending[2]) > 0:
             self._pending = pending
             return ()
@@ -181,7 +250,27 @@ class CaptureStage(Stage):
         return self._done
 
     def stats(self) -> FileCaptureStats:
-        return FileCaptureStats(packets=self._seq, total_frames=self._total_frames)
+        said = []
+        if self._read_errors:
+            said.append(
+                f"{self._read_errors} read errors, {self._seq} packets read (first "
+                f"error {self._first_error})"
+            )
+        if self._gaps:
+            said.append(
+                f"about {self._frames_skipped} frames missing (its timestamps "
+                f"jump {self._gaps}x)"
+            )
+        if self._cut_short:
+            said.append(f"cut short after {self._seq} packets ({self._cut_short})")
+        name = redact(self.source.path)
+        problem = f"{name} is damaged: {', '.join(said)}" if said else ""
+        return FileCaptureStats(
+            packets=self._seq,
+            total_frames=self._total_frames,
+            read_errors=self._read_errors,
+            problem=problem,
+        )
 
     def close(self) -> None:
         if self._container is not None:

@@ -8,6 +8,8 @@ import msgspec
 class FileCaptureStats(msgspec.Struct, kw_only=True):
     packets: int = 0
     total_frames: int = -1  # -1: unknown (a live source)
+    read_errors: int = 0  # demux errors in a damaged file
+    problem: str = ""  # a damaged file, for the line at the end of the run
 
 
 class LiveCaptureStats(FileCaptureStats, kw_only=True):

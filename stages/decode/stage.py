@@ -39,7 +39,7 @@ from pipeline.stage import Emit, Received, Stage
 from pipeline.transport import Buffer
 from stages.decode.config import DecodeConfig
 from stages.decode.convert import MICROS, BgrConverter, Sampler, raw_frame
-from stages.decode.stats import DecodeStats
+from stages.decode.stats import COUNTERS, DecodeStats, decode_problem
 from stages.detect.motion import MotionGate
 
 log = logging.getLogger(__name__)
@@ -90,15 +90,13 @@ class DecodeStage(Stage):
         self._fps = 0.0
         self._ages = FrameAges(clock=self.clock)
         self._motion = MotionGate(config.motion) if config.motion else None
-        self.counters = {
-            "decode_errors": 0,
-            "skipped_to_keyframe": 0,
-            "frames_dropped_behind": 0,
-            "frames_dropped_gap": 0,
-            "frames_skipped_resume": 0,
-        }
+        self.counters = dict.fromkeys(COUNTERS, 0)
+        self._first_error = ""  # where and what, for the end-of-run line
 
     # -- flow control ----------------------------------------------------------------
+    def serves(self, stream_id: str) -> bool:
+        return stream_id == self.stream_id
+
     def accepts(self, port: str) -> bool:
         if port == "packets" and self._eos is not None:
             return True  # ended: read and drop, so that capture never blocks on us
@@ -260,10 +258,7 @@ class DecodeStage(Stage):
         try:
             frames = self._codec.decode(av_packet)
         except av.error.FFmpegError as e:
-            self.counters["decode_errors"] += 1
-            log.warning(
-                "decode error in %s packet %d: %s", self.stream_id, packet.seq, e
-            )
+            self._decode_error(f"packet {packet.seq}", e)
             return
         self._keep(frames)
 
@@ -274,8 +269,13 @@ class DecodeStage(Stage):
             try:
                 self._keep(self._codec.decode(None))
             except av.error.FFmpegError as e:
-                self.counters["decode_errors"] += 1
-                log.warning("decode error flushing %s: %s", self.stream_id, e)
+                self._decode_error("flush", e)
+
+    def _decode_error(self, where: str, error: Exception) -> None:
+        """Damage costs the frames it touches, not the stream: counted and logged."""
+        self.counters["decode_errors"] += 1
+        self._first_error = self._first_error or f"{where}: {error}"
+        log.warning("decode error in %s %s: %s", self.stream_id, where, error)
 
     def _begin(self, live: bool) -> None:
         self._begun = True
@@ -300,6 +300,7 @@ class DecodeStage(Stage):
     def _keep(self, frames: Iterable[Any]) -> None:
         """Apply sampling and queue the frames that travel on."""
         for frame in frames:
+            self.counters["frames_damaged"] += bool(getattr(frame, "is_corrupt", 0))
             if not self._sampler.keep(frame, self._fps):
                 continue
             capture_ts = self._capture_ts.pop(frame.pts, self.clock.now())
@@ -389,10 +390,9 @@ class DecodeStage(Stage):
             resent=self._delivery.resent,
             frame_age_out_p50_s=p50,
             frame_age_out_p99_s=p99,
+            problem=decode_problem(self.counters, self._first_error),
             **self.counters,
-            motion_frames_gated=(
-                self._motion.frames - self._motion.opened if self._motion else 0
-            ),
+            motion_frames_gated=self._motion.gated if self._motion else 0,
         )
 
     def close(self) -> None:

@@ -67,6 +67,11 @@ class MotionGate:
     frames: int = 0
     opened: int = 0
 
+    @property
+    def gated(self) -> int:
+        """Frames the gate kept from detection."""
+        return self.frames - self.opened
+
     def area(self, pixels: npt.NDArray[np.uint8]) -> float:
         """Fraction of the frame that moved against the background (1.0 at first)."""
         height, width = pixels.shape[:2]

@@ -85,6 +85,9 @@ class DetectStage(Stage):
         self._ages = FrameAges(clock=self.clock)
         self._inference = Histogram()
 
+    def serves(self, stream_id: str) -> bool:
+        return stream_id in self.cameras
+
     def setup(self) -> None:
         from stages.detect.loading import load_models
 

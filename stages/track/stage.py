@@ -187,6 +187,9 @@ class TrackStage(Stage):
             Resume(self.stream_id, self.tracking.epoch, self.tracking.next_seq),
         )
 
+    def serves(self, stream_id: str) -> bool:
+        return stream_id == self.stream_id
+
     def accepts(self, port: str) -> bool:
         return port != "detections" or len(self.outbox) < OUTBOX_LIMIT
 
