@@ -212,6 +212,7 @@ EventKind = Literal[
     "counts",
     "camera_online",
     "camera_offline",
+    "rule_outside_frame",
 ]
 """What happened (``docs/events.md`` describes each)."""
 

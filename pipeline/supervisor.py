@@ -83,7 +83,7 @@ class Supervisor:
         self.stop_requested = True
 
     def request_reload(self, signum: int, _frame: FrameType | None) -> None:
-        self.reload_requested = True
+        self.reload_requested = True  # acted on in the loop, not in the handler
 
     def snapshot(self) -> dict[str, Any]:
         """The chain's state for /metrics and /readyz (from another thread): a
@@ -163,6 +163,8 @@ class Supervisor:
                     break
                 if on_tick is not None:
                     on_tick(self)
+            if not self.stop_requested:
+                self._check_all_recovered()
             self.status = "stopping"
             self.notifier.notify("STOPPING=1")
             stop_deadline = time.monotonic() + self.config.stop_timeout_s
@@ -207,11 +209,7 @@ class Supervisor:
             if not isinstance(message, Heartbeat):
                 continue
             child = self.children.get(message.stage)
-            if (
-                child is None
-                or child.process is None
-                or message.pid != child.process.pid
-            ):
+            if child is None or message.pid != getattr(child.process, "pid", None):
                 continue
             child.last_beat = time.monotonic()
             child.stats = message.stats
@@ -266,9 +264,21 @@ class Supervisor:
                 child.stats = {**child.stats, "last_error": "stalled"}
                 self._schedule_restart(child, -signal.SIGKILL)
 
+    def _check_all_recovered(self) -> None:
+        """A run that ends while a stage is down (a restart pending) did not do all
+        it was asked (an annotated video, a sink): it fails, not succeeds."""
+        for child in self.children.values():
+            if child.state == "restarting" and not self.failed:
+                error = child.stats.get("last_error") or exit_reason(
+                    child.exit_code or 1
+                )
+                self.failure = (
+                    f"stage {child.name} was down when the run ended ({error})"
+                )
+                self.failed = True
+
     def _give_up(self, child: MonitoredProcess, code: int) -> None:
-        """A stage that says a restart cannot help (bad config, a file that cannot
-        be read) ends the run now, with its own one-line reason."""
+        """A stage that says a restart cannot help ends the run now, and why."""
         error = child.stats.get("last_error") or exit_reason(code)
         self.failure = f"stage {child.name} cannot run: {error}"
         child.exit_code, child.process, child.state = code, None, "failed"

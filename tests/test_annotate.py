@@ -167,3 +167,38 @@ def test_report_png_is_a_real_chart(annotated_run) -> None:
     assert colour_pixels(top, blue) > 500 and colour_pixels(top, orange) > 500
     assert colour_pixels(bottom, blue) > 300
     assert len(np.unique(image.reshape(-1, 3), axis=0)) > 50
+
+
+def test_annotate_port_taken_fails_the_run_at_once(tmp_path: Path) -> None:
+    """An MJPEG port that another process holds: the run fails at start with one
+    line naming the port (no five restarts, no exit 0 without the video)."""
+    import socket
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    config = {
+        "models_dir": str(ASSETS),
+        "cameras": {
+            "crowd": {
+                "source": {"kind": "file", "path": str(ASSETS / "crowd.mp4")},
+                "annotate": {"video": str(tmp_path / "a.mp4"), "http_port": port},
+            }
+        },
+        "detector": {"model": "yolo11n.onnx", "imgsz": 160},
+        "sinks": [{"kind": "sqlite", "path": str(tmp_path / "events.db")}],
+    }
+    path = tmp_path / "taken.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    started = time.monotonic()
+    try:
+        result = framechain("run", str(path), "--no-progress", timeout=120)
+    finally:
+        holder.close()
+    assert time.monotonic() - started < 30
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("framechain: stage annotate.crowd cannot run:"), last
+    assert f"annotate.http_port {port}" in last and "pick a free port" in last
+    assert "restarting" not in result.stderr and "Traceback" not in result.stderr

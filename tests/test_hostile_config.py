@@ -384,3 +384,30 @@ def test_cli_answers_within_two_seconds(
     assert done.returncode == 2
     assert len(done.stderr.splitlines()) == 1 and done.stdout == ""
     assert seconds < 2.0
+
+
+def test_rule_outside_the_frame_is_a_warning_event(tmp_path: Path) -> None:
+    """A line drawn for 1920×1080 on an 800×450 camera: the config cannot know,
+    the first frame does. One warning event (stored, once) and one log line; the
+    rules that fit still count and the run succeeds."""
+    from tests.conftest import ASSETS, CROWD_LINE, framechain, read_events, write_config
+
+    wide = {**CROWD_LINE, "name": "hd", "start": [0, 700], "end": [1920, 700]}
+    config = write_config(
+        tmp_path / "outside.yaml",
+        {
+            "cam": {
+                "source": {"kind": "file", "path": str(ASSETS / "crowd.mp4")},
+                "rules": [CROWD_LINE, wide],
+            }
+        },
+    )
+    result = framechain("run", str(config), "--no-progress", timeout=180)
+    assert result.returncode == 0, result.stderr
+    events = read_events(tmp_path / "events.db")
+    warnings = [e for e in events if e["kind"] == "rule_outside_frame"]
+    assert len(warnings) == 1 and warnings[0]["rule"] == "hd"
+    assert warnings[0]["seq"] == 0
+    logged = [line for line in result.stderr.splitlines() if "outside the" in line]
+    assert len(logged) == 1 and "rule hd" in logged[0] and "800x450" in logged[0]
+    assert any(e["kind"] == "line_crossing" and e["rule"] == "mid" for e in events)

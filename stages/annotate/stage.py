@@ -28,7 +28,7 @@ from pydantic import Field, model_validator
 from pipeline.configtypes import ConfigPath, StrictModel
 from pipeline.convert import to_supervision
 from pipeline.detections import Detections
-from pipeline.errors import FramechainError
+from pipeline.errors import FramechainError, PermanentError
 from pipeline.messages import Detected, Overlay
 from pipeline.stage import Emit, Received, Stage
 from stages.annotate.stats import AnnotateStats
@@ -216,7 +216,8 @@ class AnnotateStage(Stage):
             try:
                 self._server = MjpegServer(cfg.http_host, cfg.http_port, self.stream_id)
             except OSError as e:
-                raise FramechainError(
+                # a restart would find the port as taken: the run fails now
+                raise PermanentError(
                     f"annotate.http_port {cfg.http_port}: cannot listen on "
                     f"{cfg.http_host}: {e.strerror}; pick a free port"
                 ) from e

@@ -9,6 +9,7 @@ and the running totals and counts the summary and the overlay show.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ from pipeline.messages import (
 )
 from stages.track.aggregate import IntervalCounts
 from stages.track.rules.base import Rule, RuleBase
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -82,6 +85,7 @@ class RuleEngine:
         self.counts: dict[str, int] = defaultdict(int)
         self.tracks: dict[int, TrackInfo] = {}
         self.ended: list[int] = []  # the tracks the last frame ended
+        self._checked_size: tuple[int, int] | None = None  # rules vs frame size
 
     def _state(self, rule: RuleBase) -> Rule:
         return self.rule_types[type(rule)](rule, self.lost_track_s)
@@ -95,6 +99,7 @@ class RuleEngine:
         ]
         self.rules = list(rules)
         self.resolve_classes(self.names)
+        self._checked_size = None
 
     def resolve_classes(self, names: tuple[str, ...]) -> None:
         """The model's class names (they come with the first frame)."""
@@ -130,6 +135,36 @@ class RuleEngine:
             anchors = subset.anchors(rule.anchor)
             events.extend(state.evaluate(self, frame, subset, anchors, ids))
         self.ended = self._forget(frame.pts)
+        return events
+
+    def geometry_events(self, frame: Frame) -> list[Event]:
+        """Rules with points outside the frame, once per frame size and rule set:
+        the config cannot know the camera's size, and a line drawn for another
+        resolution never counts. A warning (event and log), not an error."""
+        width, height = frame.width, frame.height
+        if self._checked_size == (width, height):
+            return []
+        self._checked_size = (width, height)
+        events = []
+        for rule in self.rules:
+            outside = [
+                [x, y]
+                for x, y in rule.points()
+                if not (0 <= x <= width and 0 <= y <= height)
+            ]
+            if outside:
+                log.warning(
+                    "%s: rule %s has %d point(s) outside the %dx%d frame (first %s); "
+                    "fix its coordinates",
+                    self.stream_id,
+                    rule.name,
+                    len(outside),
+                    width,
+                    height,
+                    outside[0],
+                )
+                data = {"frame": [width, height], "outside": outside}
+                events.append(self.event(frame, rule, "rule_outside_frame", data=data))
         return events
 
     def end_tracks(self, frame: Frame) -> list[Event]:

@@ -301,7 +301,7 @@ class TrackStage(Stage):
         pixels = self.taps.pixels(message, parts, detections)
         self.taps.offer(pixels, tracked)
         self._measure(frame)
-        events = self.engine.apply(frame, tracked)
+        events = self.engine.geometry_events(frame) + self.engine.apply(frame, tracked)
         if self.engine.ended:
             self.taps.expire(set(self.engine.tracks))
         if self.taps.annotate and pixels is not None:

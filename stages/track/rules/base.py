@@ -62,6 +62,11 @@ class RuleBase(StrictModel):
         "flagged low_confidence.",
     )
 
+    def points(self) -> list[tuple[float, float]]:
+        """The rule's geometry ([x, y] in frame pixels), checked against the
+        frame once its size is known."""
+        return []
+
 
 def points_in_polygon(
     points: npt.NDArray[np.float32], polygon: npt.NDArray[np.float64]

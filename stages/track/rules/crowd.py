@@ -29,6 +29,10 @@ class CrowdRuleConfig(RuleBase):
         default=None,
         description="Area watched, [[x, y], ...]; the whole frame when omitted.",
     )
+
+    def points(self) -> list[tuple[float, float]]:
+        return list(self.polygon or [])
+
     threshold: int = Field(ge=1, le=100_000, description="Objects that make a crowd.")
     min_duration_s: float = Field(
         default=2.0,

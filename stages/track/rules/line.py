@@ -39,6 +39,9 @@ class LineRuleConfig(RuleBase):
             raise ValueError("line start and end are the same point; give two points")
         return self
 
+    def points(self) -> list[tuple[float, float]]:
+        return [self.start, self.end]
+
 
 @dataclass(frozen=True, slots=True)
 class Crossing:

@@ -29,6 +29,10 @@ class ZoneRuleConfig(RuleBase):
     polygon: Polygon = Field(
         description="Polygon vertices [[x, y], ...] in source pixels."
     )
+
+    def points(self) -> list[tuple[float, float]]:
+        return list(self.polygon)
+
     confirm_frames: int = Field(
         default=2,
         ge=1,
