@@ -148,15 +148,29 @@ def readiness(snapshot: Mapping[str, Any], kinds: Kinds) -> tuple[int, dict[str,
         camera: {"state": state, "chain": _chain_health(camera, stages, set(sources))}
         for camera, state in sources.items()
     }
-    ready = snapshot["status"] == "running" and all(
+    offline = sorted(c for c, v in cameras.items() if v["state"] == "offline")
+    running = snapshot["status"] == "running" and all(
         v == "running" for v in stages.values()
     )
+    # An offline camera leaves the service ready (it is retrying, as it should,
+    # and the others still count): listed, and the status says degraded. Only
+    # when every camera is offline does nothing get done: 503.
+    ready = running and not (cameras and len(offline) == len(cameras))
+    # what a stage says is wrong though it runs (a full disk, a damaged file)
+    problems = {
+        name: str(s["stats"]["problem"])
+        for name, s in snapshot["stages"].items()
+        if s["stats"].get("problem")
+    }
+    degraded = snapshot["status"] == "running" and (
+        not running or bool(offline) or bool(problems)
+    )
     body = {
-        "status": snapshot["status"]
-        if ready or snapshot["status"] != "running"
-        else "degraded",
+        "status": "degraded" if degraded else snapshot["status"],
         "stages": stages,
         "cameras": cameras,
+        "offline": offline,
+        "problems": problems,
     }
     return (200 if ready else 503), body
 

@@ -10,9 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-
-from tests.conftest import ASSETS, CROWD_LINE, framechain, write_config
-from tests.helpers.damage import VARIANTS, Damaged, make_corpus
+from conftest import ASSETS, CROWD_LINE, framechain, write_config
+from helpers.damage import VARIANTS, Damaged, make_corpus
 
 pytestmark = pytest.mark.slow
 

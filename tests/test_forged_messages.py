@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import zmq
+from conftest import ASSETS, framechain, free_port
+from live import ChainRun
 
 from pipeline.messages import Detected, Frame, FrameRef, Message, Packet, encode
-from tests.conftest import ASSETS, framechain, free_port
-from tests.live import ChainRun
 
 NOW = time.time()
 

@@ -390,7 +390,7 @@ def test_rule_outside_the_frame_is_a_warning_event(tmp_path: Path) -> None:
     """A line drawn for 1920×1080 on an 800×450 camera: the config cannot know,
     the first frame does. One warning event (stored, once) and one log line; the
     rules that fit still count and the run succeeds."""
-    from tests.conftest import ASSETS, CROWD_LINE, framechain, read_events, write_config
+    from conftest import ASSETS, CROWD_LINE, framechain, read_events, write_config
 
     wide = {**CROWD_LINE, "name": "hd", "start": [0, 700], "end": [1920, 700]}
     config = write_config(

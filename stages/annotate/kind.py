@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import zmq
 
-from pipeline.registry import Instance, PlanContext, Registry, Section, StageKind
+from pipeline.registry import (
+    Instance,
+    PlanContext,
+    Registry,
+    Sample,
+    Section,
+    StageKind,
+    StatsView,
+    read_stats,
+)
+from pipeline.retention import PRUNED_HELP
 from pipeline.stageplan import StagePlan
 from pipeline.transport import LinkOptions
 from stages.annotate.stage import AnnotateConfig
+from stages.annotate.stats import AnnotateStats
 
 
 def _instances(config: Any) -> list[Instance]:
@@ -35,6 +47,22 @@ def _plan(context: PlanContext, instance: Instance) -> StagePlan:
     return StagePlan(name, "annotate", (endpoint,), build)
 
 
+def _metrics(name: str, stats: StatsView, _chain: StatsView) -> Iterable[Sample]:
+    camera = name.partition(".")[2]
+    yield Sample(
+        "pruned",
+        "counter",
+        PRUNED_HELP,
+        {"store": f"video.{camera}", "what": "segments"},
+        read_stats(stats, AnnotateStats).segments_pruned,
+    )
+
+
+def _summary(_loaded: Any, target: str, stats: StatsView) -> list[str]:
+    pruned = read_stats(stats, AnnotateStats).segments_pruned
+    return [f"    {pruned} old video segments pruned by retention"] if pruned else []
+
+
 KIND = StageKind(
     name="annotate",
     role="transform",
@@ -42,6 +70,8 @@ KIND = StageKind(
     instances=_instances,
     plan=_plan,
     endpoints=lambda config: {f"annotate.{i.target}.in" for i in _instances(config)},
+    metrics=_metrics,
+    summary=_summary,
     sections=(
         Section(
             "camera",

@@ -30,6 +30,7 @@ from pipeline.convert import to_supervision
 from pipeline.detections import Detections
 from pipeline.errors import FramechainError, PermanentError
 from pipeline.messages import Detected, Overlay
+from pipeline.retention import Pacer, Pruned, RetentionConfig, prune_files
 from pipeline.stage import Emit, Received, Stage
 from stages.annotate.stats import AnnotateStats
 
@@ -51,6 +52,10 @@ class AnnotateConfig(StrictModel):
         ge=1,
         le=86400,
         description="Start a new video segment this often.",
+    )
+    retention: RetentionConfig = Field(
+        default_factory=RetentionConfig,
+        description="Oldest segments deleted by age or by their total size.",
     )
     http_port: int | None = Field(
         default=None, ge=1, le=65535, description="Serve MJPEG on this port."
@@ -86,12 +91,17 @@ def segment_path(base: Path, started: float) -> Path:
 class SegmentedVideo:
     """Annotated frames into time-named MP4 segments of ``segment_s`` each."""
 
-    def __init__(self, base: str, segment_s: float) -> None:
+    def __init__(
+        self, base: str, segment_s: float, retention: RetentionConfig | None = None
+    ) -> None:
         self.base = Path(base)
         self.segment_s = segment_s
         self.writer: Mp4Writer | None = None
         self._opened = 0.0
         self.segments: list[Path] = []
+        self.retention = retention or RetentionConfig()
+        self.pruned = Pruned()
+        self._pacer = Pacer()
 
     @property
     def path(self) -> str:
@@ -108,6 +118,12 @@ class SegmentedVideo:
             self.writer, self._opened = Mp4Writer(str(path)), now
             self.segments.append(path)
         self.writer.write(image, pts, fps)
+        limits = self.retention
+        if (limits.max_bytes or limits.max_age_s) and self._pacer.due():
+            # this camera's segments, of this run and earlier ones
+            segments = self.base.parent.glob(f"{self.base.stem}-*{self.base.suffix}")
+            keep = frozenset({Path(self.writer.path)})
+            prune_files(segments, limits, self.pruned, keep)
 
     @property
     def frames(self) -> int:
@@ -209,7 +225,7 @@ class AnnotateStage(Stage):
             text_scale=0.5, text_padding=3, color_lookup=by_track
         )
         if cfg.video is not None:
-            self._writer = SegmentedVideo(str(cfg.video), cfg.segment_s)
+            self._writer = SegmentedVideo(str(cfg.video), cfg.segment_s, cfg.retention)
         if cfg.http_port is not None:
             from stages.annotate.mjpeg import MjpegServer
 
@@ -324,7 +340,10 @@ class AnnotateStage(Stage):
 
     def stats(self) -> AnnotateStats:
         video = self._writer.frames if self._writer is not None else 0
-        return AnnotateStats(**self.counters, video_frames=video)
+        pruned = self._writer.pruned.files if self._writer is not None else 0
+        return AnnotateStats(
+            **self.counters, video_frames=video, segments_pruned=pruned
+        )
 
     def close(self) -> None:
         if self._writer is not None:

@@ -81,9 +81,9 @@ def _metrics(name: str, stats: StatsView, _chain: StatsView) -> Iterable[Sample]
     yield Sample(
         "reconnects",
         "counter",
-        "Reconnections of a live source",
+        "Reconnection attempts of a live source (each try after the first)",
         {"camera": camera},
-        live.reconnects,
+        live.reconnect_attempts,
     )
     yield Sample(
         "frames_dropped",

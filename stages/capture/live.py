@@ -15,7 +15,7 @@ import logging
 import queue
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Annotated, Any, Literal
 
@@ -50,10 +50,23 @@ class BackoffConfig(StrictModel):
         default=0.2, ge=0, le=0.5, description="± fraction of jitter."
     )
     reset_after_s: float = Field(
-        default=60.0,
+        default=10.0,
         gt=0,
         le=3600,
-        description="Healthy time after which delays start over.",
+        description="Frames delivered this long make the camera healthy: after it "
+        "drops, delays start over.",
+    )
+    outage_cap_s: float = Field(
+        default=5.0,
+        ge=1.0,
+        le=3600,
+        description="Longest delay early in a healthy camera's outage.",
+    )
+    outage_fast_s: float = Field(
+        default=60.0,
+        ge=0,
+        le=86400,
+        description="How long into such an outage the cap holds.",
     )
 
 
@@ -161,21 +174,22 @@ class Connection(threading.Thread):
         self.items = items
         self.doorbell = doorbell
         self.stopping = threading.Event()
-        self.attempts: list[float] = []
+        self.attempts: deque[float] = deque(maxlen=20)  # wall times, the latest
+        self.attempt_count = 0
         self.overflows = 0
 
     def run(self) -> None:
         while not self.stopping.is_set():
             self.attempts.append(time.time())
+            self.attempt_count += 1
             reader = self.make()
             try:
                 info: StreamInfo = reader.open()
-                self.backoff.connected(time.monotonic())
                 self._put(("online", info))
                 for raw in reader.packets():
                     if self.stopping.is_set():
                         return
-                    self.backoff.check_healthy(time.monotonic())
+                    self.backoff.delivering(time.monotonic())
                     try:
                         self.items.put_nowait(("packet", raw))
                         self.doorbell.ring()
@@ -188,7 +202,7 @@ class Connection(threading.Thread):
                 self._put(("offline", SourceFailure("error", redact(str(e)))))
             finally:
                 reader.close()
-            self.stopping.wait(self.backoff.next_delay())
+            self.stopping.wait(self.backoff.next_delay(time.monotonic()))
 
     def _put(self, item: tuple[str, Any]) -> None:
         self.items.put(item)
@@ -207,6 +221,7 @@ class LiveCaptureStage(Stage):
         self._connection: Connection | None = None
         self._info: StreamInfo | None = None
         self._state = "starting"
+        self._reason = ""  # why it is offline
         self._seq = 0
         self._done = False
         self.counters: dict[str, int] = defaultdict(int)
@@ -215,7 +230,13 @@ class LiveCaptureStage(Stage):
     def setup(self) -> None:
         cfg = self.source.backoff
         backoff = Backoff(
-            cfg.initial_s, cfg.factor, cfg.max_s, cfg.jitter, cfg.reset_after_s
+            cfg.initial_s,
+            cfg.factor,
+            cfg.max_s,
+            cfg.jitter,
+            cfg.reset_after_s,
+            cfg.outage_cap_s,
+            cfg.outage_fast_s,
         )
         self._connection = Connection(
             self.stream_id,
@@ -270,10 +291,13 @@ class LiveCaptureStage(Stage):
     def _status(
         self, state: Literal["online", "offline"], reason: str, detail: str
     ) -> list[Emit]:
-        if state == self._state:
+        """A change of state, or of the reason a camera is offline (a server
+        that is back but now refuses the password), is an event; the same again
+        is only a log line."""
+        if state == self._state and (state == "online" or reason == self._reason):
             log.info("%s still %s (%s): %s", self.stream_id, state, reason, detail)
             return []
-        self._state = state
+        self._state, self._reason = state, reason
         if state == "online":
             self.counters[
                 "reconnects" if self.counters["connects"] else "connects"
@@ -314,9 +338,13 @@ class LiveCaptureStage(Stage):
             packets=self.counters["packets"],
             connects=self.counters["connects"],
             reconnects=self.counters["reconnects"],
+            reconnect_attempts=max(0, connection.attempt_count - 1)
+            if connection
+            else 0,
+            offline_reason=self._reason if self._state == "offline" else "",
             failures=dict(self.failures),
             state=self._state,
-            attempts=list(connection.attempts[-20:]) if connection else [],
+            attempts=list(connection.attempts) if connection else [],
             queue_overflows=connection.overflows if connection else 0,
         )
 

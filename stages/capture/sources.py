@@ -2,12 +2,13 @@
 USB/V4L2 through OpenCV. A reader opens one connection and yields compressed (or raw)
 packets until it fails; it never retries on its own (the capture stage owns reconnects)
 and every error it raises is a ``SourceError`` whose ``reason`` is one of
-``refused``, ``timeout``, ``stalled``, ``auth_failed``, ``eof``, ``error``, with the
-URL's credentials redacted."""
+``refused``, ``dns``, ``timeout``, ``stalled``, ``auth_failed``, ``eof``, ``error``,
+with the URL's credentials redacted."""
 
 from __future__ import annotations
 
 import http.client
+import socket
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -59,6 +60,21 @@ def classify(error: BaseException, opened: bool) -> SourceFailure:
     return SourceFailure("error", f"{type(error).__name__}: {text}")
 
 
+def unresolvable(url: str) -> str:
+    """Why the URL's host does not resolve ("" when it does, or is an address):
+    FFmpeg reports a name that does not resolve as an I/O error."""
+    host = urllib.parse.urlsplit(url).hostname
+    if not host:
+        return ""
+    try:
+        socket.getaddrinfo(host, None)
+    except socket.gaierror as e:
+        return f"cannot resolve host {host}: {e.strerror}; check the name and DNS"
+    except (OSError, UnicodeError):
+        return ""
+    return ""
+
+
 class AvReader:
     """RTSP, HTTP(S) progressive and HLS through PyAV's demuxer (FFmpeg)."""
 
@@ -87,6 +103,9 @@ class AvReader:
                 self.url, "r", options=self.options, timeout=self.timeouts
             )
         except (av.error.FFmpegError, OSError) as e:
+            unresolved = unresolvable(self.url)
+            if unresolved:
+                raise SourceFailure("dns", unresolved) from None
             if time.monotonic() - started >= self.timeouts[0] - 0.1:
                 # FFmpeg reports a silent server as "invalid data" once the deadline
                 # interrupts it; what the user needs to know is that it timed out.
@@ -189,6 +208,8 @@ class MjpegReader:
             raise SourceFailure(
                 "refused", f"connection refused: {redact(self.url)}"
             ) from e
+        except socket.gaierror:
+            raise SourceFailure("dns", unresolvable(self.url) or str(host)) from None
         except (TimeoutError, OSError, http.client.HTTPException) as e:
             raise SourceFailure("timeout", f"{redact(self.url)}: {e}") from e
         if response.status in (401, 403):

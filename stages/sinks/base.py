@@ -57,6 +57,8 @@ class EventSink(Stage):
             message = item.message
             if isinstance(message, EndOfStream):
                 self._ending.add(message.stream_id)
+            elif self.holding():
+                continue  # not all is stored: the track keeps it and marks again
             elif isinstance(message, Mark) and message.stream_id in self.streams:
                 marks[message.stream_id, message.origin] = message
                 if message.stream_id in self._ending:
@@ -71,6 +73,11 @@ class EventSink(Stage):
             )
             for mark in marks.values()
         ]
+
+    def holding(self) -> bool:
+        """Events received but not yet durable (a full disk): no mark is answered
+        until they are."""
+        return False
 
     def tick(self, now: float) -> Iterable[Emit]:
         self.flush()

@@ -17,6 +17,7 @@ from pipeline.backoff import Backoff
 from pipeline.clock import Clock
 from pipeline.configtypes import ConfigPath, StrictModel
 from pipeline.messages import Event
+from pipeline.retention import Pacer
 from pipeline.stage import Emit
 from stages.sinks.base import EventSink
 from stages.sinks.spool import DiskSpool
@@ -41,6 +42,13 @@ class ForwardingSinkConfig(StrictModel):
         description="Folder of the disk spool (<name>.db) used while the far end "
         "is away.",
     )
+    spool_max_mb: float | None = Field(
+        default=None,
+        gt=0,
+        le=10**8,
+        description="Cap on the spool file: beyond it the oldest undelivered events "
+        "are dropped (counted and logged); unset, an outage costs disk, not events.",
+    )
 
 
 class ForwardingSink(EventSink):
@@ -58,6 +66,9 @@ class ForwardingSink(EventSink):
         self.spool_path = Path(config.spool_dir) / f"{config.name}.db"
         self.label = label
         self.spool: DiskSpool | None = None
+        self.spool_max_mb = config.spool_max_mb
+        self._pacer = Pacer()
+        self.spool_pruned = 0
         self.backoff = Backoff(
             initial_s=config.retry_initial_s, max_s=config.retry_max_s
         )
@@ -78,6 +89,18 @@ class ForwardingSink(EventSink):
     def write(self, events: Sequence[Event]) -> None:
         assert self.spool is not None
         self.spool.append(events)
+        limit = self.spool_max_mb
+        if limit is not None and self._pacer.due():
+            dropped = self.spool.shrink(int(limit * 1e6))
+            if dropped:
+                self.spool_pruned += dropped
+                log.warning(
+                    "%s: spool over spool_max_mb; dropped the %d oldest undelivered "
+                    "events (%d so far)",
+                    self.label,
+                    dropped,
+                    self.spool_pruned,
+                )
 
     def flush(self) -> None:
         """Deliver what the far end will take now, without waiting for it."""
@@ -94,7 +117,7 @@ class ForwardingSink(EventSink):
 
     def failed(self, reason: str) -> None:
         """The far end is unreachable or refusing: wait before the next try."""
-        delay = self.backoff.next_delay()
+        delay = self.backoff.next_delay(self.clock.monotonic())
         self.retry_at = self.clock.monotonic() + delay
         assert self.spool is not None
         if self.outage_since is None:
@@ -127,8 +150,7 @@ class ForwardingSink(EventSink):
                 len(self.spool),
             )
             self.outage_since = None
-            self.backoff.connected(now)
-        self.backoff.check_healthy(now)
+        self.backoff.delivering(now)
 
     def stop(self) -> Iterable[Emit]:
         self.stopping = True
@@ -148,6 +170,7 @@ class ForwardingSink(EventSink):
             delivered=self.delivered,
             spooled=len(self.spool) if self.spool is not None else 0,
             reachable=self.outage_since is None,
+            spool_pruned=self.spool_pruned,
         )
 
     def close(self) -> None:

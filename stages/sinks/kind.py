@@ -21,10 +21,11 @@ from pipeline.registry import (
     StatsView,
     read_stats,
 )
+from pipeline.retention import PRUNED_HELP
 from pipeline.stage import Stage
 from pipeline.stageplan import StagePlan
 from stages.sinks.base import EventSink, stored_port
-from stages.sinks.stats import ForwardingSinkStats
+from stages.sinks.stats import ForwardingSinkStats, SqliteSinkStats
 
 SinkFactory = Callable[[LoadedConfig, Any, list[str]], EventSink]
 """(loaded config, the sink's config entry, camera names) -> the sink stage."""
@@ -93,6 +94,15 @@ def _metrics(name: str, stats: StatsView, chain: StatsView) -> Iterable[Sample]:
         {"sink": sink},
         max(0, produced - received) + own.spooled,
     )
+    pruned = read_stats(stats, SqliteSinkStats).pruned_events
+    for what, count in (("events", pruned), ("spooled_events", own.spool_pruned)):
+        yield Sample(
+            "pruned",
+            "counter",
+            PRUNED_HELP,
+            {"store": f"sink.{sink}", "what": what},
+            count,
+        )
 
 
 def _summary(loaded: LoadedConfig, target: str, stats: StatsView) -> list[str]:
@@ -101,6 +111,9 @@ def _summary(loaded: LoadedConfig, target: str, stats: StatsView) -> list[str]:
     line = f"  sink {target}: {own.events} events -> {sink.target()}"
     if own.spooled:
         line += f" ({own.spooled} not yet delivered, kept in the spool)"
+    pruned = read_stats(stats, SqliteSinkStats).pruned_events + own.spool_pruned
+    if pruned:
+        line += f"; {pruned} old events pruned by retention"
     return [line]
 
 

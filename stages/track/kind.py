@@ -28,6 +28,7 @@ from pipeline.registry import (
     StatsView,
     read_stats,
 )
+from pipeline.retention import PRUNED_HELP
 from pipeline.stageplan import RUN_ID_VARIABLE, RuntimeStats, StagePlan
 from pipeline.transport import LinkOptions
 from stages.track.privacy import PrivacyConfig
@@ -216,6 +217,13 @@ def _metrics(name: str, stats: StatsView, _chain: StatsView) -> Iterable[Sample]
         track.outbox,
     )
     yield Sample(
+        "pruned",
+        "counter",
+        PRUNED_HELP,
+        {"store": f"snapshots.{camera}", "what": "snapshots"},
+        track.snapshots_pruned,
+    )
+    yield Sample(
         "checkpoints",
         "counter",
         "Track state checkpoints written",
@@ -251,6 +259,8 @@ def _summary(_loaded: Any, target: str, stats: StatsView) -> list[str]:
         lines.append(f"    {rule:<16} {' '.join(what):<17} {track.counts[key]:>6}")
     if not track.counts:
         lines.append("    no line crossings")
+    if track.snapshots_pruned:
+        lines.append(f"    {track.snapshots_pruned} old snapshots pruned by retention")
     return lines
 
 

@@ -7,7 +7,8 @@ The path of a track's snapshot never changes (``<directory>/<camera>/<track>.jpg
 a later, better crop replaces the file atomically.
 
 Snapshots are best effort: a full or read-only disk is logged and counted, and the
-event is still delivered, with an empty ``snapshot`` field.
+event is still delivered, with an empty ``snapshot`` field. ``retention`` deletes
+the oldest snapshots (an older event's ``snapshot`` then names a file that is gone).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy.typing as npt
 from pydantic import Field
 
 from pipeline.configtypes import ConfigPath, StrictModel
+from pipeline.retention import Pacer, Pruned, RetentionConfig, prune_files
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,10 @@ class SnapshotConfig(StrictModel):
     quality: int = Field(default=90, ge=10, le=100, description="JPEG quality.")
     min_size_px: int = Field(
         default=16, ge=1, le=4096, description="Smaller boxes are not snapshotted."
+    )
+    retention: RetentionConfig = Field(
+        default_factory=RetentionConfig,
+        description="Oldest snapshots deleted by age or by each camera's total size.",
     )
 
 
@@ -57,6 +63,9 @@ class SnapshotStore:
         self.epoch = 0  # of the frames offered now: part of a live source's names
         self.written = 0
         self.failed = 0
+        self.pruned = Pruned()
+        self._pacer = Pacer()
+        self._bytes = 0 if config.retention.max_bytes is None else 1 << 62
 
     def offer(
         self,
@@ -144,6 +153,13 @@ class SnapshotStore:
             return
         best.crop, best.path, best.lost = None, str(target), False
         self.written += 1
+        # what is on disk, as of the last prune plus what was written since: a
+        # size limit is kept between the (timed) prunes too
+        self._bytes += len(data)
+        limits = self.config.retention
+        over = limits.max_bytes is not None and self._bytes > limits.max_bytes
+        if over or (limits.max_age_s and self._pacer.due()):
+            self._bytes = prune_files(self.folder.glob("*.jpg"), limits, self.pruned)
 
     def _target(self, track_id: int, best: _Best) -> Path:
         # a live source's track ids start again in every run: its names carry the

@@ -27,6 +27,7 @@ class TrackStats(msgspec.Struct, kw_only=True):
     frames_without_pixels: int = 0
     snapshots_written: int = 0
     snapshots_failed: int = 0
+    snapshots_pruned: int = 0  # deleted by retention
     frame_age_p50_s: float = 0.0
     frame_age_p99_s: float = 0.0
     latency: HistogramReport | None = None

@@ -153,6 +153,7 @@ class MediaTaps:
             **self.counters,
             "snapshots_written": self.snapshots.written if self.snapshots else 0,
             "snapshots_failed": self.snapshots.failed if self.snapshots else 0,
+            "snapshots_pruned": self.snapshots.pruned.files if self.snapshots else 0,
         }
 
     def close(self) -> None:
