@@ -101,11 +101,11 @@ def _tags(error: Mapping[str, Any]) -> list[str]:
     return re.findall(r"'([^']*)'", str(error.get("ctx", {}).get("expected_tags", "")))
 
 
-def _message(error: Mapping[str, Any], allowed: Sequence[str]) -> str:
+def _message(error: Mapping[str, Any], near: str | None) -> str:
+    """``near``: for an unknown key, the key it most likely stands for."""
     kind, message = str(error["type"]), str(error["msg"])
     if kind == "extra_forbidden":
         key = str(error["loc"][-1])
-        near = _suggest(key, allowed)
         hint = (
             f"; did you mean {near!r}?" if near else "; remove it or check its spelling"
         )
@@ -133,16 +133,14 @@ def problems(error: Any, root: type[BaseModel], data: Any, lines: Lines) -> list
     messages: list[tuple[tuple[Any, ...], str, str]] = []
     for err in errors:
         loc = tuple(err["loc"])
-        allowed = (
-            keys_at(root, loc[:-1], data) if err["type"] == "extra_forbidden" else []
-        )
+        near = None
         if err["type"] == "extra_forbidden":
-            near = _suggest(str(loc[-1]), allowed)
+            near = _suggest(str(loc[-1]), keys_at(root, loc[:-1], data))
             if near is not None:
                 meant.add((*loc[:-1], near))
         if str(err["type"]).startswith("union_tag"):
             loc = (*loc, "kind")
-        messages.append((loc, str(err["type"]), _message(err, allowed)))
+        messages.append((loc, str(err["type"]), _message(err, near)))
     # one line per place, and one per cause repeated over list items
     by_place: dict[tuple[str, int | None], list[str]] = {}
     repeats: dict[tuple[str, str], tuple[str, int | None]] = {}

@@ -60,9 +60,10 @@ class StageRoles:
     restart_with: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
-# the stage runtime's exit statuses that say a restart cannot help: a config
-# error, ``EXIT_PERMANENT`` (``pipeline.runtime``)
-PERMANENT_EXITS = frozenset({2, 3})
+# a stage process's exit statuses (``pipeline.runtime``); EXIT_PERMANENT: a
+# restart cannot help (``PermanentError``), so the supervisor ends the run
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_PERMANENT = 0, 1, 2, 3
+PERMANENT_EXITS = frozenset({EXIT_CONFIG, EXIT_PERMANENT})
 
 
 def exit_reason(code: int) -> str:

@@ -21,6 +21,7 @@ import zmq
 from pipeline.errors import ConfigError, FramechainError, MessageError, PermanentError
 from pipeline.messages import Detected, Heartbeat, Mark, Packet
 from pipeline.payload import check_stream
+from pipeline.processes import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_PERMANENT
 from pipeline.recording import Recorder
 from pipeline.stage import Emit, Received, Stage, drain_fd
 from pipeline.stageplan import RuntimeStats, StagePlan
@@ -31,8 +32,6 @@ log = logging.getLogger(__name__)
 HEARTBEAT_INTERVAL_S = 0.5
 # The longest an idle loop sleeps; signals, inputs and doorbells wake it sooner.
 MAX_IDLE_S = 0.5
-# EXIT_PERMANENT: a restart cannot help (``PermanentError``); the run ends
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_PERMANENT = 0, 1, 2, 3
 
 
 def _control(uri: str, linger_ms: int) -> Endpoint:

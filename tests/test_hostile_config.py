@@ -78,6 +78,11 @@ def _text(change: Callable[[str], str]) -> Callable[[Path], str | bytes]:
     return lambda clip: change(BASE.format(clip=clip))
 
 
+def _replace(old: str, new: str, count: int = -1) -> Callable[[Path], str | bytes]:
+    """The text of the base config with ``old`` replaced by ``new``."""
+    return _text(lambda t: t.replace(old, new, count))
+
+
 def _camera(data: dict[str, Any]) -> dict[str, Any]:
     camera: dict[str, Any] = data["cameras"]["front"]
     return camera
@@ -146,8 +151,8 @@ CASES: dict[str, tuple[Callable[[Path], str | bytes], str]] = {
     ),
     "utf32": (lambda clip: BASE.format(clip=clip).encode("utf-32"), "UTF-32"),
     "utf8-bom": (lambda clip: b"\xef\xbb\xbf" + BASE.format(clip=clip).encode(), "BOM"),
-    "nul-byte": (_text(lambda t: t.replace("door", "do\0or")), "NUL"),
-    "control-char": (_text(lambda t: t.replace("door", "do\x07or")), "U+0007"),
+    "nul-byte": (_replace("door", "do\0or"), "NUL"),
+    "control-char": (_replace("door", "do\x07or"), "U+0007"),
     "latin1": (
         lambda clip: (
             BASE.format(clip=clip).replace("door", "porte é").encode("latin-1")
@@ -156,8 +161,8 @@ CASES: dict[str, tuple[Callable[[Path], str | bytes], str]] = {
     ),
     "empty-file": (lambda clip: b"", "mapping"),
     "top-level-list": (lambda clip: "- cameras\n- detector\n", "mapping"),
-    "bad-indent": (_text(lambda t: t.replace("  front:", "\tfront:")), "invalid YAML"),
-    "unclosed-bracket": (_text(lambda t: t.replace("[person]", "[person")), "YAML"),
+    "bad-indent": (_replace("  front:", "\tfront:"), "invalid YAML"),
+    "unclosed-bracket": (_replace("[person]", "[person"), "YAML"),
     "python-tag": (
         _text(lambda t: t + "extra: !!python/object/apply:os.system [ls]\n"),
         "not allowed",
@@ -168,7 +173,7 @@ CASES: dict[str, tuple[Callable[[Path], str | bytes], str]] = {
         "given twice",
     ),
     "duplicate-rule-name-key": (
-        _text(lambda t: t.replace("name: door\n", "name: door\n        name: gate\n")),
+        _replace("name: door\n", "name: door\n        name: gate\n"),
         "given twice",
     ),
     "duplicate-camera": (
@@ -178,7 +183,7 @@ CASES: dict[str, tuple[Callable[[Path], str | bytes], str]] = {
         "given twice",
     ),
     "duplicate-source-key": (
-        _text(lambda t: t.replace("kind: file\n", "kind: file\n      kind: file\n")),
+        _replace("kind: file\n", "kind: file\n      kind: file\n"),
         "given twice",
     ),
     "two-rules-one-name": (
@@ -186,9 +191,9 @@ CASES: dict[str, tuple[Callable[[Path], str | bytes], str]] = {
         "name of its own",
     ),
     # numeric bounds
-    "start-overflow": (_text(lambda t: t.replace("[0, 300]", "[1e400, 0]")), "number"),
+    "start-overflow": (_replace("[0, 300]", "[1e400, 0]"), "number"),
     "start-overflow-float": (
-        _text(lambda t: t.replace("[0, 300]", "[1.0e+400, 0]")),
+        _replace("[0, 300]", "[1.0e+400, 0]"),
         "less than",
     ),
     "lost-track-text-inf": (_set("tracker", "lost_track_s", value="1e400"), "finite"),
@@ -267,40 +272,40 @@ CASES: dict[str, tuple[Callable[[Path], str | bytes], str]] = {
     ),
     # unknown keys and kinds
     "typo-top-key": (
-        _text(lambda t: t.replace("detector:", "detecter:")),
+        _replace("detector:", "detecter:"),
         "did you mean",
     ),
     "cyrillic-key": (
-        _text(lambda t: t.replace("detector:", "d\u0435tector:")),
+        _replace("detector:", "d\u0435tector:"),
         "CYRILLIC",
     ),
     "zero-width-key": (
-        _text(lambda t: t.replace("detector:", "detector\u200b:")),
+        _replace("detector:", "detector\u200b:"),
         "ZERO WIDTH",
     ),
     "typo-rule-key": (
-        _text(lambda t: t.replace("name: door", "nam: door")),
+        _replace("name: door", "nam: door"),
         "did you mean",
     ),
-    "typo-source-key": (_text(lambda t: t.replace("path:", "pth:", 1)), "did you mean"),
+    "typo-source-key": (_replace("path:", "pth:", 1), "did you mean"),
     "rule-kind-typo": (
-        _text(lambda t: t.replace("kind: line", "kind: lines")),
+        _replace("kind: line", "kind: lines"),
         "the kinds are",
     ),
     "source-kind-typo": (
-        _text(lambda t: t.replace("kind: file", "kind: fiel")),
+        _replace("kind: file", "kind: fiel"),
         "did you mean 'file'",
     ),
     "sink-kind-typo": (
-        _text(lambda t: t.replace("kind: sqlite", "kind: sqlit")),
+        _replace("kind: sqlite", "kind: sqlit"),
         "the kinds are",
     ),
     "rule-without-kind": (
-        _text(lambda t: t.replace("- kind: line\n        name: door", "- name: door")),
+        _replace("- kind: line\n        name: door", "- name: door"),
         "needs a kind",
     ),
     "camera-name-space": (
-        _text(lambda t: t.replace("  front:", "  front door:")),
+        _replace("  front:", "  front door:"),
         "pattern",
     ),
     "missing-model-file": (

@@ -146,3 +146,37 @@ def test_full_disk_holds_events_and_answers_no_mark(
     sink.close()
     stored = read_events(db)
     assert sorted(e["seq"] for e in stored) == list(range(260))
+
+
+@pytest.mark.parametrize("old_file", [False, True])
+def test_spool_shrinks_oldest_first(tmp_path: Path, old_file: bool) -> None:
+    """spool_max_mb: the spool of a sink that stays away is brought under the
+    limit, delivered ids first, then the oldest undelivered events; the newest stay
+    in order. ``old_file``: a spool made without incremental vacuum (an earlier
+    version) shrinks too, rather than losing every event to a file that cannot."""
+    import sqlite3
+
+    from pipeline.messages import Event
+    from stages.sinks.spool import DiskSpool
+
+    path = tmp_path / "away.db"
+    if old_file:
+        with sqlite3.connect(path) as db:
+            db.execute("PRAGMA auto_vacuum=NONE")
+            db.execute("CREATE TABLE earlier (x)")
+    spool = DiskSpool(path)
+    pad = {"pad": "x" * 1000}
+    events = [
+        Event(f"cam:r:counts:-1:{i}", "cam", "r", "counts", i, 0.0, 0.0, data=pad)
+        for i in range(2000)
+    ]
+    spool.append(events[:100])
+    spool.delivered(spool.peek(100))
+    spool.append(events[100:])
+    limit = 500_000
+    dropped = spool.shrink(limit)
+    assert path.stat().st_size <= limit
+    assert 0 < dropped < 1900 and len(spool) == 1900 - dropped
+    kept = [e.seq for _, e in spool.peek(2000)]
+    assert kept == list(range(2000 - len(kept), 2000))  # the newest, in order
+    spool.close()

@@ -30,7 +30,7 @@ from pipeline.convert import to_supervision
 from pipeline.detections import Detections
 from pipeline.errors import FramechainError, PermanentError
 from pipeline.messages import Detected, Overlay
-from pipeline.retention import Pacer, Pruned, RetentionConfig, prune_files
+from pipeline.retention import Pruned, RetentionConfig, prune_files
 from pipeline.stage import Emit, Received, Stage
 from stages.annotate.stats import AnnotateStats
 
@@ -101,7 +101,6 @@ class SegmentedVideo:
         self.segments: list[Path] = []
         self.retention = retention or RetentionConfig()
         self.pruned = Pruned()
-        self._pacer = Pacer()
 
     @property
     def path(self) -> str:
@@ -113,17 +112,21 @@ class SegmentedVideo:
             self.writer.close()
             self.writer = None
         if self.writer is None:
+            # Pruned as each segment closes, before the next opens: the closed
+            # ones then stay within the limit, never more than one segment over.
+            self._prune()
             path = segment_path(self.base, now)
             path.parent.mkdir(parents=True, exist_ok=True)
             self.writer, self._opened = Mp4Writer(str(path)), now
             self.segments.append(path)
         self.writer.write(image, pts, fps)
+
+    def _prune(self) -> None:
         limits = self.retention
-        if (limits.max_bytes or limits.max_age_s) and self._pacer.due():
+        if limits.max_bytes or limits.max_age_s:
             # this camera's segments, of this run and earlier ones
             segments = self.base.parent.glob(f"{self.base.stem}-*{self.base.suffix}")
-            keep = frozenset({Path(self.writer.path)})
-            prune_files(segments, limits, self.pruned, keep)
+            prune_files(segments, limits, self.pruned)
 
     @property
     def frames(self) -> int:

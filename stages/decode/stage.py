@@ -390,7 +390,7 @@ class DecodeStage(Stage):
             resent=self._delivery.resent,
             frame_age_out_p50_s=p50,
             frame_age_out_p99_s=p99,
-            problem=decode_problem(self.counters, self._first_error),
+            problem=decode_problem(self.counters, self._first_error, self._live),
             **self.counters,
             motion_frames_gated=self._motion.gated if self._motion else 0,
         )

@@ -32,8 +32,11 @@ class DecodeStats(msgspec.Struct, kw_only=True):
     motion_frames_gated: int = 0
 
 
-def decode_problem(counters: dict[str, int], first_error: str) -> str:
-    """The damage a decoder met, for the line at the end of the run."""
+def decode_problem(counters: dict[str, int], first_error: str, live: bool) -> str:
+    """The damage a file's decoder met, for the line at the end of the run (a
+    live stream's errors are counted, but pass with the stream)."""
+    if live:
+        return ""
     said = []
     if counters["decode_errors"]:
         said.append(f"{counters['decode_errors']} decode errors (first, {first_error})")

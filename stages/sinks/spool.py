@@ -17,7 +17,7 @@ from typing import Any
 from pipeline.clock import Clock, WallClock
 from pipeline.errors import FramechainError
 from pipeline.messages import Event, decode, encode
-from stages.sinks.sqlite import open_wal
+from stages.sinks.sqlite import delete_oldest, open_wal
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -136,37 +136,13 @@ class DiskSpool:
             ) from e
         self._length = self._count()
 
-    def size(self) -> int:
-        """Bytes on disk: the file and its write-ahead log."""
-        wal = self.path.with_name(self.path.name + "-wal")
-        pages = self._db.execute("PRAGMA page_count").fetchone()[0]
-        page = self._db.execute("PRAGMA page_size").fetchone()[0]
-        return int(pages * page) + (wal.stat().st_size if wal.exists() else 0)
-
     def shrink(self, limit: int) -> int:
         """Bring the file under ``limit`` bytes: first the memory of delivered
         ids and the dead letters, then the oldest undelivered events; returns
         how many undelivered events were dropped."""
-        dropped = 0
-        for table, order in (
-            ("delivered", "at"),
-            ("dead", "rowid"),
-            ("outbox", "position"),
-        ):
-            while self.size() > limit:
-                rows = self._db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # noqa: S608
-                if not rows:
-                    break
-                count = max(16, rows // 4)
-                cursor = self._db.execute(
-                    f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} "  # noqa: S608
-                    f"ORDER BY {order} LIMIT ?)",
-                    (count,),
-                )
-                if table == "outbox":
-                    dropped += cursor.rowcount
-                self._db.execute("PRAGMA incremental_vacuum")
-                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        delete_oldest(self._db, self.path, "delivered", "at", limit)
+        delete_oldest(self._db, self.path, "dead", "rowid", limit)
+        dropped = delete_oldest(self._db, self.path, "outbox", "position", limit)
         self._length = self._count()
         return dropped
 

@@ -48,6 +48,46 @@ def open_wal(path: Path, schema: str) -> sqlite3.Connection:
     return db
 
 
+def store_bytes(path: Path) -> int:
+    """Bytes a WAL store takes on disk: its file and its write-ahead log."""
+    wal = path.with_name(path.name + "-wal")
+    return path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+
+
+def make_shrinkable(db: sqlite3.Connection) -> None:
+    """A store made before ``open_wal`` set incremental vacuum is rebuilt once
+    with it: without it, deleted rows never shrink the file."""
+    if int(db.execute("PRAGMA auto_vacuum").fetchone()[0]) != 2:  # incremental
+        db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        db.execute("VACUUM")
+
+
+def delete_oldest(
+    db: sqlite3.Connection, path: Path, table: str, order: str, limit: int
+) -> int:
+    """Delete the first rows of ``table`` by ``order`` (oldest first) until the
+    store at ``path`` is under ``limit`` bytes; returns how many went. Each step
+    takes the share of the rows the size is over by (plus 10 %), frees their
+    pages (``open_wal`` stores vacuum incrementally) and folds the log back."""
+    make_shrinkable(db)
+    deleted = 0
+    while (size := store_bytes(path)) > limit:
+        rows = db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # noqa: S608
+        if not rows:
+            break
+        count = max(16, int(rows * min(1.0, 1 - limit / size + 0.1)))
+        deleted += db.execute(
+            f"DELETE FROM {table} WHERE rowid IN "  # noqa: S608
+            f"(SELECT rowid FROM {table} ORDER BY {order} LIMIT ?)",
+            (count,),
+        ).rowcount
+        # it frees one page per step: execute() steps once (and fetching rows
+        # does not step it further); a script runs it to the end (measured)
+        db.executescript("PRAGMA incremental_vacuum;")
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return deleted
+
+
 class SqliteSinkConfig(StrictModel):
     kind: Literal["sqlite"] = Field(description="SQLite event store (WAL).")
     name: str = Field(
@@ -78,10 +118,6 @@ def _disk_full(error: sqlite3.Error) -> bool:
     )
 
 
-def _vacuums(db: sqlite3.Connection) -> bool:
-    return int(db.execute("PRAGMA auto_vacuum").fetchone()[0]) == 2  # incremental
-
-
 class SqliteSink(EventSink):
     def __init__(self, config: SqliteSinkConfig, streams: Sequence[str]) -> None:
         super().__init__(streams)
@@ -105,10 +141,8 @@ class SqliteSink(EventSink):
                         f"ALTER TABLE events ADD COLUMN {column} {declaration}"
                     )
             limits = self.config.retention
-            if limits.max_bytes is not None and not _vacuums(self._db):
-                # an older file: rebuilt once so that pruning can shrink it
-                self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
-                self._db.execute("VACUUM")
+            if limits.max_bytes is not None:
+                make_shrinkable(self._db)  # now, not at the first prune
         except (sqlite3.Error, OSError) as e:
             raise FramechainError(
                 f"cannot open event store {path}: {e}; check the directory is writable"
@@ -181,33 +215,11 @@ class SqliteSink(EventSink):
                 (time.time() - limits.max_age_s,),
             )
             self.pruned.entries += cursor.rowcount
-        limit = limits.max_bytes
-        while limit is not None and self._size(db) > limit:
-            rows = db.execute("SELECT count(*) FROM events").fetchone()[0]
-            if not rows:
-                break
-            # the oldest (first inserted) part that should bring the size under
-            share = 1 - limit / self._size(db)
-            count = max(16, int(rows * min(1.0, share + 0.1)))
-            cursor = db.execute(
-                "DELETE FROM events WHERE rowid IN "
-                "(SELECT rowid FROM events ORDER BY rowid LIMIT ?)",
-                (count,),
+        if limits.max_bytes is not None:
+            path = Path(self.config.path)
+            self.pruned.entries += delete_oldest(
+                db, path, "events", "rowid", limits.max_bytes
             )
-            self.pruned.entries += cursor.rowcount
-            db.execute("PRAGMA incremental_vacuum")
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        if limit is not None:
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-
-    def _size(self, db: sqlite3.Connection) -> int:
-        """Bytes on disk: the file and its write-ahead log."""
-        wal = Path(f"{self.config.path}-wal")
-        main = (
-            db.execute("PRAGMA page_count").fetchone()[0]
-            * db.execute("PRAGMA page_size").fetchone()[0]
-        )
-        return int(main) + (wal.stat().st_size if wal.exists() else 0)
 
     def stats(self) -> SqliteSinkStats:
         full = self._full_since is not None

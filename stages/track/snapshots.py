@@ -65,6 +65,8 @@ class SnapshotStore:
         self.failed = 0
         self.pruned = Pruned()
         self._pacer = Pacer()
+        # bytes under the folder as of the last prune, plus those written since;
+        # unknown at the start (earlier runs' files), so the first write prunes
         self._bytes = 0 if config.retention.max_bytes is None else 1 << 62
 
     def offer(
@@ -153,9 +155,7 @@ class SnapshotStore:
             return
         best.crop, best.path, best.lost = None, str(target), False
         self.written += 1
-        # what is on disk, as of the last prune plus what was written since: a
-        # size limit is kept between the (timed) prunes too
-        self._bytes += len(data)
+        self._bytes += len(data)  # a size limit holds between timed prunes too
         limits = self.config.retention
         over = limits.max_bytes is not None and self._bytes > limits.max_bytes
         if over or (limits.max_age_s and self._pacer.due()):
