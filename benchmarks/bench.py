@@ -36,6 +36,7 @@ SUITES = (
     "backends",
     "idle",
     "tracker",
+    "memory",
 )
 # the baselines each suite runs, and the packages they need (framechain[ultralytics])
 BASELINE_PACKAGES = {
@@ -55,7 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="single camera (default), cameras (1..8), transport (1080p hop), "
         "latency (live source), soak (memory and frame age over minutes), "
         "backends (one model in every runtime), idle (CPU of cameras that send "
-        "nothing), tracker (our ByteTrack vs the trackers package's)",
+        "nothing), tracker (our ByteTrack vs the trackers package's), memory (RSS "
+        "and PSS per stage kind and per camera)",
     )
     parser.add_argument(
         "--clip",
@@ -115,6 +117,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batches", default="1,4", help="backends: batch sizes")
     parser.add_argument("--device", default="cpu", help="backends: cpu, cuda or auto")
+    parser.add_argument(
+        "--baseline",
+        help="memory: another checkout measured alternately in the same run",
+    )
+    parser.add_argument(
+        "--target-fps",
+        type=float,
+        default=None,
+        help="memory: frames per second each camera's decode keeps "
+        "(default: max(1, 48 / cameras))",
+    )
+    parser.add_argument(
+        "--cameras-per-process",
+        type=int,
+        default=1,
+        help="memory: supervisor.cameras_per_process of this checkout's runs",
+    )
     parser.add_argument("--markdown", help="also write the table to this file")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
 
@@ -251,6 +270,10 @@ def run_bench(args: argparse.Namespace) -> int:
             table = suite_transport(args)
         elif args.suite == "latency":
             table = endurance.suite_latency(args, model, clip)
+        elif args.suite == "memory":
+            from benchmarks.memory import suite_memory
+
+            table = suite_memory(args, model, clip)
         elif args.suite == "idle":
             table = endurance.suite_idle(args, model)
         elif args.suite == "tracker":

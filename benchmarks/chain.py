@@ -86,15 +86,21 @@ def run_chain(
                 now - started,
                 {name: proc_rss_mb(pid) for name, pid in pids.items()},
                 {name: proc_fds(pid) for name, pid in pids.items()},
-                {name: dict(child.stats) for name, child in sup.children.items()},
+                _stage_stats(sup),
             )
         )
 
     code = supervisor.run(on_tick=on_tick)
     wall = time.perf_counter() - started
     remove_stale_rings(ring_prefix(runtime))
-    stats = {name: dict(child.stats) for name, child in supervisor.children.items()}
-    return ChainResult(code, wall, stats, samples)
+    return ChainResult(code, wall, _stage_stats(supervisor), samples)
+
+
+def _stage_stats(supervisor: Any) -> dict[str, dict[str, Any]]:
+    """Each stage's last stats by name; a camera group's members each by theirs
+    (``track.cam3`` whatever process it ran in)."""
+    stages = supervisor.snapshot()["stages"]
+    return {name: dict(stage["stats"]) for name, stage in stages.items()}
 
 
 def file_camera(clip: Path, live: bool = False) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import zmq
 
 from pipeline.config import LoadedConfig
 from pipeline.errors import ConfigError
+from pipeline.group import group_plan
 from pipeline.processes import StageRoles
 from pipeline.registry import PlanContext, StageKind
 from pipeline.stageplan import StagePlan
@@ -78,6 +79,9 @@ def _build_plan(loaded: LoadedConfig, name: str, runtime_dir: Path) -> StagePlan
         },
     )
     process = loaded.registry.process(loaded.config, name)
+    if process.members:
+        plans = {m.name: m.kind.plan(context, m.instance) for m in process.members}
+        return group_plan(name, process.kind.name, plans)
     return process.kind.plan(context, process.instance)
 
 
@@ -102,12 +106,20 @@ def stage_roles(loaded: LoadedConfig) -> StageRoles:
         ends_streams=tuple(p.name for p in heads),
         reloads=frozenset(p.name for p in processes if p.kind.reloads),
         restart_with=companions,
+        members={
+            p.name: tuple(m.name for m in p.members) for p in processes if p.members
+        },
     )
 
 
 def process_kinds(loaded: LoadedConfig) -> dict[str, StageKind]:
-    """The kind of each stage process, by name (metrics, readiness, summary)."""
-    return {p.name: p.kind for p in loaded.registry.processes(loaded.config)}
+    """The kind of each stage, by name (metrics, readiness, summary): of every
+    member of a camera group, as of a process of its own."""
+    return {
+        m.name: m.kind
+        for p in loaded.registry.processes(loaded.config)
+        for m in p.each()
+    }
 
 
 def curve_keys(loaded: LoadedConfig, endpoint: str, bind: bool) -> CurveKeys | None:

@@ -24,12 +24,12 @@ class Progress:
 
     def _read(self, supervisor: Supervisor, role: str) -> list[int]:
         counts = []
-        for name, child in supervisor.children.items():
+        for name, stage in supervisor.snapshot()["stages"].items():
             kind = self.kinds.get(name)
             if kind is not None and kind.progress is not None:
                 which, count = kind.progress
                 if which == role:
-                    counts.append(count(child.stats))
+                    counts.append(count(stage["stats"]))
         return counts
 
     def update(self, supervisor: Supervisor) -> None:
@@ -65,12 +65,13 @@ def print_summary(
     lines = ["", "framechain summary"]
     by_camera: dict[str, list[str]] = {camera: [] for camera in loaded.config.cameras}
     shared: list[str] = []
+    stages = supervisor.snapshot()["stages"]  # a camera group's members each
     # per camera the stage nearest the events first (track's line heads its block)
     for name in sorted(kinds, key=lambda n: -kinds[n].position):
         kind, target = kinds[name], name.partition(".")[2]
-        if kind.summary is None or name not in supervisor.children:
+        if kind.summary is None or name not in stages:
             continue
-        found = kind.summary(loaded, target, supervisor.children[name].stats)
+        found = kind.summary(loaded, target, stages[name]["stats"])
         if target in by_camera:
             by_camera[target] += found
         else:
@@ -94,8 +95,8 @@ def problems(loaded: LoadedConfig, supervisor: Supervisor) -> list[str]:
     serves every camera."""
     by_camera: dict[str, list[str]] = {}
     shared = []
-    for name, child in supervisor.children.items():
-        said = read_stats(child.stats, RuntimeStats).problem
+    for name, stage in supervisor.snapshot()["stages"].items():
+        said = read_stats(stage["stats"], RuntimeStats).problem
         target = name.partition(".")[2]
         if said and target in loaded.config.cameras:
             by_camera.setdefault(target, []).append(said)

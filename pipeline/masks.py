@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 
@@ -178,6 +177,8 @@ def polygon_region(
     polygon: npt.NDArray[np.float64], height: int, width: int
 ) -> npt.NDArray[np.bool_]:
     """A polygon rasterised to a full-frame boolean mask (for mask-area rules)."""
+    import cv2  # here: every stage loads this module, few rasterise anything
+
     region = np.zeros((height, width), np.uint8)
     cv2.fillPoly(region, [np.round(polygon).astype(np.int32)], 1)
     return region.astype(bool)

@@ -52,12 +52,14 @@ class StageRoles:
     at an orderly stop, in the order they get it (further down the chain first:
     a head's own end must come after the one below it, which then drops it);
     ``reloads``: the stages SIGHUP reloads; ``restart_with``: the stages restarted
-    whenever a given one is (a decode's capture)."""
+    whenever a given one is (a decode's capture); ``members``: the stages each
+    camera group process runs (``pipeline/group.py``)."""
 
     terminal: frozenset[str] = frozenset()
     ends_streams: tuple[str, ...] = ()
     reloads: frozenset[str] = frozenset()
     restart_with: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    members: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 # a stage process's exit statuses (``pipeline.runtime``); EXIT_PERMANENT: a

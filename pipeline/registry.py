@@ -122,6 +122,8 @@ class StageKind:
         restarts_with: the kinds whose process of the same instance restarts
             whenever one of this kind does (a decode that starts over needs its
             capture to read the stream from the start again).
+        groupable: one process may serve several cameras' instances
+            (``supervisor.cameras_per_process``, ``pipeline/group.py``).
         progress: for the progress bar, whether this kind counts frames ``done``
             or the ``total`` to do (-1: unknown), and how to read it.
         resolve: checks that need more than the YAML (model files), in position
@@ -142,6 +144,7 @@ class StageKind:
     ends_streams: bool = False
     reloads: bool = False
     restarts_with: tuple[str, ...] = ()
+    groupable: bool = False
     progress: tuple[Literal["done", "total"], Callable[[StatsView], int]] | None = None
     resolve: Callable[[ResolveContext], Any] | None = None
     metrics: Callable[[str, StatsView, StatsView], Iterable[Sample]] | None = None
@@ -162,18 +165,27 @@ class PlanContext:
     """Link options by use: ``frames``, ``packets``, ``events``."""
 
 
+GROUP_MARK = "+"  # never in a camera name: a group's name cannot be a camera's
+
+
 @dataclass(frozen=True, slots=True)
 class Process:
-    """One stage process of a config: its kind and instance."""
+    """One stage process of a config: its kind and instance, or, for a camera
+    group, its members (each a process of its own otherwise)."""
 
     kind: StageKind
     instance: Instance
+    members: tuple[Process, ...] = ()
 
     @property
     def name(self) -> str:
         if self.instance.target:
             return f"{self.kind.name}.{self.instance.target}"
         return self.kind.name
+
+    def each(self) -> tuple[Process, ...]:
+        """Its members, or itself when it is not a group."""
+        return self.members or (self,)
 
 
 class Registry:
@@ -224,12 +236,45 @@ class Registry:
         return list(self._variants.get(slot, {}))
 
     def processes(self, config: Any) -> list[Process]:
-        """Every stage process of a validated config, upstream first."""
-        return [
+        """Every stage process of a validated config, upstream first. With N > 1
+        cameras per process (``SupervisorConfig.group_size``) the instances of
+        groupable kinds are grouped N cameras at a time, in the order of
+        ``cameras``, the same cameras together for every kind (so a decode group
+        restarts the capture group of the same cameras); a group is named after
+        its first camera and how many follow (``decode.cam0+7``)."""
+        single = [
             Process(kind, instance)
             for kind in self.kinds()
             for instance in kind.instances(config)
         ]
+        cameras = list(getattr(config, "cameras", {}))
+        supervisor = getattr(config, "supervisor", None)
+        per = supervisor.group_size(len(cameras)) if supervisor is not None else 1
+        if per <= 1:
+            return single
+        order = {camera: i for i, camera in enumerate(cameras)}
+        grouped: dict[tuple[str, int], list[Process]] = {}
+        slots: list[Process | tuple[str, int]] = []
+        for process in single:
+            target = process.instance.target
+            if not (process.kind.groupable and target in order):
+                slots.append(process)
+                continue
+            key = (process.kind.name, order[target] // per)
+            if key not in grouped:
+                grouped[key] = []
+                slots.append(key)
+            grouped[key].append(process)
+        result = []
+        for slot in slots:
+            if isinstance(slot, Process):
+                result.append(slot)
+                continue
+            members = sorted(grouped[slot], key=lambda p: order[p.instance.target])
+            chunk = cameras[slot[1] * per : (slot[1] + 1) * per]
+            label = f"{chunk[0]}{GROUP_MARK}{len(chunk) - 1}"
+            result.append(Process(members[0].kind, Instance(label), tuple(members)))
+        return result
 
     def process(self, config: Any, name: str) -> Process:
         """Raises:

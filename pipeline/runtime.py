@@ -105,10 +105,9 @@ class StageRuntime:
             self.recorders = {p: Recorder(path) for p, path in self.plan.record.items()}
             self._heartbeat(force=True)
             self.stage = self.plan.build()
+            self.stage.outputs_ready(self._writable)
             self._setup(self.stage)
-            doorbell = self.stage.wake_fd()
-            if doorbell is not None:
-                self.wake_fds.append(doorbell)
+            self.wake_fds += self.stage.wake_fds()
             self.state = "running"
             self._heartbeat(force=True)
             self._loop(self.stage)
@@ -268,6 +267,9 @@ class StageRuntime:
             if stage.max_wait_s <= 0 or time.monotonic() >= deadline:
                 break
         return batch
+
+    def _writable(self, port: str) -> bool:
+        return all(s.poll(0, zmq.POLLOUT) for s in self.outputs.get(port, ()))
 
     def _emit(self, emits: Iterable[Emit]) -> bool:
         sent = False

@@ -3,11 +3,15 @@ kinds bring their own config models; ``config.py`` joins them all into one tree.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, field_validator
 
 from pipeline.configtypes import ConfigPath, StrictModel
+
+# supervisor.cameras_per_process: auto (docs/benchmarks.md, memory per camera)
+AUTO_GROUP_ABOVE = 4
+AUTO_GROUP_SIZE = 8
 
 
 class SupervisorConfig(StrictModel):
@@ -49,6 +53,28 @@ class SupervisorConfig(StrictModel):
         default=True,
         description="Reload rules when the config file changes (as on SIGHUP).",
     )
+    cameras_per_process: int | Literal["auto"] = Field(
+        default="auto",
+        description="Cameras whose capture, decode and track share one process "
+        "each (1-64): memory per camera falls, and a camera's crash restarts its "
+        f"group. auto: 1 up to {AUTO_GROUP_ABOVE} cameras, {AUTO_GROUP_SIZE} above.",
+    )
+
+    @field_validator("cameras_per_process")
+    @classmethod
+    def _group_size(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= 64:
+            raise ValueError("give 1 to 64 cameras per process, or auto")
+        return value
+
+    def group_size(self, cameras: int) -> int:
+        """Cameras per capture, decode and track process for a chain of
+        ``cameras``: a few cameras keep a process each (a crash costs one
+        camera); many share, since each process costs about 30 MiB of its own
+        (``framechain bench memory``)."""
+        if self.cameras_per_process == "auto":
+            return 1 if cameras <= AUTO_GROUP_ABOVE else AUTO_GROUP_SIZE
+        return self.cameras_per_process
 
 
 class CurveConfig(StrictModel):

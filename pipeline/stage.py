@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import msgspec
@@ -123,6 +123,16 @@ class Stage(ABC):
         """A file descriptor (a ``Doorbell``) that becomes readable when a helper
         thread queued work for ``produce``; the runtime polls it with the inputs."""
         return None
+
+    def wake_fds(self) -> list[int]:
+        """Every such descriptor (a camera group has one per member)."""
+        fd = self.wake_fd()
+        return [] if fd is None else [fd]
+
+    def outputs_ready(self, ready: Callable[[str], bool]) -> None:
+        """Called once before ``setup`` with a test of whether an output port can
+        take a message now; a stage serving several streams uses it to produce
+        only for those whose consumer keeps up."""
 
     def stop(self) -> Iterable[Emit]:
         return ()

@@ -23,6 +23,7 @@ from typing import Any
 import zmq
 
 from pipeline.filewatch import FileWatch
+from pipeline.group import listed
 from pipeline.messages import Heartbeat
 from pipeline.processes import (
     PERMANENT_EXITS,
@@ -96,11 +97,8 @@ class Supervisor:
                 state = "unresponsive"
             elif state == "running" and c.stalled_s > UNRESPONSIVE_S:
                 state = "stalled"
-            stages[name] = {
-                "state": state,
-                "restarts": len(c.restarts),
-                "stats": c.stats,
-            }
+            entry = {"state": state, "restarts": len(c.restarts), "stats": c.stats}
+            stages.update(listed(name, entry, self.roles.members.get(name, ())))
         return {"status": self.status, "stages": stages}
 
     def _lifecycle(self) -> None:

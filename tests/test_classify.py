@@ -12,7 +12,8 @@ import pytest
 from conftest import CROWD_LINE, framechain, read_events, write_config
 
 from stages.detect.backends import load_backend
-from stages.detect.classify import ClassifierConfig, CropClassifier, crops_to_classify
+from stages.detect.classify import CropClassifier, crops_to_classify
+from stages.detect.config import ClassifierConfig
 from stages.detect.yolo import postprocess, preprocess
 
 

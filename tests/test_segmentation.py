@@ -17,7 +17,8 @@ from pipeline.detections import Detections
 from pipeline.masks import BoxMasks
 from stages.detect.backends import load_backend
 from stages.detect.yolo import postprocess, preprocess
-from stages.track.privacy import PrivacyConfig, redact
+from stages.track.config import PrivacyConfig
+from stages.track.privacy import redact
 
 LEFT_HALF = [[0, 0], [400, 0], [400, 450], [0, 450]]
 

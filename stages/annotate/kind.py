@@ -20,7 +20,7 @@ from pipeline.registry import (
 from pipeline.retention import PRUNED_HELP
 from pipeline.stageplan import StagePlan
 from pipeline.transport import LinkOptions
-from stages.annotate.stage import AnnotateConfig
+from stages.annotate.config import AnnotateConfig
 from stages.annotate.stats import AnnotateStats
 
 

@@ -23,15 +23,14 @@ from typing import Any
 
 import cv2
 import numpy as np
-from pydantic import Field, model_validator
 
-from pipeline.configtypes import ConfigPath, StrictModel
 from pipeline.convert import to_supervision
 from pipeline.detections import Detections
 from pipeline.errors import FramechainError, PermanentError
 from pipeline.messages import Detected, Overlay
 from pipeline.retention import Pruned, RetentionConfig, prune_files
 from pipeline.stage import Emit, Received, Stage
+from stages.annotate.config import AnnotateConfig
 from stages.annotate.stats import AnnotateStats
 
 log = logging.getLogger(__name__)
@@ -39,42 +38,8 @@ log = logging.getLogger(__name__)
 LINE_COLOUR = (0, 215, 255)  # BGR
 ZONE_COLOUR = (255, 160, 0)
 CROWD_COLOUR = (0, 0, 255)
-
-
-class AnnotateConfig(StrictModel):
-    video: ConfigPath | None = Field(
-        default=None,
-        description="Annotated video (H.264): the name of its segments, each "
-        "<stem>-<YYYYmmdd-HHMMSS>.mp4 beside it.",
-    )
-    segment_s: float = Field(
-        default=600.0,
-        ge=1,
-        le=86400,
-        description="Start a new video segment this often.",
-    )
-    retention: RetentionConfig = Field(
-        default_factory=RetentionConfig,
-        description="Oldest segments deleted by age or by their total size.",
-    )
-    http_port: int | None = Field(
-        default=None, ge=1, le=65535, description="Serve MJPEG on this port."
-    )
-    http_host: str = Field(
-        default="127.0.0.1",
-        description="Address the MJPEG server binds (no authentication: keep it "
-        "on loopback or behind a proxy).",
-    )
-    jpeg_quality: int = Field(default=80, ge=10, le=100, description="MJPEG quality.")
-    trace_frames: int = Field(
-        default=30, ge=0, le=1000, description="Track trace length in frames."
-    )
-
-    @model_validator(mode="after")
-    def _has_output(self) -> AnnotateConfig:
-        if self.video is None and self.http_port is None:
-            raise ValueError("give video (an .mp4 path), http_port, or both")
-        return self
+# a step back in the frames' times longer than this is a new clock, not disorder
+CLOCK_RESTART_MS = 1000
 
 
 def segment_path(base: Path, started: float) -> Path:
@@ -168,6 +133,10 @@ class Mp4Writer:
             stream.width, stream.height = image.shape[1], image.shape[0]
             stream.pix_fmt = "yuv420p"
             stream.time_base = Fraction(1, 1000)
+            # the encoder counts in ms too: at its default 1/fps two frames less
+            # than a frame apart (a damaged stream's) got one timestamp, which
+            # the muxer refused, ending the stage
+            stream.codec_context.time_base = Fraction(1, 1000)
             stream.options = {"preset": "veryfast", "crf": "23"}
             self._stream = stream
         if (image.shape[1], image.shape[0]) != (
@@ -176,8 +145,11 @@ class Mp4Writer:
         ):
             image = cv2.resize(image, (self._stream.width, self._stream.height))
         ms = round(pts * 1000) + self._offset_ms
-        if ms <= self._last_ms:  # the source restarted its clock (loop, reconnect)
-            self._offset_ms += self._last_ms + 1 - ms
+        if ms <= self._last_ms:
+            if self._last_ms - ms > CLOCK_RESTART_MS:
+                # the source restarted its clock (loop, reconnect): go on from here
+                self._offset_ms += self._last_ms + 1 - ms
+            # else out of order (a damaged stream's frames): right after the last
             ms = self._last_ms + 1
         self._last_ms = ms
         frame = av.VideoFrame.from_ndarray(image, format="bgr24")

@@ -133,6 +133,7 @@ def capture_kind(source_type: type, position: int = POSITION) -> StageKind:
         endpoints=_endpoints(source_type),
         variant=("source", source_type),
         ends_streams=True,
+        groupable=True,
         progress=("total", _total_frames),
         metrics=_metrics,
         summary=_summary,

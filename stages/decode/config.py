@@ -6,7 +6,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from pipeline.configtypes import FrameSide, StrictModel
-from stages.detect.motion import MotionConfig
+from stages.detect.config import MotionConfig
 
 
 class DecodeConfig(StrictModel):

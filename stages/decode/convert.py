@@ -4,12 +4,16 @@ conversion to BGR pixels at the configured size."""
 from __future__ import annotations
 
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pipeline.messages import Packet
 from pipeline.transport import Buffer
+
+if TYPE_CHECKING:
+    from stages.detect.config import MotionConfig
+    from stages.detect.motion import MotionGate
 
 MICROS = Fraction(1, 1_000_000)
 
@@ -77,3 +81,12 @@ def raw_frame(packet: Packet, payload: Buffer) -> Any:
     frame.pts = round((packet.pts or 0.0) * 1e6)
     frame.time_base = MICROS
     return frame
+
+
+def motion_gate(config: MotionConfig | None) -> MotionGate | None:
+    """The camera's motion gate, if it has one; OpenCV is loaded only then."""
+    if config is None:
+        return None
+    from stages.detect.motion import MotionGate
+
+    return MotionGate(config)

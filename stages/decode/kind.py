@@ -19,9 +19,9 @@ from pipeline.registry import (
     read_stats,
 )
 from pipeline.shm import ring_prefix
+from pipeline.stage import Stage
 from pipeline.stageplan import StagePlan
 from stages.decode.config import DecodeConfig
-from stages.decode.stage import DecodeStage
 from stages.decode.stats import DecodeStats
 
 
@@ -50,8 +50,15 @@ def _plan(context: PlanContext, instance: Instance) -> StagePlan:
             ),
             context.link("frames", zmq.PUSH, "detect.in", False, links["frames"]),
         ),
-        lambda: DecodeStage(camera, decode, prefix),
+        lambda: _decode_stage(camera, decode, prefix),
     )
+
+
+def _decode_stage(camera: str, decode: DecodeConfig, prefix: str | None) -> Stage:
+    """Imported here, in the decode process only (PyAV, OpenCV)."""
+    from stages.decode.stage import DecodeStage
+
+    return DecodeStage(camera, decode, prefix)
 
 
 def _metrics(name: str, stats: StatsView, _chain: StatsView) -> Iterable[Sample]:
@@ -122,6 +129,7 @@ KIND = StageKind(
         ),
     ),
     ends_streams=True,
+    groupable=True,
     restarts_with=("capture",),
     metrics=_metrics,
     summary=_summary,

@@ -38,9 +38,8 @@ from pipeline.shm import StreamRings
 from pipeline.stage import Emit, Received, Stage
 from pipeline.transport import Buffer
 from stages.decode.config import DecodeConfig
-from stages.decode.convert import MICROS, BgrConverter, Sampler, raw_frame
+from stages.decode.convert import MICROS, BgrConverter, Sampler, motion_gate, raw_frame
 from stages.decode.stats import COUNTERS, DecodeStats, decode_problem
-from stages.detect.motion import MotionGate
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +88,7 @@ class DecodeStage(Stage):
         self._done = False
         self._fps = 0.0
         self._ages = FrameAges(clock=self.clock)
-        self._motion = MotionGate(config.motion) if config.motion else None
+        self._motion = motion_gate(config.motion)
         self.counters = dict.fromkeys(COUNTERS, 0)
         self._first_error = ""  # where and what, for the end-of-run line
 

@@ -21,35 +21,11 @@ from typing import Any
 import cv2
 import numpy as np
 import numpy.typing as npt
-from pydantic import Field
 
-from pipeline.configtypes import StrictModel
 from pipeline.errors import ModelFormatError
+from stages.detect.config import ClassifierConfig
 
 log = logging.getLogger(__name__)
-
-
-class ClassifierConfig(StrictModel):
-    model: str = Field(
-        description="Ultralytics -cls ONNX export: a name in the model directories, "
-        "or a path."
-    )
-    classes: list[str] | None = Field(
-        default=None,
-        description="Detector classes whose crops are classified (default: all).",
-    )
-    min_size_px: int = Field(
-        default=24,
-        ge=4,
-        le=4096,
-        description="Smaller boxes (either side) are skipped.",
-    )
-    max_per_frame: int = Field(
-        default=32, ge=1, le=1024, description="Most crops classified per frame."
-    )
-    threads: int | None = Field(
-        default=None, ge=1, le=256, description="Inference threads."
-    )
 
 
 class CropClassifier:

@@ -11,7 +11,6 @@ from pydantic import Field, field_validator, model_validator
 
 from pipeline.configtypes import ConfigPath, Share, StrictModel
 from pipeline.detections import Detections
-from stages.detect.classify import ClassifierConfig
 
 
 class DetectorConfig(StrictModel):
@@ -154,3 +153,59 @@ class CameraFilter:
         ids = detections.class_id
         keep = self.allowed[ids] & (detections.confidence >= self.threshold[ids])
         return detections if keep.all() else detections[keep]
+
+
+class MotionConfig(StrictModel):
+    pixel_threshold: int = Field(
+        default=25, ge=1, le=255, description="Grey-level change that counts."
+    )
+    min_area: float = Field(
+        default=0.002,
+        gt=0,
+        lt=1,
+        description="Fraction of the frame that must change to count as motion.",
+    )
+    width: int = Field(
+        default=160, ge=32, le=1920, description="Analysis width in pixels."
+    )
+    background_rate: float = Field(
+        default=0.2,
+        gt=0,
+        le=1,
+        description="How fast the background follows the scene (per frame).",
+    )
+    hangover_frames: int = Field(
+        default=3,
+        ge=0,
+        le=1000,
+        description="Frames still detected after motion stops.",
+    )
+    refresh_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="Detect at least this often, motion or not.",
+    )
+
+
+class ClassifierConfig(StrictModel):
+    model: str = Field(
+        description="Ultralytics -cls ONNX export: a name in the model directories, "
+        "or a path."
+    )
+    classes: list[str] | None = Field(
+        default=None,
+        description="Detector classes whose crops are classified (default: all).",
+    )
+    min_size_px: int = Field(
+        default=24,
+        ge=4,
+        le=4096,
+        description="Smaller boxes (either side) are skipped.",
+    )
+    max_per_frame: int = Field(
+        default=32, ge=1, le=1024, description="Most crops classified per frame."
+    )
+    threads: int | None = Field(
+        default=None, ge=1, le=256, description="Inference threads."
+    )

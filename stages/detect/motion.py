@@ -20,42 +20,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import numpy.typing as npt
-from pydantic import Field
 
-from pipeline.configtypes import StrictModel
-
-
-class MotionConfig(StrictModel):
-    pixel_threshold: int = Field(
-        default=25, ge=1, le=255, description="Grey-level change that counts."
-    )
-    min_area: float = Field(
-        default=0.002,
-        gt=0,
-        lt=1,
-        description="Fraction of the frame that must change to count as motion.",
-    )
-    width: int = Field(
-        default=160, ge=32, le=1920, description="Analysis width in pixels."
-    )
-    background_rate: float = Field(
-        default=0.2,
-        gt=0,
-        le=1,
-        description="How fast the background follows the scene (per frame).",
-    )
-    hangover_frames: int = Field(
-        default=3,
-        ge=0,
-        le=1000,
-        description="Frames still detected after motion stops.",
-    )
-    refresh_s: float = Field(
-        default=10.0,
-        gt=0,
-        le=3600,
-        description="Detect at least this often, motion or not.",
-    )
+from stages.detect.config import MotionConfig
 
 
 @dataclass

@@ -31,10 +31,9 @@ from pipeline.registry import (
 from pipeline.retention import PRUNED_HELP
 from pipeline.stageplan import RUN_ID_VARIABLE, RuntimeStats, StagePlan
 from pipeline.transport import LinkOptions
-from stages.track.privacy import PrivacyConfig
+from stages.track.config import PrivacyConfig, SnapshotConfig
 from stages.track.recovery import Recovery
 from stages.track.rules import BUILTIN_RULES, RuleBase
-from stages.track.snapshots import SnapshotConfig
 from stages.track.stats import TrackStats
 from stages.track.tracking import TrackerConfig
 
@@ -302,6 +301,7 @@ KIND = StageKind(
     endpoints=lambda config: {f"track.{c}.in" for c in config.cameras},
     sections=tuple(_sections()),
     reloads=True,
+    groupable=True,
     progress=("done", lambda stats: read_stats(stats, TrackStats).next_seq),
     resolve=_resolve,
     metrics=_metrics,

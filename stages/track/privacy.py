@@ -10,37 +10,14 @@ looks at pixels.
 
 from __future__ import annotations
 
-from typing import Literal, cast
+from typing import cast
 
 import cv2
 import numpy as np
 import numpy.typing as npt
-from pydantic import Field
 
-from pipeline.configtypes import StrictModel
 from pipeline.detections import Detections
-
-
-class PrivacyConfig(StrictModel):
-    classes: list[str] = Field(
-        default=["person"], min_length=1, description="Class names hidden."
-    )
-    method: Literal["blur", "pixelate", "fill"] = Field(
-        default="blur", description="How they are hidden."
-    )
-    strength: int = Field(
-        default=8,
-        ge=2,
-        le=64,
-        description="Blur radius or pixel block as a fraction of the object: "
-        "its size divided by this.",
-    )
-    margin: float = Field(
-        default=0.05,
-        ge=0,
-        le=0.5,
-        description="Boxes (detection models) grow by this share on each side.",
-    )
+from stages.track.config import PrivacyConfig
 
 
 def redact(

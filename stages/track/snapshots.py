@@ -21,27 +21,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import numpy.typing as npt
-from pydantic import Field
 
-from pipeline.configtypes import ConfigPath, StrictModel
-from pipeline.retention import Pacer, Pruned, RetentionConfig, prune_files
+from pipeline.retention import Pacer, Pruned, prune_files
+from stages.track.config import SnapshotConfig
 
 log = logging.getLogger(__name__)
-
-
-class SnapshotConfig(StrictModel):
-    directory: ConfigPath = Field(description="Folder for <camera>/<track>.jpg files.")
-    margin: float = Field(
-        default=0.1, ge=0, le=1, description="Border added around the box (fraction)."
-    )
-    quality: int = Field(default=90, ge=10, le=100, description="JPEG quality.")
-    min_size_px: int = Field(
-        default=16, ge=1, le=4096, description="Smaller boxes are not snapshotted."
-    )
-    retention: RetentionConfig = Field(
-        default_factory=RetentionConfig,
-        description="Oldest snapshots deleted by age or by each camera's total size.",
-    )
 
 
 @dataclass(slots=True)

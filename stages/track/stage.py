@@ -37,8 +37,8 @@ from pipeline.messages import (
 from pipeline.metrics import FrameAges, Histogram
 from pipeline.outbox import Outbox
 from pipeline.stage import Emit, Received, Stage
+from stages.track.config import PrivacyConfig, SnapshotConfig
 from stages.track.engine import RuleEngine
-from stages.track.privacy import PrivacyConfig
 from stages.track.recovery import (
     Recovery,
     apply_state,
@@ -48,7 +48,6 @@ from stages.track.recovery import (
 )
 from stages.track.rules import BUILTIN_RULES, Rule, RuleBase
 from stages.track.rules.base import rule_types
-from stages.track.snapshots import SnapshotConfig
 from stages.track.stats import TrackStats
 from stages.track.taps import MediaTaps
 from stages.track.tracking import TrackerConfig, Tracking
@@ -123,7 +122,7 @@ class TrackStage(Stage):
         return self.engine.rules
 
     def setup(self) -> None:
-        from stages.track import bytetrack  # noqa: F401  imports scipy: before frames
+        from stages.track import bytetrack  # noqa: F401  imports lap: before frames
 
         self.taps.setup()
         self._restore()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import numpy as np
@@ -21,8 +21,10 @@ from pipeline.errors import SlotOverwrittenError
 from pipeline.messages import Detected, Overlay
 from pipeline.shm import RingReader
 from pipeline.stage import Emit
-from stages.track.privacy import PrivacyConfig, redact
-from stages.track.snapshots import SnapshotConfig, SnapshotStore
+from stages.track.config import PrivacyConfig, SnapshotConfig
+
+if TYPE_CHECKING:
+    from stages.track.snapshots import SnapshotStore
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,10 @@ class MediaTaps:
         return self.snapshots is not None or self.annotate
 
     def setup(self) -> None:
+        # OpenCV (JPEG, blurring) is loaded only where snapshots or privacy are on
         if self.snapshot_config is not None:
+            from stages.track.snapshots import SnapshotStore
+
             self.snapshots = SnapshotStore(self.snapshot_config, self.stream_id)
 
     def resolve_classes(self, names: tuple[str, ...]) -> None:
@@ -71,6 +76,8 @@ class MediaTaps:
             return None
         pixels = self._view(message, parts)
         if pixels is not None and self.privacy is not None:
+            from stages.track.privacy import redact
+
             pixels = redact(pixels, detections, self._private_classes, self.privacy)
         return pixels
 

@@ -9,13 +9,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from pipeline.errors import ModelFormatError
-from stages.detect.yolo import Letterbox
+
+if TYPE_CHECKING:
+    from stages.detect.yolo import Letterbox
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +119,10 @@ class YoloBackend(ABC):
         return self.info.task
 
     def letterbox(self, src_h: int, src_w: int) -> Letterbox:
+        # imported here: every stage reads model metadata through this package,
+        # and only detect needs the OpenCV behind the letterbox
+        from stages.detect.yolo import Letterbox
+
         return Letterbox.fit(
             src_h, src_w, self.imgsz, self.stride, minimal=self.dynamic
         )
