@@ -131,8 +131,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cameras-per-process",
         type=int,
-        default=1,
-        help="memory: supervisor.cameras_per_process of this checkout's runs",
+        default=None,
+        help="memory: supervisor.cameras_per_process of this checkout's runs "
+        "(default: the product's default, auto)",
     )
     parser.add_argument("--markdown", help="also write the table to this file")
     parser.add_argument("--worker", help=argparse.SUPPRESS)

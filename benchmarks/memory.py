@@ -64,7 +64,7 @@ with tempfile.TemporaryDirectory(prefix="framechain-memory-") as tmp:
         "detector": {"model": model.name},
         "sinks": [{"kind": "sqlite", "path": f"{tmp}/events.db"}],
     }
-    if per_process > 1:  # a setting older checkouts do not know
+    if per_process:  # 0: the default (a setting older checkouts do not know)
         config["supervisor"] = {"cameras_per_process": per_process}
     path = Path(tmp) / "memory.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -163,7 +163,7 @@ def suite_memory(args: Any, model: Path, clip: Path) -> str:
         for n in counts:
             for side, checkout in order:
                 print(f"repeat {repeat + 1}, {side}, {n} cameras", file=sys.stderr)
-                per_process = args.cameras_per_process if side == "new" else 1
+                per_process = (args.cameras_per_process or 0) if side == "new" else 0
                 runs.setdefault((side, n), []).append(
                     _measure(checkout, model, clip, n, args, per_process)
                 )
@@ -234,7 +234,7 @@ def _table(
         f"{model.name}, decode target_fps "
         f"{args.target_fps or 'max(1, 48/N)'}, measured after {args.seconds:.0f} s, "
         f"medians of {args.repeats} repeats"
-        + f"; new: cameras_per_process {args.cameras_per_process}"
+        + f"; new: cameras_per_process {args.cameras_per_process or 'auto'}"
         + (
             f"; base = {sides['base']}, one process per camera"
             if "base" in sides

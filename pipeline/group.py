@@ -33,6 +33,7 @@ from pipeline.stageplan import StagePlan
 
 SEPARATOR = "/"
 MEMBERS_KEY = "members"  # in a group's heartbeat stats: each member's own
+HELD_RETRY_S = 0.005
 
 
 def member_port(member: str, port: str) -> str:
@@ -63,6 +64,7 @@ class GroupStage(Stage):
     members: list[_Member]
     ready: Callable[[str], bool] = field(default=lambda _port: True)
     misrouted: int = 0
+    held: bool = False
 
     def __post_init__(self) -> None:
         stages = [m.stage for m in self.members]
@@ -98,9 +100,12 @@ class GroupStage(Stage):
 
     def produce(self) -> Iterable[Emit]:
         out: list[Emit] = []
+        self.held = False
         for member in self.members:
             if all(self.ready(port) for port in member.blocking_outputs):
                 out += self._emits(member, member.stage.produce())
+            else:
+                self.held = True  # its consumer is full: asked again shortly
         return out
 
     def process(self, batch: Sequence[Received]) -> Iterable[Emit]:
@@ -133,6 +138,10 @@ class GroupStage(Stage):
 
     def next_awake(self) -> float | None:
         awake = [a for m in self.members if (a := m.stage.next_awake()) is not None]
+        if self.held:
+            # where a lone stage would block in its send, polling the full queue,
+            # a held member is asked again after this long
+            awake.append(HELD_RETRY_S)
         return min(awake) if awake else None
 
     def wake_fds(self) -> list[int]:

@@ -109,12 +109,14 @@ class ChainRun:
         remove_stale_rings(ring_prefix(self.runtime))
 
     def _sample(self, supervisor: Supervisor) -> None:
-        stats = {n: dict(c.stats) for n, c in supervisor.children.items()}
+        stages = supervisor.snapshot()["stages"]  # a camera group's members each
+        stats = {n: dict(s["stats"]) for n, s in stages.items()}
         if not self.samples or time.monotonic() - self.samples[-1][0] >= 0.5:
             self.samples.append((time.monotonic(), stats))
 
     def stats(self, stage: str) -> dict[str, Any]:
-        return dict(self.supervisor.children[stage].stats)
+        """A stage's last stats, by its own name also inside a camera group."""
+        return dict(self.supervisor.snapshot()["stages"][stage]["stats"])
 
     def start(self) -> ChainRun:
         self._thread.start()

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import random
 import re
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from conftest import end_run, read_events, spawn_run
+import zmq
+from conftest import CROWD_LINE, end_run, read_events, spawn_run
+from live import ChainRun, RtspServer
 from test_recovery import (
     assert_same_events,
     chain_config,
@@ -24,6 +27,12 @@ from test_recovery import (
     wait_for_events,
 )
 from test_recovery import clean_run as clean_run  # a fixture, used by name
+
+from pipeline.group import HELD_RETRY_S, group_plan
+from pipeline.messages import Ack
+from pipeline.stage import Emit, Stage
+from pipeline.stageplan import StagePlan
+from pipeline.transport import Endpoint
 
 pytestmark = pytest.mark.slow
 
@@ -100,3 +109,92 @@ def test_a_damaged_camera_costs_its_group_mate_nothing(
     south = {i: e for i, e in got.items() if e["stream_id"] == "south"}
     clean_south = {i: e for i, e in clean_run.items() if e["stream_id"] == "south"}
     assert_same_events(south, clean_south)
+
+
+class _Source(Stage):
+    """Sends one acknowledgement per call, as a file source sends packets."""
+
+    def __init__(self, stream: str) -> None:
+        self.stream, self.sent = stream, 0
+
+    def produce(self) -> list[Emit]:
+        self.sent += 1
+        return [Emit("out", Ack(self.stream, self.sent))]
+
+    def process(self, batch: Any) -> list[Emit]:
+        return []
+
+
+def test_a_member_whose_consumer_is_full_does_not_hold_up_the_others() -> None:
+    """North's output cannot take more: south still produces, north is asked
+    again shortly (not at the runtime's next idle timeout), and its ports keep
+    their member's name."""
+    plans = {
+        f"capture.{cam}": StagePlan(
+            f"capture.{cam}",
+            "capture",
+            (Endpoint("out", zmq.PUSH, f"ipc:///nonexistent/{cam}", True),),
+            lambda cam=cam: _Source(cam),
+        )
+        for cam in ("north", "south")
+    }
+    group = group_plan("capture.north+1", "capture", plans).build()
+    group.outputs_ready(lambda port: port != "capture.north/out")
+    emits = list(group.produce())
+    assert [e.port for e in emits] == ["capture.south/out"]
+    assert group.next_awake() == HELD_RETRY_S
+    group.outputs_ready(lambda port: True)
+    assert sorted(e.port for e in group.produce()) == [
+        "capture.north/out",
+        "capture.south/out",
+    ]
+    assert group.next_awake() is None
+
+
+def test_a_live_camera_down_leaves_its_group_mate_running(
+    tmp_path: Path, assets: Path
+) -> None:
+    """Two RTSP cameras in one group; one camera's server dies for 6 s: the other
+    keeps delivering at its pace meanwhile, the dead one is offline and then back,
+    and no process restarts."""
+    servers = {cam: RtspServer(assets / "crowd.mp4") for cam in ("north", "south")}
+    for server in servers.values():
+        server.start()
+    config = {
+        "models_dir": str(assets),
+        "supervisor": GROUPED,
+        "detector": {"model": "yolo11n.onnx", "imgsz": 320},
+        "cameras": {
+            cam: {"source": {"kind": "rtsp", "url": s.url}, "rules": [CROWD_LINE]}
+            for cam, s in servers.items()
+        },
+        "sinks": [{"kind": "sqlite", "path": str(tmp_path / "events.db")}],
+    }
+    run = ChainRun(tmp_path, config).start()
+
+    def frames(cam: str) -> int:
+        return int(run.stats(f"track.{cam}").get("frames", 0))
+
+    try:
+        run.wait_for(lambda: min(frames("north"), frames("south")) > 20, 60, "frames")
+        servers["north"].kill()
+        run.wait_for(
+            lambda: run.stats("capture.north").get("state") == "offline",
+            20,
+            "north offline",
+        )
+        before, started = frames("south"), time.monotonic()
+        time.sleep(6)
+        south_fps = (frames("south") - before) / (time.monotonic() - started)
+        servers["north"].start()
+        back = frames("north")
+        run.wait_for(lambda: frames("north") > back + 10, 30, "north back")
+        assert run.stop() == 0
+    finally:
+        if run.code is None:
+            run.stop()
+        for server in servers.values():
+            server.kill()
+    print(f"south during north's outage: {south_fps:.1f} fps")
+    assert south_fps > 15, south_fps  # the clip's 24 fps, less what a busy box drops
+    assert run.supervisor.restart_count == 0
