@@ -11,6 +11,11 @@ again, followed by a new mark, and only answers to that mark or later ones count
 for it. ZeroMQ keeps a pipe's order, so a mark answered means all before it was
 received. Sinks store by event id, so what arrives twice is stored once.
 
+A sink is sent messages only once it has answered a mark: until then its session
+is unknown, and its first answer brings it everything in the outbox anyway, so a
+message sent to it before would arrive twice (stored once, but counted and
+forwarded twice).
+
 A mark goes out after each batch with something new and at least once a second
 (``tick``), so that a restarted sink is found even when the stream is idle or
 over; the end of stream is sent again to every new session, so a sink restarted
@@ -88,7 +93,13 @@ class Outbox:
                 self.changed = True
             if isinstance(message, EndOfStream):
                 self.end = message
-            emits.extend(Emit(sink_port(sink), message) for sink in self.cursors)
+            # A sink not heard from yet gets everything at its first answer
+            # (``stored``); sent now as well, it would get it twice.
+            emits.extend(
+                Emit(sink_port(sink), message)
+                for sink, cursor in self.cursors.items()
+                if cursor.session is not None or not self.keep
+            )
         return emits
 
     def mark(self, now: float) -> list[Emit]:

@@ -165,7 +165,9 @@ class PlanContext:
     """Link options by use: ``frames``, ``packets``, ``events``."""
 
 
-GROUP_MARK = "+"  # never in a camera name: a group's name cannot be a camera's
+# between a group's first and last camera: never in a camera name (so a group's
+# name cannot be a camera's), and allowed in a systemd unit's
+GROUP_MARK = ".."
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,7 +243,7 @@ class Registry:
         groupable kinds are grouped N cameras at a time, in the order of
         ``cameras``, the same cameras together for every kind (so a decode group
         restarts the capture group of the same cameras); a group is named after
-        its first camera and how many follow (``decode.cam0+7``)."""
+        its first and last camera (``decode.cam0..cam7``)."""
         single = [
             Process(kind, instance)
             for kind in self.kinds()
@@ -272,7 +274,7 @@ class Registry:
                 continue
             members = sorted(grouped[slot], key=lambda p: order[p.instance.target])
             chunk = cameras[slot[1] * per : (slot[1] + 1) * per]
-            label = f"{chunk[0]}{GROUP_MARK}{len(chunk) - 1}"
+            label = f"{chunk[0]}{GROUP_MARK}{chunk[-1]}"
             result.append(Process(members[0].kind, Instance(label), tuple(members)))
         return result
 

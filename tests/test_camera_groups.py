@@ -37,7 +37,7 @@ from pipeline.transport import Endpoint
 pytestmark = pytest.mark.slow
 
 GROUPED = {"cameras_per_process": 2}
-GROUPS = {kind: f"{kind}.north+1" for kind in ("capture", "decode", "track")}
+GROUPS = {kind: f"{kind}.north..south" for kind in ("capture", "decode", "track")}
 
 
 def grouped_config(folder: Path, assets: Path) -> Path:
@@ -138,7 +138,7 @@ def test_a_member_whose_consumer_is_full_does_not_hold_up_the_others() -> None:
         )
         for cam in ("north", "south")
     }
-    group = group_plan("capture.north+1", "capture", plans).build()
+    group = group_plan("capture.north..south", "capture", plans).build()
     group.outputs_ready(lambda port: port != "capture.north/out")
     emits = list(group.produce())
     assert [e.port for e in emits] == ["capture.south/out"]

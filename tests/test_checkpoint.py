@@ -80,9 +80,10 @@ def answer(outbox: Outbox, sink: str, session: int, mark: Mark) -> list:
 def test_outbox_keeps_events_until_every_sink_stored_them() -> None:
     outbox = Outbox("cam", ["db", "mqtt"], origin=9)
     emits = outbox.add([event(1), event(2)])
-    assert sent(emits, "db") == sent(emits, "mqtt") == [event(1), event(2)]
+    # sinks not heard from yet get nothing now: their first answer brings it all
+    assert sent(emits, "db") == sent(emits, "mqtt") == []
     (mark, _) = [e.message for e in outbox.mark(0.0)]
-    # first answers: new sessions, which get the outbox again and a mark above it
+    # first answers: new sessions, which get the outbox and a mark above it
     again = answer(outbox, "db", 1, mark) + answer(outbox, "mqtt", 2, mark)
     assert sent(again, "db")[:2] == [event(1), event(2)]
     floor_db = sent(again, "db")[-1]
@@ -104,7 +105,7 @@ def test_a_restarted_sink_gets_everything_not_stored_and_the_end_again() -> None
     answer(outbox, "db", 1, floor)
     assert len(outbox) == 0
     end = EndOfStream("cam", 2, "eof", 2)
-    outbox.add([event(2), end])
+    assert sent(outbox.add([event(2), end]), "db") == [event(2), end]
     # the sink dies before storing event 2; its successor answers the next mark
     (mark,) = [e.message for e in outbox.mark(1.0)]
     resent = sent(answer(outbox, "db", 2, mark), "db")
@@ -118,6 +119,22 @@ def test_a_restarted_sink_gets_everything_not_stored_and_the_end_again() -> None
     # stored and trimmed, the end still goes to a sink restarted after it
     (mark,) = [e.message for e in outbox.mark(2.0)]
     assert sent(answer(outbox, "db", 3, mark), "db")[0] == end
+
+
+def test_a_sink_that_is_not_restarted_gets_every_event_once() -> None:
+    """Events before the sink's first answer, between answers and after them:
+    each reaches the sink exactly once (a resend is for a new session only)."""
+    outbox = Outbox("cam", ["db"], origin=9)
+    got = sent(outbox.add([event(1), event(2)]), "db")
+    (mark,) = [e.message for e in outbox.mark(0.0)]
+    got += sent(outbox.add([event(3)]), "db")
+    got += sent(answer(outbox, "db", 1, mark), "db")
+    got += sent(outbox.add([event(4)]), "db")
+    (mark,) = [e.message for e in outbox.mark(1.0)]
+    got += sent(answer(outbox, "db", 1, mark), "db")
+    events = [m for m in got if not isinstance(m, Mark)]
+    assert events == [event(1), event(2), event(3), event(4)]
+    assert outbox.all_stored()
 
 
 def test_restored_outbox_of_a_stream_started_over_keeps_only_events() -> None:
