@@ -44,7 +44,6 @@ class GroupStats(msgspec.Struct, kw_only=True):
     """A group's own stats: each member's, by member (process) name."""
 
     members: dict[str, dict[str, Any]] = {}
-    misrouted: int = 0  # messages on a member's port for a stream it does not serve
 
 
 @dataclass
@@ -63,7 +62,6 @@ class GroupStage(Stage):
 
     members: list[_Member]
     ready: Callable[[str], bool] = field(default=lambda _port: True)
-    misrouted: int = 0
     held: bool = False
 
     def __post_init__(self) -> None:
@@ -94,6 +92,10 @@ class GroupStage(Stage):
     def serves(self, stream_id: str) -> bool:
         return any(m.stage.serves(stream_id) for m in self.members)
 
+    def serves_on(self, port: str, stream_id: str) -> bool:
+        member, _ = self._split(port)
+        return member.stage.serves(stream_id)
+
     def accepts(self, port: str) -> bool:
         member, inner = self._split(port)
         return member.stage.accepts(inner)
@@ -110,12 +112,8 @@ class GroupStage(Stage):
 
     def process(self, batch: Sequence[Received]) -> Iterable[Emit]:
         by_member: dict[str, list[Received]] = {}
-        for received in batch:
+        for received in batch:  # the runtime dropped what a member does not serve
             member, inner = self._split(received.port)
-            stream = getattr(received.message, "stream_id", None)
-            if stream is not None and not member.stage.serves(stream):
-                self.misrouted += 1
-                continue
             by_member.setdefault(member.name, []).append(
                 Received(inner, received.message, received.parts)
             )
@@ -189,7 +187,7 @@ class GroupStage(Stage):
         for member in self.members:
             own = member.stage.stats()
             members[member.name] = msgspec.to_builtins(own) if own is not None else {}
-        return GroupStats(members=members, misrouted=self.misrouted)
+        return GroupStats(members=members)
 
     def close(self) -> None:
         errors = []

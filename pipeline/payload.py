@@ -83,8 +83,11 @@ def stream_of(message: Message) -> str | None:
     return stream if isinstance(stream, str) else None
 
 
-def check_stream(message: Message, serves: Callable[[str], bool]) -> None:
-    """Raise ``MessageError`` for a message of a stream the stage does not serve."""
+def check_stream(
+    message: Message, port: str, serves_on: Callable[[str, str], bool]
+) -> None:
+    """Raise ``MessageError`` for a message of a stream the stage does not serve
+    on the ``port`` it arrived at (``Stage.serves_on``)."""
     stream = stream_of(message)
-    if stream is not None and not serves(stream):
+    if stream is not None and not serves_on(port, stream):
         raise MessageError(f"a message of stream {stream[:64]!r}, not served here")

@@ -249,7 +249,7 @@ class StageRuntime:
                     try:
                         network = port in self.network_ports
                         message, parts = receive(sock, zmq.NOBLOCK, network)
-                        check_stream(message, stage.serves)
+                        check_stream(message, port, stage.serves_on)
                     except zmq.Again:
                         break
                     except MessageError as e:

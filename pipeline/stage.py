@@ -101,6 +101,11 @@ class Stage(ABC):
         counts any other (a forged or misrouted message)."""
         return True
 
+    def serves_on(self, port: str, stream_id: str) -> bool:
+        """``serves`` for a message that arrived on ``port`` (a camera group
+        asks the member that owns the port)."""
+        return self.serves(stream_id)
+
     def accepts(self, port: str) -> bool:
         """Whether the runtime may read ``port`` now; false applies backpressure."""
         return True

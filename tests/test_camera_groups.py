@@ -121,6 +121,9 @@ class _Source(Stage):
         self.sent += 1
         return [Emit("out", Ack(self.stream, self.sent))]
 
+    def serves(self, stream_id: str) -> bool:
+        return stream_id == self.stream
+
     def process(self, batch: Any) -> list[Emit]:
         return []
 
@@ -149,6 +152,9 @@ def test_a_member_whose_consumer_is_full_does_not_hold_up_the_others() -> None:
         "capture.south/out",
     ]
     assert group.next_awake() is None
+    # a message is checked against the member whose port it came in on
+    assert group.serves_on("capture.north/out", "north")
+    assert not group.serves_on("capture.north/out", "south")
 
 
 def test_a_live_camera_down_leaves_its_group_mate_running(
