@@ -37,6 +37,7 @@ SUITES = (
     "idle",
     "tracker",
     "memory",
+    "pixels",
 )
 # the baselines each suite runs, and the packages they need (framechain[ultralytics])
 BASELINE_PACKAGES = {
@@ -57,7 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "latency (live source), soak (memory and frame age over minutes), "
         "backends (one model in every runtime), idle (CPU of cameras that send "
         "nothing), tracker (our ByteTrack vs the trackers package's), memory (RSS "
-        "and PSS per stage kind and per camera)",
+        "and PSS per stage kind and per camera), pixels (ms per frame of each "
+        "step from the decoder to the model input, full-size and model-size)",
     )
     parser.add_argument(
         "--clip",
@@ -148,7 +150,7 @@ def _resolve(name: str, models_dir: str | None) -> Path:
 def _input_shape(clip: Path, imgsz: int, stride: int = 32) -> tuple[int, int]:
     import av
 
-    from stages.detect.yolo import Letterbox
+    from stages.detect.letterbox import Letterbox
 
     with av.open(str(clip)) as container:
         stream = container.streams.video[0]
@@ -250,7 +252,7 @@ def run_bench(args: argparse.Namespace) -> int:
         from benchmarks.workers import run_worker
 
         return run_worker(args.worker)
-    from benchmarks import endurance
+    from benchmarks import endurance, memory, pixels, tracker
     from benchmarks import suite as benchsuite
     from benchmarks.transport import suite_transport
     from pipeline.log import setup_logging
@@ -272,15 +274,13 @@ def run_bench(args: argparse.Namespace) -> int:
         elif args.suite == "latency":
             table = endurance.suite_latency(args, model, clip)
         elif args.suite == "memory":
-            from benchmarks.memory import suite_memory
-
-            table = suite_memory(args, model, clip)
+            table = memory.suite_memory(args, model, clip)
+        elif args.suite == "pixels":
+            table = pixels.suite_pixels(args, model, clip)
         elif args.suite == "idle":
             table = endurance.suite_idle(args, model)
         elif args.suite == "tracker":
-            from benchmarks.tracker import suite_tracker
-
-            table = suite_tracker(args, model, clip)
+            table = tracker.suite_tracker(args, model, clip)
         elif args.suite == "backends":
             models = [_resolve(m, args.models_dir) for m in args.models.split(",")]
             table = benchsuite.suite_backends(args, models, shape)

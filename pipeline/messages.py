@@ -56,7 +56,7 @@ class Packet(msgspec.Struct, frozen=True, array_like=True, tag="packet"):
 
 
 class Frame(msgspec.Struct, frozen=True, array_like=True, tag="frame"):
-    """One decoded BGR frame (uint8, height × width × 3).
+    """One decoded BGR frame (uint8, height × width × 3, or ``pixel_size``).
 
     Pixels are in shared memory when ``shm`` is set, else inline in part 0 (tcp links).
     ``seq`` numbers the frames of one stream without gaps; downstream stages check it.
@@ -65,6 +65,9 @@ class Frame(msgspec.Struct, frozen=True, array_like=True, tag="frame"):
     ``epoch`` names the sequence ``seq`` belongs to: 0 for a file source (the same
     file always gives the same numbers), the decode process's start time in
     milliseconds for a live source (each decode process numbers from 0 again).
+    ``pixel_size`` (width, height), when set: decode scaled the pixels to the size
+    the detector letterboxes them to, because nothing else reads them; ``width`` and
+    ``height`` stay the camera's frame size, the space detections and rules are in.
     """
 
     stream_id: str
@@ -78,6 +81,13 @@ class Frame(msgspec.Struct, frozen=True, array_like=True, tag="frame"):
     timings: tuple[Timing, ...] = ()
     motion: bool = True
     epoch: int = 0
+    pixel_size: tuple[int, int] | None = None
+
+    @property
+    def pixel_shape(self) -> tuple[int, int, int]:
+        """The (height, width, 3) of the pixels this message carries or points to."""
+        width, height = self.pixel_size or (self.width, self.height)
+        return height, width, 3
 
 
 class OverlayLine(msgspec.Struct, frozen=True, array_like=True):

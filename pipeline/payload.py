@@ -21,11 +21,13 @@ MAX_DETECTIONS = 100_000  # per frame; detect's max_det is bounded below it
 
 
 def _frame(frame: Frame) -> None:
-    if not (1 <= frame.width <= MAX_FRAME_SIDE and 1 <= frame.height <= MAX_FRAME_SIDE):
-        raise MessageError(
-            f"frame of {frame.stream_id} is {frame.width}×{frame.height}: sides "
-            f"must be 1–{MAX_FRAME_SIDE}"
-        )
+    height, width, _ = frame.pixel_shape
+    for w, h in ((frame.width, frame.height), (width, height)):
+        if not (1 <= w <= MAX_FRAME_SIDE and 1 <= h <= MAX_FRAME_SIDE):
+            raise MessageError(
+                f"frame of {frame.stream_id} is {w}×{h}: sides "
+                f"must be 1–{MAX_FRAME_SIDE}"
+            )
 
 
 def _size(what: str, part: memoryview, expected: int) -> None:
@@ -38,7 +40,8 @@ def _size(what: str, part: memoryview, expected: int) -> None:
 def _pixels_inline(frame: Frame, parts: Sequence[memoryview], at: int) -> None:
     if len(parts) <= at:
         raise MessageError(f"frame of {frame.stream_id} came without its pixels")
-    _size(f"frame of {frame.stream_id}", parts[at], frame.width * frame.height * 3)
+    height, width, channels = frame.pixel_shape
+    _size(f"frame of {frame.stream_id}", parts[at], width * height * channels)
 
 
 def check_payload(

@@ -25,13 +25,19 @@ FRAMES = 30
 
 
 def detect_stage_outputs(
-    tmp_path: Path, clip: Path, detector: dict[str, Any] | None = None
+    tmp_path: Path,
+    clip: Path,
+    detector: dict[str, Any] | None = None,
+    scale_to_model: bool = False,
+    pixel_sizes: set[tuple[int, int] | None] | None = None,
 ) -> list[Detections]:
     """Run capture, decode and detect as `framechain stage` processes; this test plays
-    the track stage: it receives detections and acknowledges frames."""
+    the track stage: it receives detections and acknowledges frames. Decode hands
+    on full frames unless ``scale_to_model``; the frames' ``pixel_size`` go into
+    ``pixel_sizes``."""
     config = write_config(
         tmp_path / "parity.yaml",
-        {"cam": camera_config(clip)},
+        {"cam": camera_config(clip, decode={"scale_to_model": scale_to_model})},
         detector=detector or {"model": "yolo11n.onnx"},
     )
     runtime = tmp_path / "run"
@@ -70,6 +76,8 @@ def detect_stage_outputs(
                     send(acks, Resume("cam", 0, 0))
             message, parts = receive(pull)
             assert isinstance(message, Detected)
+            if pixel_sizes is not None:
+                pixel_sizes.add(message.frame.pixel_size)
             results[message.frame.seq] = Detections.from_parts(
                 message.count, parts, masks=message.masks
             )
@@ -111,10 +119,12 @@ def assert_parity(
     model: Any,
     frames: list[np.ndarray],
     conf_tolerance: float = 0.01,
+    scale: float = 1.0,
 ) -> dict[str, float]:
     """Same count per frame, same classes, mean box IoU >= 0.99, confidences within
     ``conf_tolerance``, and for masks mean mask IoU >= 0.95 (masks compared at the
-    source resolution, where both sides put them)."""
+    source resolution, where both sides put them). Ultralytics' boxes are
+    multiplied by ``scale`` first (it was given frames at another size)."""
     from pipeline.convert import from_ultralytics
 
     ious, conf_diffs, mask_ious = [], [], []
@@ -124,7 +134,7 @@ def assert_parity(
         assert len(mine) == len(theirs), f"frame {i}: {len(mine)} vs {len(theirs)}"
         if not len(mine):
             continue
-        iou = box_iou(mine.xyxy, theirs.xyxy)
+        iou = box_iou(mine.xyxy, theirs.xyxy * np.float32(scale))
         match = iou.argmax(axis=1)
         ious += iou[np.arange(len(mine)), match].tolist()
         conf_diffs += np.abs(mine.confidence - theirs.confidence[match]).tolist()
@@ -159,6 +169,31 @@ def test_detect_stage_matches_ultralytics(tmp_path: Path, assets: Path) -> None:
     ours = detect_stage_outputs(tmp_path, clip)
     model = YOLO(str(assets / "yolo11n.onnx"), task="detect")
     assert_parity(ours, model, crowd_frames(clip))
+
+
+def test_frames_scaled_in_decode_match_ultralytics_on_the_same_pixels(
+    tmp_path: Path, assets: Path
+) -> None:
+    """With nothing but the detector reading a camera's pixels, decode scales its
+    frames to the letterbox size (800×450 to 640×360) and the detector maps boxes
+    back to the camera's pixels: Ultralytics' predictor given those same small
+    frames finds the same objects, once its boxes are scaled to 800×450."""
+    from ultralytics import YOLO
+
+    from stages.decode.convert import BgrConverter
+    from stages.detect.letterbox import ModelInput
+
+    clip = assets / "crowd.mp4"
+    sizes: set[tuple[int, int] | None] = set()
+    ours = detect_stage_outputs(tmp_path, clip, scale_to_model=True, pixel_sizes=sizes)
+    assert sizes == {(640, 360)}
+    scaler = BgrConverter(None, 1, ModelInput.of(None, 640, 32))
+    with av.open(str(clip)) as container:
+        small = [
+            scaler.pixels(f) for _, f in zip(range(FRAMES), container.decode(video=0))
+        ]
+    model = YOLO(str(assets / "yolo11n.onnx"), task="detect")
+    assert_parity(ours, model, small, scale=800 / 640)
 
 
 @pytest.mark.slow

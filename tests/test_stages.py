@@ -29,8 +29,11 @@ def packets(clip: Path) -> list[Received]:
     return out
 
 
-def drain(decode: DecodeStage, inputs: list[Received]) -> list[Frame | EndOfStream]:
-    """Feed packets while decode accepts them, acknowledging everything it sends."""
+def drain(
+    decode: DecodeStage, inputs: list[Received], emitted: list[Any] | None = None
+) -> list[Frame | EndOfStream]:
+    """Feed packets while decode accepts them, acknowledging everything it sends
+    (and keeping each ``Emit``, parts too, in ``emitted``)."""
     sent: list[Frame | EndOfStream] = []
     queue = list(inputs)
     while not decode.finished():
@@ -41,6 +44,8 @@ def drain(decode: DecodeStage, inputs: list[Received]) -> list[Frame | EndOfStre
             emits = decode.process([Received("acks", Ack("cam", last))])
         for emit in emits:
             sent.append(emit.message)
+            if emitted is not None:
+                emitted.append(emit)
             assert decode.stats().in_flight <= decode.config.window
     return sent
 

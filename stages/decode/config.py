@@ -22,6 +22,14 @@ class DecodeConfig(StrictModel):
     resize: tuple[FrameSide, FrameSide] | None = Field(
         default=None, description="Scale frames to [width, height] before they travel."
     )
+    scale_to_model: bool = Field(
+        default=True,
+        description="When the detector is the only reader of this camera's pixels "
+        "(no snapshots, annotation or crop classifier), scale frames in decode "
+        "straight to the size the detector letterboxes them to: a smaller "
+        "conversion, copy and shared-memory slot per frame. Rules and detections "
+        "stay in the camera's pixels either way.",
+    )
     motion: MotionConfig | None = Field(
         default=None,
         description="Motion gate: detect only frames where something moves.",

@@ -23,6 +23,7 @@ from pipeline.stage import Stage
 from pipeline.stageplan import StagePlan
 from stages.decode.config import DecodeConfig
 from stages.decode.stats import DecodeStats
+from stages.detect.letterbox import ModelInput
 
 
 def _instances(config: Any) -> list[Instance]:
@@ -34,7 +35,10 @@ def _endpoints(config: Any) -> set[str]:
 
 
 def _plan(context: PlanContext, instance: Instance) -> StagePlan:
+    from stages.detect.kind import model_size_pixels
+
     camera, decode = instance.target, instance.config.decode
+    model = model_size_pixels(context.loaded, camera)
     shm = decode.shared_memory and context.uri("detect.in").startswith("ipc://")
     prefix = ring_prefix(context.runtime_dir) if shm else None
     links = context.links
@@ -50,15 +54,17 @@ def _plan(context: PlanContext, instance: Instance) -> StagePlan:
             ),
             context.link("frames", zmq.PUSH, "detect.in", False, links["frames"]),
         ),
-        lambda: _decode_stage(camera, decode, prefix),
+        lambda: _decode_stage(camera, decode, prefix, model),
     )
 
 
-def _decode_stage(camera: str, decode: DecodeConfig, prefix: str | None) -> Stage:
+def _decode_stage(
+    camera: str, decode: DecodeConfig, prefix: str | None, model: ModelInput | None
+) -> Stage:
     """Imported here, in the decode process only (PyAV, OpenCV)."""
     from stages.decode.stage import DecodeStage
 
-    return DecodeStage(camera, decode, prefix)
+    return DecodeStage(camera, decode, prefix, model)
 
 
 def _metrics(name: str, stats: StatsView, _chain: StatsView) -> Iterable[Sample]:

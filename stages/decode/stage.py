@@ -37,9 +37,11 @@ from pipeline.metrics import FrameAges
 from pipeline.shm import StreamRings
 from pipeline.stage import Emit, Received, Stage
 from pipeline.transport import Buffer
+from stages.decode import convert
 from stages.decode.config import DecodeConfig
-from stages.decode.convert import MICROS, BgrConverter, Sampler, motion_gate, raw_frame
+from stages.decode.convert import MICROS, BgrConverter, Sampler
 from stages.decode.stats import COUNTERS, DecodeStats, decode_problem
+from stages.detect.letterbox import ModelInput
 
 log = logging.getLogger(__name__)
 
@@ -50,17 +52,19 @@ class DecodeStage(Stage):
         stream_id: str,
         config: DecodeConfig,
         ring_prefix: str | None,
+        model: ModelInput | None = None,
         clock: Clock | None = None,
         resume_from: int | None = None,
     ) -> None:
-        """``resume_from``: the first frame of a file source to send; None waits
-        for the track stage to say (``Resume``)."""
+        """``model``: the detector input to scale frames for (see BgrConverter).
+        ``resume_from``: the first frame of a file source to send; None waits for
+        the track stage to say (``Resume``)."""
         self.stream_id = stream_id
         self.config = config
         self.ring_prefix = ring_prefix  # None: pixels travel inline
         self.clock = clock or WallClock()
         self._codec: Any = None
-        self._convert = BgrConverter(config.resize, config.threads)
+        self._convert = BgrConverter(config.resize, config.threads, model)
         self._codec_key: tuple[str, bytes | None] | None = None
         self._last_packet_seq = -1
         self._capture_ts: dict[int, float] = {}
@@ -88,7 +92,7 @@ class DecodeStage(Stage):
         self._done = False
         self._fps = 0.0
         self._ages = FrameAges(clock=self.clock)
-        self._motion = motion_gate(config.motion)
+        self._motion = convert.motion_gate(config.motion)
         self.counters = dict.fromkeys(COUNTERS, 0)
         self._first_error = ""  # where and what, for the end-of-run line
 
@@ -174,17 +178,10 @@ class DecodeStage(Stage):
 
     # -- decoding --------------------------------------------------------------------
     def _open_codec(self, packet: Packet) -> None:
-        import av
-
         key = (packet.codec, packet.extradata)
-        if self._codec is not None and key == self._codec_key:
-            return
-        codec = av.CodecContext.create(packet.codec, "r")
-        if packet.extradata:
-            codec.extradata = packet.extradata
-        codec.thread_count = self.config.threads
-        codec.thread_type = "AUTO" if self.config.threads != 1 else "SLICE"
-        self._codec, self._codec_key = codec, key
+        if self._codec is None or key != self._codec_key:
+            self._codec = convert.open_codec(packet, self.config.threads)
+            self._codec_key = key
 
     def _after_gap(self, packet: Packet) -> bool:
         """Live sources only: whether to skip this packet. After packets were lost
@@ -234,7 +231,7 @@ class DecodeStage(Stage):
         if dropped:
             return
         if packet.codec == "rawvideo":
-            frame = raw_frame(packet, payload)
+            frame = convert.raw_frame(packet, payload)
             self._capture_ts[frame.pts] = packet.capture_ts
             self._keep([frame])
             return
@@ -348,7 +345,7 @@ class DecodeStage(Stage):
     def _frame_message(self, frame: Any, capture_ts: float) -> Emit:
         started = self.clock.now()
         pixels = self._convert.pixels(frame)
-        height, width = pixels.shape[:2]
+        width, height = self._convert.frame_size(frame)
         pts = self._pts(frame)
         parts: tuple[Any, ...] = ()
         ref = None
@@ -372,6 +369,7 @@ class DecodeStage(Stage):
             timings=(Timing("decode", started, self.clock.now()),),
             motion=self._motion.update(pixels, pts) if self._motion else True,
             epoch=self.epoch,
+            pixel_size=self._convert.pixel_size(frame),
         )
         self._ages.add(capture_ts)
         return Emit("frames", message, parts)

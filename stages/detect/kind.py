@@ -24,6 +24,7 @@ from pipeline.registry import (
 )
 from pipeline.stageplan import StagePlan
 from stages.detect.config import CameraDetectConfig, DetectorConfig
+from stages.detect.letterbox import ModelInput
 from stages.detect.models import model_directories, resolve_model
 from stages.detect.stats import DetectStats
 
@@ -35,6 +36,7 @@ class ResolvedModel:
     model_path: Path
     class_names: tuple[str, ...]
     task: str
+    input: ModelInput
     classifier_path: Path | None = None
 
 
@@ -101,7 +103,30 @@ def _resolve(context: ResolveContext) -> ResolvedModel:
     problems = unknown_classes(context, info.names, wanted)
     if problems:
         raise ConfigError(problems[0], problems)
-    return ResolvedModel(model_path, info.names, info.task, classifier_path)
+    model_input = ModelInput.of(info.imgsz, detector.imgsz, info.stride)
+    return ResolvedModel(
+        model_path, info.names, info.task, model_input, classifier_path
+    )
+
+
+def track_reads_pixels(camera: Any) -> bool:
+    """Whether a camera's track stage draws or crops from its frames (annotation,
+    snapshots; privacy hides people in those)."""
+    return bool(camera.annotate or camera.snapshots)
+
+
+def model_size_pixels(loaded: LoadedConfig, camera: str) -> ModelInput | None:
+    """The model input a camera's decode may scale its frames to, when the detector
+    is the only reader of its pixels; None when something needs the full frame
+    (track's annotation or snapshots, the crop classifier) or the camera turned it
+    off."""
+    config = loaded.config
+    cam = config.cameras[camera]
+    if not cam.decode.scale_to_model or config.detector.classifier is not None:
+        return None
+    if track_reads_pixels(cam):
+        return None
+    return resolved_model(loaded).input
 
 
 def unknown_classes(
@@ -137,7 +162,7 @@ def _plan(context: PlanContext, _instance: Instance) -> StagePlan:
     ]
     cameras = {c: cam.detect for c, cam in config.cameras.items()}
     # track draws and snapshots from the pixels: inline when not in shared memory
-    pixels = {c for c, cam in config.cameras.items() if cam.annotate or cam.snapshots}
+    pixels = {c for c, cam in config.cameras.items() if track_reads_pixels(cam)}
 
     def build() -> Any:
         from stages.detect.stage import DetectStage

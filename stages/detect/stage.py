@@ -118,7 +118,7 @@ class DetectStage(Stage):
         }
 
     def _pixels(self, frame: Frame, parts: Sequence[Any]) -> np.ndarray:
-        shape = (frame.height, frame.width, 3)
+        shape = frame.pixel_shape
         if frame.shm is not None:
             return self._reader.view(frame.shm, shape)
         return np.frombuffer(parts[0], np.uint8).reshape(shape)
@@ -214,7 +214,7 @@ class DetectStage(Stage):
         for j, (frame, _) in enumerate(frames):
             try:
                 if frame.shm is not None:
-                    self._reader.verify(frame.shm, (frame.height, frame.width, 3))
+                    self._reader.verify(frame.shm, frame.pixel_shape)
                 valid.append(j)
             except SlotOverwrittenError as e:
                 self._missed(e, resent[j])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import cast
 
 import cv2
@@ -18,59 +18,12 @@ import numpy.typing as npt
 
 from pipeline.detections import Detections
 from pipeline.masks import BoxMasks
+from stages.detect.letterbox import Letterbox
 
 log = logging.getLogger(__name__)
 
 PAD_VALUE = 114
 MAX_WH = 7680  # Ultralytics' per-class box offset for class-aware NMS
-
-
-@dataclass(frozen=True, slots=True)
-class Letterbox:
-    """How one source frame maps into a model input: resize to (new_w, new_h), then
-    pad to (input_h, input_w) with ``left``/``top`` pixels before the image."""
-
-    src_h: int
-    src_w: int
-    new_h: int
-    new_w: int
-    top: int
-    left: int
-    input_h: int
-    input_w: int
-
-    @classmethod
-    def fit(
-        cls, src_h: int, src_w: int, imgsz: tuple[int, int], stride: int, minimal: bool
-    ) -> Letterbox:
-        """Ultralytics' ``LetterBox``: scale to fit ``imgsz`` (h, w) keeping aspect,
-        pad to it, or only to the next ``stride`` multiple when ``minimal``."""
-        r = min(imgsz[0] / src_h, imgsz[1] / src_w)
-        new_w, new_h = max(round(src_w * r), 1), max(round(src_h * r), 1)
-        dw, dh = imgsz[1] - new_w, imgsz[0] - new_h
-        if minimal:
-            dw, dh = dw % stride, dh % stride
-        top, bottom = round(dh / 2 - 0.1), round(dh / 2 + 0.1)
-        left, right = round(dw / 2 - 0.1), round(dw / 2 + 0.1)
-        return cls(
-            src_h,
-            src_w,
-            new_h,
-            new_w,
-            top,
-            left,
-            new_h + top + bottom,
-            new_w + left + right,
-        )
-
-    def to_source(self, xyxy: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """Map boxes from model-input pixels back to source pixels, clipped."""
-        out = xyxy.copy()
-        out[:, [0, 2]] = (out[:, [0, 2]] - self.left) / (self.new_w / self.src_w)
-        out[:, [1, 3]] = (out[:, [1, 3]] - self.top) / (self.new_h / self.src_h)
-        out[:, [0, 2]] = out[:, [0, 2]].clip(0, self.src_w)
-        out[:, [1, 3]] = out[:, [1, 3]].clip(0, self.src_h)
-        return out
 
 
 def preprocess(

@@ -17,7 +17,7 @@ import numpy.typing as npt
 from pipeline.errors import ModelFormatError
 
 if TYPE_CHECKING:
-    from stages.detect.yolo import Letterbox
+    from stages.detect.letterbox import Letterbox
 
 log = logging.getLogger(__name__)
 
@@ -119,13 +119,9 @@ class YoloBackend(ABC):
         return self.info.task
 
     def letterbox(self, src_h: int, src_w: int) -> Letterbox:
-        # imported here: every stage reads model metadata through this package,
-        # and only detect needs the OpenCV behind the letterbox
-        from stages.detect.yolo import Letterbox
+        from stages.detect.letterbox import ModelInput
 
-        return Letterbox.fit(
-            src_h, src_w, self.imgsz, self.stride, minimal=self.dynamic
-        )
+        return ModelInput(self.imgsz, self.stride, self.dynamic).fit(src_h, src_w)
 
     @abstractmethod
     def _run(self, tensor: npt.NDArray[np.float32]) -> list[npt.NDArray[np.float32]]:
