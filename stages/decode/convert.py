@@ -54,8 +54,9 @@ class Sampler:
 class BgrConverter:
     """Decoded frames to BGR arrays: at the configured ``resize``, else at the size
     the detector letterboxes them to when ``model`` is given (nothing else reads
-    this camera's pixels, so one swscale pass from the decoder's YUV does the
-    conversion and the detector's resize at once), else at the frame's own size."""
+    this camera's pixels, so scaling the decoder's YUV and converting the small
+    picture replace the full-size conversion and the detector's resize), else at
+    the frame's own size."""
 
     def __init__(
         self,
