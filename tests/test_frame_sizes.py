@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from conftest import camera_config, write_config
+from conftest import camera_config, chain_env, write_config
 from test_stages import drain, packets
 
 from framechain.app import load
@@ -33,7 +33,7 @@ def test_only_cameras_whose_pixels_only_the_detector_reads_are_scaled(
         ),
         "off": camera_config(clip, decode={"scale_to_model": False}),
     }
-    loaded = load(write_config(tmp_path / "c.yaml", cameras))
+    loaded = load(write_config(tmp_path / "c.yaml", cameras), chain_env())
     assert model_size_pixels(loaded, "plain") == IMGSZ_640
     assert model_size_pixels(loaded, "snapshots") is None
     assert model_size_pixels(loaded, "off") is None
@@ -42,7 +42,8 @@ def test_only_cameras_whose_pixels_only_the_detector_reads_are_scaled(
             tmp_path / "fixed.yaml",
             {"plain": camera_config(clip)},
             detector={"model": "yolo11n_int8_openvino_model"},
-        )
+        ),
+        chain_env(),
     )
     # a fixed 640×640 input pads to the full square
     assert model_size_pixels(fixed, "plain") == ModelInput((640, 640), 32, False)
