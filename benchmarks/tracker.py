@@ -63,7 +63,8 @@ def suite_tracker(args: Any, model: Path, clip: Path) -> str:
         frames, fps = recorded_frames(recording)
     track_rss = max(s.rss_mb.get("track.bench", 0.0) for s in result.samples)
     detections = sum(len(xyxy) for xyxy, _ in frames)
-    from stages.track.tracking import TrackerConfig, make_tracker
+    from stages.track.config import TrackerConfig
+    from stages.track.tracking import make_tracker
 
     tracker_config = TrackerConfig()
     times: dict[str, list[float]] = {"reference": [], "ours": []}

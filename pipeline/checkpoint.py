@@ -14,9 +14,10 @@ event ids make harmless). The file is synced to disk at most once per
 ``sync_interval_s``: an older checkpoint only replays more frames, so the sync
 bounds the work a power cut repeats, not what it can lose.
 
-The state is a pickle of the stage's own objects. The state folder is trusted
-like the config file and its plugins: whoever can write it can run code as the
-daemon, so it is created private (0700).
+The state is the stage's own snapshot, msgpack of its structs (``pipeline.state``):
+data, never code. The header says its format, so a stage reading a checkpoint of
+another format refuses it in one line rather than restore it wrong. The folder is
+still created private (0700): it holds events not yet delivered.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ class CheckpointHeader(msgspec.Struct, frozen=True):
     seq: int  # the last frame applied; -1 before the first
     ended: bool  # the stream's end was applied
     outbox: list[bytes] = []  # encoded messages not yet stored by every sink
+    # the stage's format of ``state`` (0: written before formats were numbered)
+    state_format: int = 0
 
 
 @dataclass

@@ -9,7 +9,7 @@ import pytest
 from tracking import Boxes, assert_same_tracks
 
 from stages.track.bytetrack import ByteTrack, lost_frames_budget
-from stages.track.tracking import TrackerConfig
+from stages.track.config import TrackerConfig
 
 
 def tracker(**overrides: float) -> ByteTrack:

@@ -240,9 +240,9 @@ def tracked_events(confidence: float, pixels: bool = False) -> tuple[list, objec
     detection confidence; returns the events and the stage."""
     from pipeline.detections import Detections
     from pipeline.messages import Detected, Event
+    from stages.track.config import TrackerConfig
     from stages.track.rules import LineRuleConfig, ZoneRuleConfig
     from stages.track.stage import TrackStage
-    from stages.track.tracking import TrackerConfig
 
     rules = [
         LineRuleConfig(

@@ -8,9 +8,18 @@ its end (and the last, partial one when the stream ends), as one ``counts`` even
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
+
+
+class AggregateState(msgspec.Struct, frozen=True):
+    """The open interval's start and what it has counted so far."""
+
+    start: float | None
+    lines: dict[str, dict[str, dict[str, int]]]
+    zones: dict[str, list[float]]
 
 
 @dataclass
@@ -33,10 +42,15 @@ class IntervalCounts:
         self.start = bucket
         return report
 
+    def snapshot(self) -> AggregateState:
+        return AggregateState(self.start, self.lines, self.zones)
+
+    def restore(self, saved: AggregateState) -> None:
+        self.start, self.lines, self.zones = saved.start, saved.lines, saved.zones
+
     def add_crossing(self, rule: str, direction: str, class_name: str) -> None:
-        by_direction = self.lines.setdefault(rule, {})
-        counts = by_direction.setdefault(direction, defaultdict(int))
-        counts[class_name] += 1
+        counts = self.lines.setdefault(rule, {}).setdefault(direction, {})
+        counts[class_name] = counts.get(class_name, 0) + 1
 
     def add_occupancy(self, rule: str, count: int) -> None:
         stats = self.zones.setdefault(rule, [0.0, 0.0, 0.0])

@@ -20,10 +20,12 @@ from __future__ import annotations
 import math
 
 import lap
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
 from pipeline.detections import box_iou
+from pipeline.state import Array
 
 _STATE = 8  # x1, y1, x2, y2 and their velocities
 _PROCESS_NOISE = np.eye(_STATE) * 0.01  # ByteTrack's tuning of the filter's noise
@@ -73,6 +75,29 @@ def _associate(
     return rows, cols, np.flatnonzero(free_rows), np.flatnonzero(free_cols)
 
 
+class ByteTrackState(msgspec.Struct, frozen=True):
+    """Every track's filter, id and counters, and the next id to give. The
+    thresholds are not in it: they come from the config the tracker is built
+    from."""
+
+    next_id: int
+    state: Array
+    covariance: Array
+    ids: Array
+    streak: Array
+    missed: Array
+
+    def __post_init__(self) -> None:
+        n = self.ids.shape[0] if len(self.ids.shape) == 1 else -1
+        if (
+            self.state.shape != (n, _STATE)
+            or self.covariance.shape != (n, _STATE, _STATE)
+            or self.streak.shape != (n,)
+            or self.missed.shape != (n,)
+        ):
+            raise ValueError(f"tracker columns do not fit {n} tracks")
+
+
 class ByteTrack:
     """One camera's tracks. Not thread-safe; ids count from 0 per instance."""
 
@@ -99,6 +124,22 @@ class ByteTrack:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def snapshot(self) -> ByteTrackState:
+        return ByteTrackState(
+            self._next_id,
+            Array.of(self.state),
+            Array.of(self.covariance),
+            Array.of(self.ids),
+            Array.of(self.streak),
+            Array.of(self.missed),
+        )
+
+    def restore(self, saved: ByteTrackState) -> None:
+        self._next_id = saved.next_id
+        self.state, self.covariance = saved.state.value(), saved.covariance.value()
+        self.ids, self.streak = saved.ids.value(), saved.streak.value()
+        self.missed = saved.missed.value()
 
     def update(
         self, xyxy: npt.NDArray[np.float32], confidence: npt.NDArray[np.float32]

@@ -1,6 +1,7 @@
-"""The track stage's privacy and snapshot settings, apart from the code that draws
-with OpenCV: every stage process validates the whole config, and none but the
-ones that draw should load an image library for it."""
+"""The track stage's tracker, privacy and snapshot settings, apart from the code
+that tracks and draws: every stage process validates the whole config, and none
+but the track process should load the tracker's solver or an image library for
+it."""
 
 from __future__ import annotations
 
@@ -46,4 +47,25 @@ class SnapshotConfig(StrictModel):
     retention: RetentionConfig = Field(
         default_factory=RetentionConfig,
         description="Oldest snapshots deleted by age or by each camera's total size.",
+    )
+
+
+class TrackerConfig(StrictModel):
+    kind: Literal["bytetrack"] = Field(
+        default="bytetrack", description="Tracker algorithm."
+    )
+    lost_track_s: float = Field(
+        default=1.0, gt=0, le=3600, description="Keep a lost track this many seconds."
+    )
+    activation_threshold: float = Field(
+        default=0.25, gt=0, lt=1, description="Minimum confidence that starts a track."
+    )
+    high_confidence: float = Field(
+        default=0.5, gt=0, lt=1, description="First-stage association threshold."
+    )
+    min_consecutive_frames: int = Field(
+        default=2, ge=1, le=1000, description="Frames before a new track gets an id."
+    )
+    match_iou: float = Field(
+        default=0.1, gt=0, lt=1, description="Minimum IoU to match."
     )

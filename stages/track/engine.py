@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -29,20 +28,20 @@ from pipeline.messages import (
     StreamStatus,
     event_id,
 )
-from stages.track.aggregate import IntervalCounts
+from pipeline.state import decode, encode
+from stages.track.aggregate import AggregateState, IntervalCounts
 from stages.track.rules.base import Rule, RuleBase
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(slots=True)
-class TrackInfo:
+class TrackInfo(msgspec.Struct, array_like=True, gc=False):
     """What the engine remembers of a track besides the tracker's own state."""
 
     confidence_sum: float = 0.0
     frames: int = 0
     seen: float = 0.0
-    label_votes: dict[int, float] = field(default_factory=dict)  # label -> scores
+    label_votes: dict[int, float] = {}  # label -> scores
 
     @property
     def label(self) -> int:
@@ -54,6 +53,26 @@ class TrackInfo:
     @property
     def confidence(self) -> float:
         return self.confidence_sum / self.frames if self.frames else 0.0
+
+
+class RuleSnapshot(msgspec.Struct, frozen=True, array_like=True):
+    """One rule's state, and the settings (JSON) it belongs to: it goes back only
+    into a rule with the same settings."""
+
+    settings: str
+    state: msgspec.Raw
+
+
+class EngineState(msgspec.Struct, frozen=True):
+    """Everything the engine's events after a frame depend on."""
+
+    names: tuple[str, ...]
+    labels: tuple[str, ...]
+    totals: list[tuple[str, str, int]]  # (rule, direction, crossings)
+    counts: dict[str, int]
+    tracks: dict[int, TrackInfo]
+    aggregate: AggregateState | None
+    rules: list[RuleSnapshot]
 
 
 class RuleEngine:
@@ -77,6 +96,7 @@ class RuleEngine:
         self.snapshot_path = snapshot_path
         self.rules: list[RuleBase] = list(rules)
         self.states: list[Rule] = [self._state(rule) for rule in self.rules]
+        self._settings = [rule.model_dump_json() for rule in self.rules]
         self.names: tuple[str, ...] = ()
         self.labels: tuple[str, ...] = ()  # the crop classifier's
         self._rule_classes: list[np.ndarray | None] = []
@@ -98,8 +118,55 @@ class RuleEngine:
             for rule in rules
         ]
         self.rules = list(rules)
+        self._settings = [rule.model_dump_json() for rule in self.rules]
         self.resolve_classes(self.names)
         self._checked_size = None
+
+    def snapshot(self) -> EngineState:
+        return EngineState(
+            self.names,
+            self.labels,
+            [(rule, direction, n) for (rule, direction), n in self.totals.items()],
+            dict(self.counts),
+            self.tracks,
+            None if self.aggregate is None else self.aggregate.snapshot(),
+            [
+                RuleSnapshot(settings, msgspec.Raw(encode(state.snapshot())))
+                for settings, state in zip(self._settings, self.states, strict=True)
+            ],
+        )
+
+    def restore(self, saved: EngineState) -> None:
+        """Back to ``saved``, under the rules the engine has now: a rule whose
+        settings are those of a saved one takes its state, any other starts
+        afresh (as a SIGHUP reload does).
+
+        Raises:
+            StateError: a rule's saved state does not decode into its struct.
+        """
+        by_settings = {r.settings: r.state for r in saved.rules}
+        restored = []  # decoded first: a rule that does not fit changes nothing
+        for rule, settings, state in zip(
+            self.rules, self._settings, self.states, strict=True
+        ):
+            raw = by_settings.get(settings)
+            if raw is None:
+                log.info(
+                    "%s: rule %s changed since the checkpoint: it starts afresh",
+                    self.stream_id,
+                    rule.name,
+                )
+                continue
+            restored.append((state, decode(raw, state.state_type)))
+        for state, rule_state in restored:
+            state.restore(rule_state)
+        self.labels = saved.labels
+        self.totals = defaultdict(int, {(r, d): n for r, d, n in saved.totals})
+        self.counts = defaultdict(int, saved.counts)
+        self.tracks = dict(saved.tracks)
+        if self.aggregate is not None and saved.aggregate is not None:
+            self.aggregate.restore(saved.aggregate)
+        self.resolve_classes(saved.names)
 
     def resolve_classes(self, names: tuple[str, ...]) -> None:
         """The model's class names (they come with the first frame)."""

@@ -31,11 +31,10 @@ from pipeline.registry import (
 from pipeline.retention import PRUNED_HELP
 from pipeline.stageplan import RUN_ID_VARIABLE, RuntimeStats, StagePlan
 from pipeline.transport import LinkOptions
-from stages.track.config import PrivacyConfig, SnapshotConfig
+from stages.track.config import PrivacyConfig, SnapshotConfig, TrackerConfig
 from stages.track.recovery import Recovery
 from stages.track.rules import BUILTIN_RULES, RuleBase
 from stages.track.stats import TrackStats
-from stages.track.tracking import TrackerConfig
 
 ANNOTATE_LINK = LinkOptions(hwm=2, linger_ms=0)
 """The lossy link to the annotate stage: two frames queued at most."""

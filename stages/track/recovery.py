@@ -14,11 +14,16 @@ checkpoint still held for the sinks are delivered.
 from __future__ import annotations
 
 import logging
-import pickle
 from dataclasses import dataclass
-from typing import Any
+
+import msgspec
 
 from pipeline.checkpoint import Checkpoint, CheckpointFile
+from pipeline.messages import Frame
+from pipeline.state import decode
+from stages.track.engine import EngineState
+from stages.track.taps import TapsState
+from stages.track.tracking import TrackingState
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +43,18 @@ class Recovery:
 def resumable(recovery: Recovery, found: Checkpoint, stream_id: str) -> bool:
     """Whether to resume from ``found`` (else only its undelivered events go on)."""
     header = found.header
+    assert recovery.checkpoint is not None  # ``found`` was read from it
+    if header.state_format != STATE_FORMAT:
+        log.warning(
+            "%s: the checkpoint %s holds state of format %d, this framechain "
+            "reads format %d: starting the stream over (its undelivered events "
+            "are still delivered)",
+            stream_id,
+            recovery.checkpoint.path,
+            header.state_format,
+            STATE_FORMAT,
+        )
+        return False
     if header.fingerprint != recovery.fingerprint:
         log.warning(
             "%s: the checkpoint was made with other source, decode or detector "
@@ -53,53 +70,36 @@ def resumable(recovery: Recovery, found: Checkpoint, stream_id: str) -> bool:
     return True
 
 
-# What a checkpoint holds of each of the track stage's objects: everything the
-# events after a frame depend on, and nothing that is rebuilt from the config.
-STATE: dict[str, tuple[str, ...]] = {
-    # the tracker and its id counters
-    "tracking": (
-        "next_seq",
-        "epoch",
-        "_tracker",
-        "_tracker_fps",
-        "_id_offset",
-        "_max_track_id",
-        "counters",
-    ),
-    # rule states, per-track confidence and votes, totals and the aggregate
-    "engine": (
-        "rules",
-        "states",
-        "names",
-        "labels",
-        "aggregate",
-        "totals",
-        "counts",
-        "tracks",
-    ),
-    "stage": ("_names", "_last_frame", "_done", "counters"),
-    # which tracks have a snapshot, and under which name
-    "snapshots": ("snapshot_state",),
-}
+STATE_FORMAT = 1
+"""The format of ``TrackState``. 0 was a pickle of the stage's attributes (before
+0.x's explicit state); bump this when a struct below changes in a way an older
+checkpoint would not decode into, or would decode into wrongly."""
 
 
-def dump_state(objects: dict[str, Any]) -> bytes:
-    """The objects' state as checkpoint bytes (numpy arrays travel as buffers)."""
-    parts = {
-        key: tuple(getattr(objects[key], name) for name in names)
-        for key, names in STATE.items()
-    }
-    return pickle.dumps(parts, protocol=pickle.HIGHEST_PROTOCOL)
+class StageState(msgspec.Struct, frozen=True):
+    """The stage's own part: the model's class names, the last frame applied
+    (an interval's end and a lost track's exit are stamped with it), whether
+    the stream's end was applied, and its counters."""
+
+    names: tuple[str, ...]
+    last_frame: Frame | None
+    done: bool
+    counters: dict[str, int]
 
 
-def load_state(data: bytes) -> dict[str, Any]:
-    loaded: dict[str, Any] = pickle.loads(data)  # noqa: S301  our own state folder
-    return loaded
+class TrackState(msgspec.Struct, frozen=True):
+    """A track stage's checkpointed state: everything the events after a frame
+    depend on, and nothing that is rebuilt from the config."""
+
+    tracking: TrackingState
+    engine: EngineState
+    taps: TapsState
+    stage: StageState
 
 
-def apply_state(objects: dict[str, Any], parts: dict[str, Any]) -> None:
-    """Put ``load_state``'s parts back into the objects (the current config's
-    rules are put back over them by the caller)."""
-    for key, names in STATE.items():
-        for name, value in zip(names, parts[key], strict=True):
-            setattr(objects[key], name, value)
+def decode_state(data: bytes) -> TrackState:
+    """
+    Raises:
+        StateError: ``data`` is not a ``TrackState`` of this format.
+    """
+    return decode(data, TrackState)

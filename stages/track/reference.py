@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from stages.track.tracking import TrackerConfig
+from stages.track.config import TrackerConfig
 
 Tracker = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 """(xyxy, confidence) -> (rows, ids) of the confirmed tracks."""

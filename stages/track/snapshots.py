@@ -24,6 +24,7 @@ import numpy.typing as npt
 
 from pipeline.retention import Pacer, Pruned, prune_files
 from stages.track.config import SnapshotConfig
+from stages.track.taps import SnapshotState
 
 log = logging.getLogger(__name__)
 
@@ -92,18 +93,20 @@ class SnapshotStore:
             return str(self._target(track_id, best))  # written when seen again
         return best.path
 
-    def state(self) -> dict[int, tuple[float, str, int, bool]]:
+    def state(self) -> dict[int, SnapshotState]:
         """What a checkpoint keeps of each track's best crop: not the pixels
         (tens of kB a track, at every checkpoint), only whether one was pending."""
         return {
-            track_id: (b.confidence, b.path, b.epoch, b.crop is not None or b.lost)
+            track_id: SnapshotState(
+                b.confidence, b.path, b.epoch, b.crop is not None or b.lost
+            )
             for track_id, b in self._best.items()
         }
 
-    def restore(self, state: dict[int, tuple[float, str, int, bool]]) -> None:
+    def restore(self, state: dict[int, SnapshotState]) -> None:
         self._best = {
-            track_id: _Best(confidence, None, path, epoch, lost=pending)
-            for track_id, (confidence, path, epoch, pending) in state.items()
+            track_id: _Best(s.confidence, None, s.path, s.epoch, lost=s.pending)
+            for track_id, s in state.items()
         }
 
     def expire(self, live: set[int]) -> None:

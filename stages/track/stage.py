@@ -37,20 +37,22 @@ from pipeline.messages import (
 from pipeline.metrics import FrameAges, Histogram
 from pipeline.outbox import Outbox
 from pipeline.stage import Emit, Received, Stage
-from stages.track.config import PrivacyConfig, SnapshotConfig
+from pipeline.state import StateError, encode
+from stages.track.config import PrivacyConfig, SnapshotConfig, TrackerConfig
 from stages.track.engine import RuleEngine
 from stages.track.recovery import (
+    STATE_FORMAT,
     Recovery,
-    apply_state,
-    dump_state,
-    load_state,
+    StageState,
+    TrackState,
+    decode_state,
     resumable,
 )
 from stages.track.rules import BUILTIN_RULES, Rule, RuleBase
 from stages.track.rules.base import rule_types
 from stages.track.stats import TrackStats
 from stages.track.taps import MediaTaps
-from stages.track.tracking import TrackerConfig, Tracking
+from stages.track.tracking import Tracking
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +124,6 @@ class TrackStage(Stage):
         return self.engine.rules
 
     def setup(self) -> None:
-        from stages.track import bytetrack  # noqa: F401  imports lap: before frames
-
         self.taps.setup()
         self._restore()
 
@@ -133,19 +133,27 @@ class TrackStage(Stage):
         undelivered events go to the sinks in any case."""
         store = self.recovery.checkpoint
         found = store.load() if store is not None else None
-        if found is None:
+        if store is None or found is None:
             return
-        if not resumable(self.recovery, found, self.stream_id):
+        resumed = resumable(self.recovery, found, self.stream_id)
+        if resumed:
+            try:
+                self.restore(decode_state(found.state))
+            except StateError as e:
+                resumed = False
+                log.warning(
+                    "%s: the checkpoint %s does not restore (%s): starting the "
+                    "stream over (its undelivered events are still delivered)",
+                    self.stream_id,
+                    store.path,
+                    e,
+                )
+        if not resumed:
             self.outbox.restore(found.header.outbox, events_only=True)
             self.outbox.changed = bool(self.outbox)
             return
         self.outbox.restore(found.header.outbox)
-        rules = self.engine.rules
-        apply_state(self._stateful(), load_state(found.state))
-        self.engine.replace_rules(rules)  # the current config's rules keep state
         self._restored_from = found.header.seq
-        self.taps.set_epoch(self.tracking.epoch)
-        self.taps.resolve_classes(self._names)
         log.info(
             "%s: resumed from the checkpoint after frame %d (%d events still to store)",
             self.stream_id,
@@ -153,20 +161,40 @@ class TrackStage(Stage):
             len(self.outbox),
         )
 
-    def _stateful(self) -> dict[str, Any]:
-        """The objects whose state a checkpoint holds (``recovery.STATE``)."""
-        return {
-            "tracking": self.tracking,
-            "engine": self.engine,
-            "stage": self,
-            "snapshots": self.taps,
-        }
+    def snapshot(self) -> TrackState:
+        """Everything the events after the last frame applied depend on."""
+        return TrackState(
+            self.tracking.snapshot(),
+            self.engine.snapshot(),
+            self.taps.snapshot(),
+            StageState(self._names, self._last_frame, self._done, dict(self.counters)),
+        )
+
+    def restore(self, saved: TrackState) -> None:
+        """Back to ``saved``, under the current config's tracker and rules.
+
+        Raises:
+            StateError: a rule's part does not fit (then nothing of it is kept:
+            the engine checks every rule before it changes anything, and
+            nothing after it can fail).
+        """
+        self.engine.restore(saved.engine)
+        self.tracking.restore(saved.tracking)
+        self.taps.restore(saved.taps)
+        stage = saved.stage
+        self._names, self._last_frame, self._done = (
+            stage.names,
+            stage.last_frame,
+            stage.done,
+        )
+        self.counters = defaultdict(int, stage.counters)
+        self.taps.set_epoch(self.tracking.epoch)
+        self.taps.resolve_classes(self._names)
 
     def _checkpoint(self) -> None:
         store = self.recovery.checkpoint
         if store is None:
             return
-        state = dump_state(self._stateful())
         header = CheckpointHeader(
             run_id=self.recovery.run_id,
             fingerprint=self.recovery.fingerprint,
@@ -174,8 +202,9 @@ class TrackStage(Stage):
             seq=self.tracking.next_seq - 1,
             ended=self._done,
             outbox=self.outbox.encoded(),
+            state_format=STATE_FORMAT,
         )
-        store.save(header, state)
+        store.save(header, encode(self.snapshot()))
         self.outbox.changed = False
 
     def _resume(self) -> Emit:

@@ -29,6 +29,23 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class SnapshotState(msgspec.Struct, frozen=True, array_like=True):
+    """A track's best crop as a checkpoint keeps it: its confidence, its file
+    and epoch, and whether a better crop was still to be written (the next crop
+    of the track is then taken whatever its confidence)."""
+
+    confidence: float
+    path: str
+    epoch: int
+    pending: bool
+
+
+class TapsState(msgspec.Struct, frozen=True):
+    """Each track's snapshot bookkeeping (empty with snapshots off)."""
+
+    snapshots: dict[int, SnapshotState]
+
+
 class MediaTaps:
     def __init__(
         self,
@@ -108,15 +125,14 @@ class MediaTaps:
         """The track's snapshot file (its name carries the epoch it began in)."""
         return self.snapshots.path(track_id) if self.snapshots is not None else ""
 
-    @property
-    def snapshot_state(self) -> dict[int, tuple[float, str, int, bool]]:
-        """Each track's snapshot bookkeeping, for the checkpoint."""
-        return self.snapshots.state() if self.snapshots is not None else {}
+    def snapshot(self) -> TapsState:
+        return TapsState(self.snapshots.state() if self.snapshots is not None else {})
 
-    @snapshot_state.setter
-    def snapshot_state(self, state: dict[int, tuple[float, str, int, bool]]) -> None:
+    def restore(self, saved: TapsState) -> None:
+        """Back to ``saved`` (after ``setup``); with snapshots turned off since,
+        there is nothing to restore."""
         if self.snapshots is not None:
-            self.snapshots.restore(state)
+            self.snapshots.restore(saved.snapshots)
 
     def set_epoch(self, epoch: int) -> None:
         """The epoch of the frames offered from now on (names live snapshots)."""

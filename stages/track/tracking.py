@@ -11,48 +11,22 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import replace
-from typing import TYPE_CHECKING, Literal
 
+import msgspec
 import numpy as np
-from pydantic import Field
 
-from pipeline.configtypes import StrictModel
 from pipeline.detections import Detections
 from pipeline.messages import Ack, Detected, EndOfStream, Message, StreamStatus
-
-if TYPE_CHECKING:
-    from stages.track.bytetrack import ByteTrack
+from stages.track.bytetrack import ByteTrack, ByteTrackState, lost_frames_budget
+from stages.track.config import TrackerConfig
 
 log = logging.getLogger(__name__)
-
-
-class TrackerConfig(StrictModel):
-    kind: Literal["bytetrack"] = Field(
-        default="bytetrack", description="Tracker algorithm."
-    )
-    lost_track_s: float = Field(
-        default=1.0, gt=0, le=3600, description="Keep a lost track this many seconds."
-    )
-    activation_threshold: float = Field(
-        default=0.25, gt=0, lt=1, description="Minimum confidence that starts a track."
-    )
-    high_confidence: float = Field(
-        default=0.5, gt=0, lt=1, description="First-stage association threshold."
-    )
-    min_consecutive_frames: int = Field(
-        default=2, ge=1, le=1000, description="Frames before a new track gets an id."
-    )
-    match_iou: float = Field(
-        default=0.1, gt=0, lt=1, description="Minimum IoU to match."
-    )
 
 
 def make_tracker(config: TrackerConfig, fps: float) -> ByteTrack:
     """A camera's tracker for a stream at ``fps`` (the lost budget is in seconds,
     so it means the same at any frame rate). Shared with the tracker benchmark and
     its parity tests."""
-    from stages.track.bytetrack import ByteTrack, lost_frames_budget
-
     return ByteTrack(
         max_lost_frames=lost_frames_budget(config.lost_track_s, fps),
         activation_threshold=config.activation_threshold,
@@ -60,6 +34,19 @@ def make_tracker(config: TrackerConfig, fps: float) -> ByteTrack:
         min_consecutive_frames=config.min_consecutive_frames,
         match_iou=config.match_iou,
     )
+
+
+class TrackingState(msgspec.Struct, frozen=True):
+    """Where the sequence stands, the tracker (None before the first frame or
+    after an outage) and the rate it was built for, and the id offsets."""
+
+    next_seq: int
+    epoch: int
+    tracker: ByteTrackState | None
+    tracker_fps: float
+    id_offset: int
+    max_track_id: int
+    counters: dict[str, int]
 
 
 class Tracking:
@@ -77,6 +64,28 @@ class Tracking:
         self._tracker_fps = 0.0
         self._id_offset = 0
         self._max_track_id = -1
+
+    def snapshot(self) -> TrackingState:
+        return TrackingState(
+            self.next_seq,
+            self.epoch,
+            None if self._tracker is None else self._tracker.snapshot(),
+            self._tracker_fps,
+            self._id_offset,
+            self._max_track_id,
+            dict(self.counters),
+        )
+
+    def restore(self, saved: TrackingState) -> None:
+        """Back to ``saved``; the tracker is rebuilt from this config at the saved
+        rate and given its tracks."""
+        self.next_seq, self.epoch = saved.next_seq, saved.epoch
+        self._tracker, self._tracker_fps = None, saved.tracker_fps
+        if saved.tracker is not None:
+            self._tracker = make_tracker(self.config, saved.tracker_fps)
+            self._tracker.restore(saved.tracker)
+        self._id_offset, self._max_track_id = saved.id_offset, saved.max_track_id
+        self.counters = defaultdict(int, saved.counters)
 
     def admit(self, message: Message) -> int | None:
         """The sequence number of ``message`` if it is the next one due; None for

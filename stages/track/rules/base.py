@@ -31,6 +31,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Protocol
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 from pydantic import Field
@@ -114,9 +115,17 @@ class Rule(ABC):
     ``evaluate`` is called once per tracked frame, in frame order, with the rows of
     the frame's detections that the rule's classes select; it returns the events
     that frame caused. Everything is a function of frame times, never the clock.
+
+    What the events after a frame depend on is the rule's state: ``snapshot``
+    hands it to the track stage's checkpoint as a ``state_type`` struct, and
+    ``restore`` takes it back in a fresh rule built from the same config. A rule
+    with nothing to carry returns an empty struct. Adding a field with a default
+    keeps older checkpoints readable; any other change to the struct makes them
+    refused (the stream starts over), never restored wrong.
     """
 
     config_type: ClassVar[type[RuleBase]]
+    state_type: ClassVar[type[msgspec.Struct]]
 
     def __init__(self, config: Any, lost_track_s: float) -> None:
         self.config = config
@@ -131,6 +140,14 @@ class Rule(ABC):
         ids: npt.NDArray[np.int64],
     ) -> list[Event]:
         """This frame's events."""
+
+    @abstractmethod
+    def snapshot(self) -> msgspec.Struct:
+        """The rule's state, as a ``state_type``."""
+
+    @abstractmethod
+    def restore(self, saved: Any) -> None:
+        """Back to ``saved`` (a ``state_type``), in a rule just built."""
 
     def end_tracks(self, context: RuleContext, frame: Frame) -> list[Event]:
         """The camera went away: every track ends (``frame``: the last one)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 from pydantic import Field, model_validator
@@ -85,7 +86,7 @@ class CrowdMonitor:
     active: bool = False
     started: float = 0.0
     peak: int = 0
-    _holding_since: float | None = None
+    holding_since: float | None = None
 
     def update(
         self, anchors: npt.NDArray[np.float32], now: float
@@ -97,31 +98,42 @@ class CrowdMonitor:
         )
         holding = count < self.clear_below if self.active else count >= self.threshold
         if not holding:
-            self._holding_since = None
+            self.holding_since = None
             if self.active:
                 self.peak = max(self.peak, count)
             return None
-        if self._holding_since is None:
-            self._holding_since = now
-        since = self._holding_since
+        if self.holding_since is None:
+            self.holding_since = now
+        since = self.holding_since
         if self.active:
             if now - since < self.clear_duration_s:
                 return None
-            self.active, self._holding_since = False, None
+            self.active, self.holding_since = False, None
             return CrowdChange(
                 "crowd_end", since, count, self.peak, since - self.started
             )
         self.peak = max(self.peak if since != now else 0, count)
         if now - since < self.min_duration_s:
             return None
-        self.active, self.started, self._holding_since = True, since, None
+        self.active, self.started, self.holding_since = True, since, None
         return CrowdChange("crowd_start", since, count, self.peak, 0.0)
+
+
+class CrowdState(msgspec.Struct, frozen=True):
+    """Whether a crowd is on, since when and its peak, and since when the count
+    has held on the other side of its level."""
+
+    active: bool
+    started: float
+    peak: int
+    holding_since: float | None
 
 
 class CrowdRule(Rule):
     """An event when a crowd starts and when it ends."""
 
     config_type = CrowdRuleConfig
+    state_type = CrowdState
 
     def __init__(self, config: CrowdRuleConfig, lost_track_s: float) -> None:
         super().__init__(config, lost_track_s)
@@ -160,6 +172,15 @@ class CrowdRule(Rule):
                 },
             )
         ]
+
+    def snapshot(self) -> CrowdState:
+        m = self.monitor
+        return CrowdState(m.active, m.started, m.peak, m.holding_since)
+
+    def restore(self, saved: CrowdState) -> None:
+        m = self.monitor
+        m.active, m.started, m.peak = saved.active, saved.started, saved.peak
+        m.holding_since = saved.holding_since
 
     def overlay(self, context: RuleContext) -> OverlayZone | None:
         rule = self.config

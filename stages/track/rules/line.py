@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 from pydantic import Field, model_validator
@@ -50,8 +51,9 @@ class Crossing:
     direction: Literal["in", "out"]
 
 
-@dataclass(slots=True)
-class _TrackSide:
+class TrackSide(msgspec.Struct, array_like=True, gc=False):
+    """Where one track stands relative to the line."""
+
     side: int  # +1 right of the line, -1 left
     distance: float  # signed distance of the last point on ``side``
     along: float  # its position along the segment (0 at start, 1 at end)
@@ -73,7 +75,7 @@ class LineCounter:
     end: npt.NDArray[np.float64]
     band_px: float
     confirm_frames: int = 1
-    tracks: dict[int, _TrackSide] = field(default_factory=dict)
+    tracks: dict[int, TrackSide] = field(default_factory=dict)
 
     def update(
         self,
@@ -96,7 +98,7 @@ class LineCounter:
             state = self.tracks.get(track_id)
             if state is None:
                 if side:
-                    self.tracks[track_id] = _TrackSide(side, d, t, now)
+                    self.tracks[track_id] = TrackSide(side, d, t, now)
                 continue
             state.seen = now
             if side == 0:
@@ -117,7 +119,7 @@ class LineCounter:
                 crossings.append(
                     Crossing(track_id, int(class_ids[i]), "in" if side > 0 else "out")
                 )
-            self.tracks[track_id] = _TrackSide(side, d, t, now)
+            self.tracks[track_id] = TrackSide(side, d, t, now)
         return crossings
 
     def forget(self, older_than: float) -> None:
@@ -127,11 +129,18 @@ class LineCounter:
             del self.tracks[track_id]
 
 
+class LineState(msgspec.Struct, frozen=True):
+    """Each track's confirmed side (the running totals are the engine's)."""
+
+    tracks: dict[int, TrackSide]
+
+
 class LineRule(Rule):
     """Counts crossings per direction; every crossing is an event carrying the
     line's running totals."""
 
     config_type = LineRuleConfig
+    state_type = LineState
 
     def __init__(self, config: LineRuleConfig, lost_track_s: float) -> None:
         super().__init__(config, lost_track_s)
@@ -175,6 +184,12 @@ class LineRule(Rule):
                 )
             )
         return events
+
+    def snapshot(self) -> LineState:
+        return LineState(self.counter.tracks)
+
+    def restore(self, saved: LineState) -> None:
+        self.counter.tracks = dict(saved.tracks)
 
     def end_tracks(self, context: RuleContext, frame: Frame) -> list[Event]:
         self.counter.tracks.clear()

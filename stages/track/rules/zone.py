@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 from pydantic import Field
@@ -94,8 +95,9 @@ class Visit:
     reason: str = ""
 
 
-@dataclass(slots=True)
-class _Presence:
+class Presence(msgspec.Struct, array_like=True, gc=False):
+    """One track's confirmed state in a zone, and the frames against it."""
+
     class_id: int
     inside: bool  # confirmed state
     since: float  # when the confirmed state began
@@ -117,7 +119,7 @@ class ZoneVisits:
     confirm_frames: int = 2
     loiter_s: float | None = None
     lost_after_s: float = 1.0
-    tracks: dict[int, _Presence] = field(default_factory=dict)
+    tracks: dict[int, Presence] = field(default_factory=dict)
 
     def update(
         self,
@@ -134,7 +136,7 @@ class ZoneVisits:
             is_inside = bool(inside[i])
             state = self.tracks.get(track_id)
             if state is None:
-                state = self.tracks[track_id] = _Presence(
+                state = self.tracks[track_id] = Presence(
                     int(class_ids[i]), False, now, now
                 )
             state.seen = now
@@ -207,11 +209,19 @@ class ZoneVisits:
         return visits
 
 
+class ZoneState(msgspec.Struct, frozen=True):
+    """The last occupancy reported (per class id), and each track's presence."""
+
+    last: dict[int, int] | None
+    tracks: dict[int, Presence]
+
+
 class ZoneRule(Rule):
     """Occupancy events when the count per class changes, and each track's visits;
     with ``min_mask_overlap``, membership by mask overlap instead of the anchor."""
 
     config_type = ZoneRuleConfig
+    state_type = ZoneState
 
     def __init__(self, config: ZoneRuleConfig, lost_track_s: float) -> None:
         super().__init__(config, lost_track_s)
@@ -276,6 +286,13 @@ class ZoneRule(Rule):
         inside = subset.masks.area_inside(region) >= share * np.maximum(areas, 1)
         coverage = subset.masks.coverage(region) / max(1, int(region.sum()))
         return inside & (areas > 0), round(coverage, 4)
+
+    def snapshot(self) -> ZoneState:
+        return ZoneState(self.occupancy.last, self.visits.tracks)
+
+    def restore(self, saved: ZoneState) -> None:
+        self.occupancy.last = saved.last
+        self.visits.tracks = dict(saved.tracks)
 
     def end_tracks(self, context: RuleContext, frame: Frame) -> list[Event]:
         return [
