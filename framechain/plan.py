@@ -1,11 +1,14 @@
 """Turns a config into the chain of stage processes and the links between them.
 
-Endpoints are named; by default each is an ``ipc://`` socket in the run's private
-runtime folder, and ``links.endpoints`` can move any of them to ``tcp://`` (pixels then
-travel inline instead of through shared memory)::
+The links come from the ports each kind declares (``pipeline.topology``). Endpoints
+are named after the process that binds them; by default each is an ``ipc://``
+socket in the run's private runtime folder, and ``links.endpoints`` can move any of
+them to ``tcp://`` (pixels then travel inline instead of through shared memory).
+With the built-in kinds::
 
     capture.<cam>.out  -> decode.<cam>  -> detect.in -> track.<cam>.in -> sink.<name>.in
                           decode.<cam>.acks <- track.<cam> (acknowledgements)
+                          track.<cam>.stored <- sink.<name> (stored, acknowledgements)
                                                 track.<cam> -> annotate.<cam>.in (lossy)
 """
 
@@ -20,8 +23,9 @@ from pipeline.config import LoadedConfig
 from pipeline.errors import ConfigError
 from pipeline.group import group_plan
 from pipeline.processes import StageRoles
-from pipeline.registry import PlanContext, StageKind
+from pipeline.registry import PlanContext, Process, StageKind
 from pipeline.stageplan import StagePlan
+from pipeline.topology import Wiring
 from pipeline.transport import CurveKeys, Endpoint, LinkOptions
 
 
@@ -58,19 +62,10 @@ def _build_plan(loaded: LoadedConfig, name: str, runtime_dir: Path) -> StagePlan
     def uri(endpoint: str) -> str:
         return endpoint_uri(loaded, runtime_dir, endpoint)
 
-    def link(
-        port: str, socket_type: int, endpoint: str, bind: bool, options: LinkOptions
-    ) -> Endpoint:
-        address = uri(endpoint)
-        keys = (
-            curve_keys(loaded, endpoint, bind) if address.startswith("tcp://") else None
-        )
-        return Endpoint(port, socket_type, address, bind, options, keys)
-
     context = PlanContext(
         loaded,
         runtime_dir,
-        link,
+        loaded.registry.wiring(loaded.config),
         uri,
         {
             "frames": LinkOptions(hwm=links.frame_hwm, linger_ms=0),
@@ -80,26 +75,57 @@ def _build_plan(loaded: LoadedConfig, name: str, runtime_dir: Path) -> StagePlan
     )
     process = loaded.registry.process(loaded.config, name)
     if process.members:
-        plans = {m.name: m.kind.plan(context, m.instance) for m in process.members}
+        plans = {m.name: _wired(context, m) for m in process.members}
         return group_plan(name, process.kind.name, plans)
-    return process.kind.plan(context, process.instance)
+    return _wired(context, process)
+
+
+def _wired(context: PlanContext, process: Process) -> StagePlan:
+    """A process's plan from its kind, with the sockets its ports are wired to."""
+    loaded = context.loaded
+    plan = process.kind.plan(context, process.instance)
+    endpoints = []
+    lossy = set(plan.lossy_ports)
+    for wired in context.wiring.sockets(process.name):
+        port = wired.port
+        address = context.uri(wired.endpoint)
+        keys = (
+            curve_keys(loaded, wired.endpoint, wired.bind)
+            if address.startswith("tcp://")
+            else None
+        )
+        options = port.options or context.links[port.link]
+        socket_type = zmq.PULL if port.direction == "in" else zmq.PUSH
+        endpoints.append(
+            Endpoint(
+                port.name,
+                socket_type,
+                address,
+                wired.bind,
+                options,
+                keys,
+                wired.aliases,
+            )
+        )
+        if port.lossy:
+            lossy.add(port.name)
+    return replace(
+        plan, endpoints=plan.endpoints + tuple(endpoints), lossy_ports=frozenset(lossy)
+    )
 
 
 def stage_roles(loaded: LoadedConfig) -> StageRoles:
     """What the supervisor needs to know of this config's stages, from their kinds."""
     processes = loaded.registry.processes(loaded.config)
+    order = {id(kind): i for i, kind in enumerate(loaded.registry.kinds())}
     heads = sorted(
-        (p for p in processes if p.kind.ends_streams), key=lambda p: -p.kind.position
+        (p for p in processes if p.kind.ends_streams), key=lambda p: -order[id(p.kind)]
     )
+    wiring = loaded.registry.wiring(loaded.config)
     companions = {
-        p.name: tuple(
-            q.name
-            for q in processes
-            if q.kind.name in p.kind.restarts_with
-            and q.instance.target == p.instance.target
-        )
+        p.name: feeders(wiring, processes, p)
         for p in processes
-        if p.kind.restarts_with
+        if p.kind.restarts_feeders
     }
     return StageRoles(
         terminal=frozenset(p.name for p in processes if p.kind.role == "terminal"),
@@ -110,6 +136,21 @@ def stage_roles(loaded: LoadedConfig) -> StageRoles:
             p.name: tuple(m.name for m in p.members) for p in processes if p.members
         },
     )
+
+
+def feeders(
+    wiring: Wiring, processes: list[Process], process: Process
+) -> tuple[str, ...]:
+    """The processes that feed ``process``'s ``restarts_feeders`` ports (for a
+    group, its members' feeders' processes): restarted with it."""
+    members = {m.name for m in process.each()}
+    fed = {
+        link.producer.name
+        for link in wiring.links
+        if link.consumer.name in members
+        and link.into.name in process.kind.restarts_feeders
+    }
+    return tuple(p.name for p in processes if any(m.name in fed for m in p.each()))
 
 
 def process_kinds(loaded: LoadedConfig) -> dict[str, StageKind]:

@@ -66,8 +66,12 @@ def print_summary(
     by_camera: dict[str, list[str]] = {camera: [] for camera in loaded.config.cameras}
     shared: list[str] = []
     stages = supervisor.snapshot()["stages"]  # a camera group's members each
-    # per camera the stage nearest the events first (track's line heads its block)
-    for name in sorted(kinds, key=lambda n: -kinds[n].position):
+    # per camera the stage nearest the events first (track's line heads its
+    # block): ``kinds`` lists stages in the chain's order
+    rank: dict[int, int] = {}
+    for kind in kinds.values():
+        rank.setdefault(id(kind), len(rank))
+    for name in sorted(kinds, key=lambda n: -rank[id(kinds[n])]):
         kind, target = kinds[name], name.partition(".")[2]
         if kind.summary is None or name not in stages:
             continue

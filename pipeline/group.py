@@ -211,7 +211,12 @@ def group_plan(name: str, kind: str, members: Mapping[str, StagePlan]) -> StageP
     blocking: dict[str, tuple[str, ...]] = {}
     for member, plan in members.items():
         endpoints += [
-            replace(e, port=member_port(member, e.port)) for e in plan.endpoints
+            replace(
+                e,
+                port=member_port(member, e.port),
+                aliases=tuple(member_port(member, a) for a in e.aliases),
+            )
+            for e in plan.endpoints
         ]
         lossy |= {member_port(member, p) for p in plan.lossy_ports}
         blocking[member] = tuple(

@@ -30,13 +30,14 @@ from dataclasses import dataclass
 
 from pipeline.messages import EndOfStream, Event, Mark, Message, Stored, decode, encode
 from pipeline.stage import Emit
+from pipeline.topology import route
 
 MARK_INTERVAL_S = 1.0
 
 
 def sink_port(sink: str) -> str:
     """The output port of the link to one sink."""
-    return f"events.{sink}"
+    return route("events", sink)
 
 
 @dataclass(slots=True)

@@ -22,17 +22,22 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import msgspec
 
 from pipeline.errors import ConfigError
+from pipeline.topology import Port, Wiring, chain_order
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from pipeline.config import LoadedConfig, ResolveContext
     from pipeline.stageplan import StagePlan
-    from pipeline.transport import Endpoint, LinkOptions
+    from pipeline.transport import LinkOptions
 
 Role = Literal["source", "transform", "terminal"]
 """source: reads the outside world; transform: message in, message out;
 terminal: the end of the chain, exits by itself once every stream has ended."""
+
+Scope = Literal["camera", "single", "named"]
+"""camera: one process per camera (the instance's target is the camera);
+single: one process for every camera; named: one per config entry (a sink)."""
 
 Where = Literal["root", "camera"]
 
@@ -109,25 +114,30 @@ class StageKind:
     Attributes:
         name: the process name prefix (``capture`` -> ``capture.cam1``).
         role: see ``Role``.
-        position: order along the chain, upstream first (start order, ordered stop).
+        scope: see ``Scope``.
         instances: the processes a loaded config asks of this kind.
-        plan: builds one process's plan (called in the supervisor and in the stage).
-        endpoints: the link endpoint names this kind's processes bind.
+        plan: builds one process's plan (called in the supervisor and in the
+            stage); its sockets come from ``ports`` (``pipeline.topology``).
+        ports: the streams its processes consume and produce; the chain's
+            wiring and order are derived from every kind's ports.
+        pixels: what it needs of a camera's decoded pixels
+            (``topology.FULL_FRAMES``, a size, or None: it reads none); decode
+            scales frames only when every reader agrees on a smaller size.
         sections / variant: the config this kind owns: keys of the tree, or
             (``variant``: slot name, config model) one member of a union
             (``Registry.add_slot``).
         ends_streams: SIGUSR1 at an orderly stop ends its streams (stream heads);
             kinds further down the chain get it first.
         reloads: SIGHUP reloads what can change without a restart.
-        restarts_with: the kinds whose process of the same instance restarts
+        restarts_feeders: its ``in`` ports whose producing processes restart
             whenever one of this kind does (a decode that starts over needs its
             capture to read the stream from the start again).
         groupable: one process may serve several cameras' instances
             (``supervisor.cameras_per_process``, ``pipeline/group.py``).
         progress: for the progress bar, whether this kind counts frames ``done``
             or the ``total`` to do (-1: unknown), and how to read it.
-        resolve: checks that need more than the YAML (model files), in position
-            order; its return value is kept in ``LoadedConfig.resolved[name]``.
+        resolve: checks that need more than the YAML (model files), in the
+            chain's order; its return value is kept in ``LoadedConfig.resolved[name]``.
         metrics / summary / camera_state: how its heartbeat stats are reported;
             ``metrics(name, stats, chain)`` also sees ``chain``, each numeric stat
             summed over every stage (events produced, for a sink's backlog).
@@ -135,15 +145,16 @@ class StageKind:
 
     name: str
     role: Role
-    position: int
+    scope: Scope
     instances: Callable[[Any], list[Instance]]
     plan: PlanBuilder
-    endpoints: Callable[[Any], set[str]] = lambda _config: set()
+    ports: tuple[Port, ...] = ()
+    pixels: Callable[[LoadedConfig, str], Any] | None = None
     sections: tuple[Section, ...] = ()
     variant: tuple[str, type] | None = None
     ends_streams: bool = False
     reloads: bool = False
-    restarts_with: tuple[str, ...] = ()
+    restarts_feeders: tuple[str, ...] = ()
     groupable: bool = False
     progress: tuple[Literal["done", "total"], Callable[[StatsView], int]] | None = None
     resolve: Callable[[ResolveContext], Any] | None = None
@@ -154,15 +165,24 @@ class StageKind:
 
 @dataclass(frozen=True, slots=True)
 class PlanContext:
-    """What a plan builder may use: the loaded config, the run's runtime folder, and
-    helpers for links (``uri``, ``link``) the application provides."""
+    """What a plan builder may use: the loaded config, the run's runtime folder,
+    the config's wiring (whom a port reaches) and where an endpoint is."""
 
     loaded: LoadedConfig
     runtime_dir: Path
-    link: Callable[..., Endpoint]
+    wiring: Wiring
     uri: Callable[[str], str]
     links: Mapping[str, LinkOptions] = field(default_factory=dict)
     """Link options by use: ``frames``, ``packets``, ``events``."""
+
+    def local(self, process: str, port: str) -> bool:
+        """Whether every link of a process's port stays on this host (ipc://):
+        frames may then travel through shared memory."""
+        return all(
+            self.uri(w.endpoint).startswith("ipc://")
+            for w in self.wiring.sockets(process)
+            if w.port.name == port
+        )
 
 
 # between a group's first and last camera: never in a camera name (so a group's
@@ -225,8 +245,8 @@ class Registry:
         return dict(self._variants.get(slot, {}))
 
     def kinds(self) -> list[StageKind]:
-        """Every kind, upstream first."""
-        return sorted(self._kinds.values(), key=lambda k: k.position)
+        """Every kind in the chain's order, upstream first (``topology``)."""
+        return chain_order(list(self._kinds.values()))
 
     def sections(self, where: Where) -> list[Section]:
         return [s for k in self.kinds() for s in k.sections if s.where == where]
@@ -287,8 +307,14 @@ class Registry:
         names = ", ".join(p.name for p in self.processes(config))
         raise KeyError(f"no stage named {name!r}; this config has {names}")
 
+    def wiring(self, config: Any) -> Wiring:
+        """Every link of a validated config's processes."""
+        return Wiring.of(
+            self.kinds(), self.processes(config), list(getattr(config, "cameras", {}))
+        )
+
     def endpoint_names(self, config: Any) -> set[str]:
-        return {e for kind in self.kinds() for e in kind.endpoints(config)}
+        return self.wiring(config).bound_endpoints()
 
     def load_plugins(self, modules: Sequence[str]) -> None:
         """Import plugin modules; each calls ``register(registry)`` on this one.

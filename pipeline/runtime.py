@@ -15,7 +15,6 @@ from collections.abc import Iterable
 from types import FrameType
 from typing import Any
 
-import msgspec
 import zmq
 
 from pipeline.errors import ConfigError, FramechainError, MessageError, PermanentError
@@ -24,7 +23,7 @@ from pipeline.payload import check_stream
 from pipeline.processes import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_PERMANENT
 from pipeline.recording import Recorder
 from pipeline.stage import Emit, Received, Stage, drain_fd
-from pipeline.stageplan import RuntimeStats, StagePlan
+from pipeline.stageplan import RuntimeStats, StagePlan, merged_stats
 from pipeline.transport import Endpoint, LinkOptions, make_socket, receive, send
 
 log = logging.getLogger(__name__)
@@ -61,6 +60,7 @@ class StageRuntime:
         self.next_heartbeat = 0.0
         self.counters: dict[str, int] = defaultdict(int)
         self.dropped: dict[str, int] = defaultdict(int)  # lossy output port -> n
+        self._lossy: set[str] = set()  # lossy ports and their routed names
         self.state = "starting"
         self.stage: Stage | None = None
         self._authenticator: Any = None
@@ -151,7 +151,10 @@ class StageRuntime:
                 if endpoint.uri.startswith("tcp://"):
                     self.network_ports.add(endpoint.port)
             else:
-                self.outputs[endpoint.port].append(sock)
+                for port in (endpoint.port, *endpoint.aliases):
+                    self.outputs[port].append(sock)
+                    if endpoint.port in self.plan.lossy_ports:
+                        self._lossy.add(port)
         if self.control_uri:
             self.control = make_socket(self.context, _control(self.control_uri, 200))
 
@@ -286,8 +289,7 @@ class StageRuntime:
         # Only media (packets, annotated frames) and marks (sent again every second
         # until answered; a sink gone at the end would hold us) are ever dropped.
         lossy = isinstance(emit.message, Mark) or (
-            emit.port in self.plan.lossy_ports
-            and isinstance(emit.message, Packet | Detected)
+            emit.port in self._lossy and isinstance(emit.message, Packet | Detected)
         )
         while True:
             try:
@@ -365,20 +367,17 @@ class StageRuntime:
         for recorder in self.recorders.values():
             recorder.flush()
         times = os.times()
-        stats: dict[str, Any] = msgspec.to_builtins(
-            RuntimeStats(
-                **self.counters,
-                dropped=dict(self.dropped),
-                cpu_s=times.user + times.system,
-                input_ended=self.stage is not None and self.stage.input_ended(),
-                stalled_s=self._stalled_s(now),
-                last_error=self.last_error,
-                problem="",  # the stage's own stats say it
-            )
+        runtime = RuntimeStats(
+            **self.counters,
+            dropped=dict(self.dropped),
+            cpu_s=times.user + times.system,
+            input_ended=self.stage is not None and self.stage.input_ended(),
+            stalled_s=self._stalled_s(now),
+            last_error=self.last_error,
+            problem="",  # the stage's own stats say it
         )
         own = self.stage.stats() if self.stage is not None else None
-        if own is not None:
-            stats.update(msgspec.to_builtins(own))
+        stats = merged_stats(runtime, own)
         beat = Heartbeat(self.plan.name, os.getpid(), time.time(), self.state, stats)
         try:
             send(self.control, beat, flags=zmq.NOBLOCK)

@@ -7,9 +7,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
+from pipeline.errors import PermanentError
 from pipeline.stage import Stage
 from pipeline.transport import Endpoint
 
@@ -57,3 +59,27 @@ class RuntimeStats(msgspec.Struct, kw_only=True):
     # what the operator must hear when the run ends, though the stage went on (a
     # file read only in part); a stage's own stats set it
     problem: str = ""
+
+
+def merged_stats(runtime: RuntimeStats, own: msgspec.Struct | None) -> dict[str, Any]:
+    """A heartbeat's statistics: the runtime's, and the stage's own over them
+    (a stage may set ``problem``).
+
+    Raises:
+        PermanentError: a stage stat has a runtime stat's name and another type
+            (a kind's bug: every heartbeat would be unreadable).
+    """
+    stats: dict[str, Any] = msgspec.to_builtins(runtime)
+    if own is None:
+        return stats
+    theirs: dict[str, Any] = msgspec.to_builtins(own)
+    stats.update(theirs)
+    try:
+        msgspec.convert(stats, RuntimeStats, strict=False)
+    except msgspec.ValidationError as e:
+        clash = sorted(set(theirs) & set(RuntimeStats.__struct_fields__))
+        raise PermanentError(
+            f"{type(own).__name__} reports {', '.join(clash)}, a runtime statistic "
+            f"of another type ({e}); rename the field in the stage's stats"
+        ) from None
+    return stats

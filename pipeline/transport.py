@@ -45,7 +45,8 @@ class CurveKeys:
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """One end of a link: which socket type, where, and whether this end binds."""
+    """One end of a link: which socket type, where, and whether this end binds.
+    ``aliases``: more port names that send on this socket (``topology.route``)."""
 
     port: str
     socket_type: int
@@ -53,6 +54,7 @@ class Endpoint:
     bind: bool
     options: LinkOptions = LinkOptions()
     curve: CurveKeys | None = None
+    aliases: tuple[str, ...] = ()
 
 
 def make_socket(context: zmq.Context[Any], endpoint: Endpoint) -> zmq.Socket[Any]:

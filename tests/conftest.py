@@ -28,6 +28,25 @@ ASSETS = Path(
 )
 
 
+MODULE_LINES_ADVISED = 400
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Advice, not a failure: modules past a few hundred lines usually hold more
+    than one job; split them where their jobs part, not where a counter says."""
+    large = sorted(
+        (lines, str(path.relative_to(REPO)))
+        for package in ("pipeline", "stages", "framechain", "benchmarks")
+        for path in (REPO / package).rglob("*.py")
+        if (lines := len(path.read_text().splitlines())) > MODULE_LINES_ADVISED
+    )
+    if large:
+        terminalreporter.write_line(
+            f"advice: modules over {MODULE_LINES_ADVISED} lines, to split at their "
+            "seams: " + ", ".join(f"{name} ({lines})" for lines, name in large)
+        )
+
+
 @pytest.fixture(scope="session")
 def assets() -> Path:
     if not (ASSETS / "yolo11n.onnx").is_file():

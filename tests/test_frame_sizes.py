@@ -15,8 +15,8 @@ from framechain.app import load
 from pipeline.messages import Frame
 from pipeline.payload import check_payload
 from stages.decode.convert import BgrConverter
+from stages.decode.kind import scaled_input
 from stages.decode.stage import DecodeConfig, DecodeStage
-from stages.detect.kind import model_size_pixels
 from stages.detect.letterbox import ModelInput
 
 IMGSZ_640 = ModelInput.of(None, 640, 32)
@@ -32,11 +32,13 @@ def test_only_cameras_whose_pixels_only_the_detector_reads_are_scaled(
             clip, snapshots={"directory": str(tmp_path / "snaps")}
         ),
         "off": camera_config(clip, decode={"scale_to_model": False}),
+        "drawn": camera_config(clip, annotate={"video": str(tmp_path / "a.mp4")}),
     }
     loaded = load(write_config(tmp_path / "c.yaml", cameras), chain_env())
-    assert model_size_pixels(loaded, "plain") == IMGSZ_640
-    assert model_size_pixels(loaded, "snapshots") is None
-    assert model_size_pixels(loaded, "off") is None
+    assert scaled_input(loaded, "plain") == IMGSZ_640
+    assert scaled_input(loaded, "snapshots") is None
+    assert scaled_input(loaded, "off") is None
+    assert scaled_input(loaded, "drawn") is None
     fixed = load(
         write_config(
             tmp_path / "fixed.yaml",
@@ -46,7 +48,7 @@ def test_only_cameras_whose_pixels_only_the_detector_reads_are_scaled(
         chain_env(),
     )
     # a fixed 640×640 input pads to the full square
-    assert model_size_pixels(fixed, "plain") == ModelInput((640, 640), 32, False)
+    assert scaled_input(fixed, "plain") == ModelInput((640, 640), 32, False)
 
 
 class _Picture:

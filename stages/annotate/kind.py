@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import zmq
-
 from pipeline.registry import (
     Instance,
     PlanContext,
@@ -19,6 +17,7 @@ from pipeline.registry import (
 )
 from pipeline.retention import PRUNED_HELP
 from pipeline.stageplan import StagePlan
+from pipeline.topology import FULL_FRAMES, Port
 from pipeline.transport import LinkOptions
 from stages.annotate.config import AnnotateConfig
 from stages.annotate.stats import AnnotateStats
@@ -35,16 +34,13 @@ def _instances(config: Any) -> list[Instance]:
 def _plan(context: PlanContext, instance: Instance) -> StagePlan:
     camera, annotate = instance.target, instance.config.annotate
     name = f"annotate.{camera}"
-    endpoint = context.link(
-        "frames", zmq.PULL, f"{name}.in", True, LinkOptions(hwm=2, linger_ms=0)
-    )
 
     def build() -> Any:
         from stages.annotate.stage import AnnotateStage
 
         return AnnotateStage(camera, annotate)
 
-    return StagePlan(name, "annotate", (endpoint,), build)
+    return StagePlan(name, "annotate", (), build)
 
 
 def _metrics(name: str, stats: StatsView, _chain: StatsView) -> Iterable[Sample]:
@@ -66,10 +62,14 @@ def _summary(_loaded: Any, target: str, stats: StatsView) -> list[str]:
 KIND = StageKind(
     name="annotate",
     role="transform",
-    position=4,
+    scope="camera",
     instances=_instances,
     plan=_plan,
-    endpoints=lambda config: {f"annotate.{i.target}.in" for i in _instances(config)},
+    ports=(
+        # tracked frames from track, at most two queued (track drops the rest)
+        Port("frames", "tracked", "in", options=LinkOptions(hwm=2, linger_ms=0)),
+    ),
+    pixels=lambda _loaded, _camera: FULL_FRAMES,
     metrics=_metrics,
     summary=_summary,
     sections=(

@@ -6,8 +6,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import zmq
-
 from pipeline.registry import (
     Instance,
     PlanContext,
@@ -19,6 +17,7 @@ from pipeline.registry import (
     read_stats,
 )
 from pipeline.stageplan import RuntimeStats, StagePlan
+from pipeline.topology import Port
 from stages.capture.file import CaptureStage, FileSourceConfig
 from stages.capture.live import (
     HttpSourceConfig,
@@ -28,7 +27,10 @@ from stages.capture.live import (
 )
 from stages.capture.stats import FileCaptureStats, LiveCaptureStats
 
-POSITION = 0
+PORTS = (
+    # capture binds: a restarted decode reconnects to the capture it restarts
+    Port("packets", "packets", "out", link="packets", binds=True, endpoint="out"),
+)
 
 
 def _cameras_of(source_type: type) -> Any:
@@ -42,25 +44,15 @@ def _cameras_of(source_type: type) -> Any:
     return instances
 
 
-def _endpoints(source_type: type) -> Any:
-    def endpoints(config: Any) -> set[str]:
-        return {f"capture.{i.target}.out" for i in _cameras_of(source_type)(config)}
-
-    return endpoints
-
-
 def _plan(context: PlanContext, instance: Instance) -> StagePlan:
     camera, source = instance.target, instance.config.source
     name = f"capture.{camera}"
-    endpoint = context.link(
-        "packets", zmq.PUSH, f"{name}.out", True, context.links["packets"]
-    )
     if not isinstance(source, FileSourceConfig):
         # a live source never waits for the chain: full queues drop packets
         return StagePlan(
             name,
             "capture",
-            (endpoint,),
+            (),
             lambda: LiveCaptureStage(camera, source),
             lossy_ports=frozenset({"packets"}),
         )
@@ -68,7 +60,7 @@ def _plan(context: PlanContext, instance: Instance) -> StagePlan:
     return StagePlan(
         name,
         "capture",
-        (endpoint,),
+        (),
         lambda: CaptureStage(camera, source),
         lossy_ports=lossy,
     )
@@ -122,15 +114,15 @@ def _summary(_loaded: Any, _target: str, stats: StatsView) -> list[str]:
     return [f"    reconnects {reconnects}"] if reconnects else []
 
 
-def capture_kind(source_type: type, position: int = POSITION) -> StageKind:
+def capture_kind(source_type: type) -> StageKind:
     """The capture kind for one source config model."""
     return StageKind(
         name="capture",
         role="source",
-        position=position,
+        scope="camera",
         instances=_cameras_of(source_type),
         plan=_plan,
-        endpoints=_endpoints(source_type),
+        ports=PORTS,
         variant=("source", source_type),
         ends_streams=True,
         groupable=True,

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import zmq
-
+from pipeline.config import LoadedConfig
 from pipeline.metrics import frame_age_samples
 from pipeline.registry import (
     Instance,
@@ -21,6 +20,7 @@ from pipeline.registry import (
 from pipeline.shm import ring_prefix
 from pipeline.stage import Stage
 from pipeline.stageplan import StagePlan
+from pipeline.topology import Port, scaled_size
 from stages.decode.config import DecodeConfig
 from stages.decode.stats import DecodeStats
 from stages.detect.letterbox import ModelInput
@@ -30,31 +30,31 @@ def _instances(config: Any) -> list[Instance]:
     return [Instance(name, camera) for name, camera in config.cameras.items()]
 
 
-def _endpoints(config: Any) -> set[str]:
-    return {f"decode.{camera}.acks" for camera in config.cameras}
+PORTS = (
+    Port("packets", "packets", "in", link="packets", binds=False),
+    Port("acks", "acks", "in", link="events", endpoint="acks", upstream=True),
+    Port("frames", "frames", "out"),
+)
+
+
+def scaled_input(loaded: LoadedConfig, camera: str) -> ModelInput | None:
+    """The size a camera's frames are scaled to here: the one every reader of
+    its pixels declared (the detector's letterbox, when it reads alone); None
+    for full frames, when a reader needs them or the camera says so."""
+    if not loaded.config.cameras[camera].decode.scale_to_model:
+        return None
+    size: ModelInput | None = scaled_size(loaded.registry.kinds(), loaded, camera)
+    return size
 
 
 def _plan(context: PlanContext, instance: Instance) -> StagePlan:
-    from stages.detect.kind import model_size_pixels
-
     camera, decode = instance.target, instance.config.decode
-    model = model_size_pixels(context.loaded, camera)
-    shm = decode.shared_memory and context.uri("detect.in").startswith("ipc://")
+    name = f"decode.{camera}"
+    model = scaled_input(context.loaded, camera)
+    shm = decode.shared_memory and context.local(name, "frames")
     prefix = ring_prefix(context.runtime_dir) if shm else None
-    links = context.links
     return StagePlan(
-        f"decode.{camera}",
-        "decode",
-        (
-            context.link(
-                "packets", zmq.PULL, f"capture.{camera}.out", False, links["packets"]
-            ),
-            context.link(
-                "acks", zmq.PULL, f"decode.{camera}.acks", True, links["events"]
-            ),
-            context.link("frames", zmq.PUSH, "detect.in", False, links["frames"]),
-        ),
-        lambda: _decode_stage(camera, decode, prefix, model),
+        name, "decode", (), lambda: _decode_stage(camera, decode, prefix, model)
     )
 
 
@@ -121,10 +121,10 @@ def _summary(_loaded: Any, _target: str, stats: StatsView) -> list[str]:
 KIND = StageKind(
     name="decode",
     role="transform",
-    position=1,
+    scope="camera",
     instances=_instances,
     plan=_plan,
-    endpoints=_endpoints,
+    ports=PORTS,
     sections=(
         Section(
             "camera",
@@ -136,7 +136,7 @@ KIND = StageKind(
     ),
     ends_streams=True,
     groupable=True,
-    restarts_with=("capture",),
+    restarts_feeders=("packets",),
     metrics=_metrics,
     summary=_summary,
 )

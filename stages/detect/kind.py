@@ -8,8 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import zmq
-
 from pipeline.config import LoadedConfig, ResolveContext
 from pipeline.errors import ConfigError, FramechainError, ModelFormatError
 from pipeline.registry import (
@@ -23,10 +21,13 @@ from pipeline.registry import (
     read_stats,
 )
 from pipeline.stageplan import StagePlan
+from pipeline.topology import FULL_FRAMES, Port, pixel_needs
 from stages.detect.config import CameraDetectConfig, DetectorConfig
 from stages.detect.letterbox import ModelInput
 from stages.detect.models import model_directories, resolve_model
 from stages.detect.stats import DetectStats
+
+KIND_NAME = "detect"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +43,7 @@ class ResolvedModel:
 
 def resolved_model(loaded: LoadedConfig) -> ResolvedModel:
     """The detector model a loaded config resolved."""
-    model: ResolvedModel = loaded.resolved["detect"]
+    model: ResolvedModel = loaded.resolved[KIND_NAME]
     return model
 
 
@@ -109,23 +110,10 @@ def _resolve(context: ResolveContext) -> ResolvedModel:
     )
 
 
-def track_reads_pixels(camera: Any) -> bool:
-    """Whether a camera's track stage draws or crops from its frames (annotation,
-    snapshots; privacy hides people in those)."""
-    return bool(camera.annotate or camera.snapshots)
-
-
-def model_size_pixels(loaded: LoadedConfig, camera: str) -> ModelInput | None:
-    """The model input a camera's decode may scale its frames to, when the detector
-    is the only reader of its pixels; None when something needs the full frame
-    (track's annotation or snapshots, the crop classifier) or the camera turned it
-    off."""
-    config = loaded.config
-    cam = config.cameras[camera]
-    if not cam.decode.scale_to_model or config.detector.classifier is not None:
-        return None
-    if track_reads_pixels(cam):
-        return None
+def _pixels(loaded: LoadedConfig, _camera: str) -> Any:
+    """The model's input size, or the full frame for the crop classifier."""
+    if loaded.config.detector.classifier is not None:
+        return FULL_FRAMES
     return resolved_model(loaded).input
 
 
@@ -150,19 +138,23 @@ def unknown_classes(
     return problems
 
 
+PORTS = (
+    Port("frames", "frames", "in"),
+    # addressed to each frame's camera: route("detections", camera)
+    Port("detections", "detections", "out"),
+)
+
+
 def _plan(context: PlanContext, _instance: Instance) -> StagePlan:
     loaded = context.loaded
     config = loaded.config
     model = resolved_model(loaded)
-    frames = context.links["frames"]
-    endpoints = [context.link("frames", zmq.PULL, "detect.in", True, frames)]
-    endpoints += [
-        context.link(f"track.{c}", zmq.PUSH, f"track.{c}.in", False, frames)
-        for c in config.cameras
-    ]
     cameras = {c: cam.detect for c, cam in config.cameras.items()}
-    # track draws and snapshots from the pixels: inline when not in shared memory
-    pixels = {c for c, cam in config.cameras.items() if track_reads_pixels(cam)}
+    # the cameras whose pixels a stage after this one reads: sent inline with the
+    # detections where they are not in shared memory
+    after = context.wiring.downstream(KIND_NAME)
+    readers = [k for k in loaded.registry.kinds() if k.name in after]
+    pixels = {c for c in config.cameras if pixel_needs(readers, loaded, c)}
 
     def build() -> Any:
         from stages.detect.stage import DetectStage
@@ -175,7 +167,7 @@ def _plan(context: PlanContext, _instance: Instance) -> StagePlan:
             classifier_path=model.classifier_path,
         )
 
-    return StagePlan("detect", "detect", tuple(endpoints), build)
+    return StagePlan("detect", "detect", (), build)
 
 
 def _metrics(name: str, stats: StatsView, _chain: StatsView) -> Iterable[Sample]:
@@ -211,12 +203,13 @@ def _summary(_loaded: Any, _target: str, stats: StatsView) -> list[str]:
 
 
 KIND = StageKind(
-    name="detect",
+    name=KIND_NAME,
     role="transform",
-    position=2,
+    scope="single",
     instances=lambda _config: [Instance("")],
     plan=_plan,
-    endpoints=lambda _config: {"detect.in"},
+    ports=PORTS,
+    pixels=_pixels,
     sections=(
         Section(
             "root", "detector", DetectorConfig, "Model.", default_factory=DetectorConfig

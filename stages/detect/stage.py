@@ -22,11 +22,14 @@ from pipeline.messages import Detected, EndOfStream, Frame, StreamStatus, Timing
 from pipeline.metrics import FrameAges, Histogram
 from pipeline.shm import RingReader
 from pipeline.stage import Doorbell, Emit, Received, Stage
+from pipeline.topology import route
 from stages.detect.classify import crops_to_classify, label_columns
 from stages.detect.config import CameraDetectConfig, CameraFilter, DetectorConfig
 from stages.detect.stats import DetectStats
 
 log = logging.getLogger(__name__)
+
+OUTPUT = "detections"  # each frame's detections, addressed to its camera
 
 
 @dataclass
@@ -161,7 +164,7 @@ class DetectStage(Stage):
             if isinstance(message, EndOfStream | StreamStatus):
                 if isinstance(message, EndOfStream):
                     self._ended.add(message.stream_id)
-                port = f"track.{message.stream_id}"
+                port = route(OUTPUT, message.stream_id)
                 prepared.other.append(
                     (message.stream_id, message.seq, Emit(port, message))
                 )
@@ -370,7 +373,7 @@ class DetectStage(Stage):
         parts = detections.to_parts()
         if pixels is not None:
             parts.append(pixels.data.cast("B"))
-        return Emit(f"track.{frame.stream_id}", message, parts)
+        return Emit(route(OUTPUT, frame.stream_id), message, parts)
 
     def finished(self) -> bool:
         return self._ended >= set(self.cameras) and not self._pending

@@ -19,12 +19,13 @@ from collections.abc import Iterable, Sequence
 from pipeline.clock import Clock, WallClock
 from pipeline.messages import EndOfStream, Event, Mark, Stored
 from pipeline.stage import Emit, Received, Stage
+from pipeline.topology import route
 from stages.sinks.stats import SinkStats
 
 
 def stored_port(stream_id: str) -> str:
     """The output port of a sink's answers to one camera's track."""
-    return f"stored.{stream_id}"
+    return route("stored", stream_id)
 
 
 class EventSink(Stage):

@@ -8,8 +8,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import zmq
-
 from pipeline.config import LoadedConfig
 from pipeline.registry import (
     Instance,
@@ -24,13 +22,18 @@ from pipeline.registry import (
 from pipeline.retention import PRUNED_HELP
 from pipeline.stage import Stage
 from pipeline.stageplan import StagePlan
-from stages.sinks.base import EventSink, stored_port
+from pipeline.topology import Port
+from stages.sinks.base import EventSink
 from stages.sinks.stats import ForwardingSinkStats, SqliteSinkStats
 
 SinkFactory = Callable[[LoadedConfig, Any, list[str]], EventSink]
 """(loaded config, the sink's config entry, camera names) -> the sink stage."""
 
-POSITION = 5
+PORTS = (
+    Port("events", "events", "in", link="events"),
+    # addressed to each camera's track: route("stored", camera) (sinks.base)
+    Port("stored", "stored", "out", link="events", upstream=True),
+)
 
 
 def sink_kind(config_type: type[Any], factory: SinkFactory) -> StageKind:
@@ -43,36 +46,21 @@ def sink_kind(config_type: type[Any], factory: SinkFactory) -> StageKind:
     def plan(context: PlanContext, instance: Instance) -> StagePlan:
         name = f"sink.{instance.target}"
         streams = list(context.loaded.config.cameras)
-        endpoints = [
-            context.link(
-                "events", zmq.PULL, f"{name}.in", True, context.links["events"]
-            )
-        ]
-        endpoints += [
-            context.link(
-                stored_port(camera),
-                zmq.PUSH,
-                f"track.{camera}.stored",
-                False,
-                context.links["events"],
-            )
-            for camera in streams
-        ]
 
         def build() -> Stage:
             stage = factory(context.loaded, instance.config, streams)
             stage.name = instance.target  # in its answers to the tracks' marks
             return stage
 
-        return StagePlan(name, "sink", tuple(endpoints), build, exit_when_finished=True)
+        return StagePlan(name, "sink", (), build, exit_when_finished=True)
 
     return StageKind(
         name="sink",
         role="terminal",
-        position=POSITION,
+        scope="named",
         instances=instances,
         plan=plan,
-        endpoints=lambda config: {f"sink.{i.target}.in" for i in instances(config)},
+        ports=PORTS,
         variant=("sink", config_type),
         metrics=_metrics,
         summary=_summary,

@@ -9,14 +9,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
-import zmq
 from pydantic import Field
 
 from pipeline.checkpoint import CheckpointFile
 from pipeline.config import ResolveContext, load_config
 from pipeline.errors import ConfigError
 from pipeline.metrics import frame_age_samples
-from pipeline.outbox import sink_port
 from pipeline.registry import (
     Instance,
     PlanContext,
@@ -30,14 +28,34 @@ from pipeline.registry import (
 )
 from pipeline.retention import PRUNED_HELP
 from pipeline.stageplan import RUN_ID_VARIABLE, RuntimeStats, StagePlan
+from pipeline.topology import FULL_FRAMES, Port
 from pipeline.transport import LinkOptions
 from stages.track.config import PrivacyConfig, SnapshotConfig, TrackerConfig
 from stages.track.recovery import Recovery
 from stages.track.rules import BUILTIN_RULES, RuleBase
 from stages.track.stats import TrackStats
 
-ANNOTATE_LINK = LinkOptions(hwm=2, linger_ms=0)
-"""The lossy link to the annotate stage: two frames queued at most."""
+PORTS = (
+    Port("detections", "detections", "in"),
+    Port("acks", "acks", "out", link="events", upstream=True),
+    # addressed to each sink: route("events", sink) (pipeline.outbox)
+    Port("events", "events", "out", link="events"),
+    Port("stored", "stored", "in", link="events", endpoint="stored", upstream=True),
+    # tracked frames with their pixels and overlay, for whoever draws them: two
+    # frames queued at most, dropped rather than ever slow counting
+    Port(
+        "annotate",
+        "tracked",
+        "out",
+        options=LinkOptions(hwm=2, linger_ms=0),
+        lossy=True,
+    ),
+)
+
+
+def _pixels(loaded: Any, camera: str) -> Any:
+    """Snapshots crop each track from the full frame."""
+    return FULL_FRAMES if loaded.config.cameras[camera].snapshots else None
 
 
 def _instances(config: Any) -> list[Instance]:
@@ -77,36 +95,8 @@ def _plan(context: PlanContext, instance: Instance) -> StagePlan:
     config = loaded.config
     camera_name, camera = instance.target, instance.config
     name = f"track.{camera_name}"
-    links = context.links
-    endpoints = [
-        context.link("detections", zmq.PULL, f"{name}.in", True, links["frames"]),
-        context.link(
-            "acks", zmq.PUSH, f"decode.{camera_name}.acks", False, links["events"]
-        ),
-    ]
-    terminals = [
-        p for p in loaded.registry.processes(config) if p.kind.role == "terminal"
-    ]
-    sinks = [p.instance.target for p in terminals]
-    endpoints += [
-        context.link(
-            sink_port(p.instance.target),
-            zmq.PUSH,
-            f"{p.name}.in",
-            False,
-            links["events"],
-        )
-        for p in terminals
-    ]
-    endpoints.append(
-        context.link("stored", zmq.PULL, f"{name}.stored", True, links["events"])
-    )
-    if camera.annotate:
-        endpoints.append(
-            context.link(
-                "annotate", zmq.PUSH, f"annotate.{camera_name}.in", False, ANNOTATE_LINK
-            )
-        )
+    sinks = context.wiring.targets(name, "events")
+    annotate = context.wiring.connected(name, "annotate")
     kinds = loaded.registry.implementations("rule")
 
     def build() -> Any:
@@ -119,7 +109,7 @@ def _plan(context: PlanContext, instance: Instance) -> StagePlan:
             lambda: _reload_rules(context, camera_name),
             snapshots=camera.snapshots,
             aggregate_s=camera.aggregate_s,
-            annotate=camera.annotate is not None,
+            annotate=annotate,
             privacy=camera.privacy,
             kinds=kinds,
             recovery=Recovery(
@@ -133,9 +123,7 @@ def _plan(context: PlanContext, instance: Instance) -> StagePlan:
             ),
         )
 
-    return StagePlan(
-        name, "track", tuple(endpoints), build, lossy_ports=frozenset({"annotate"})
-    )
+    return StagePlan(name, "track", (), build)
 
 
 def _resolve(context: ResolveContext) -> None:
@@ -294,10 +282,11 @@ def _sections() -> Sequence[Section]:
 KIND = StageKind(
     name="track",
     role="transform",
-    position=3,
+    scope="camera",
     instances=_instances,
     plan=_plan,
-    endpoints=lambda config: {f"track.{c}.in" for c in config.cameras},
+    ports=PORTS,
+    pixels=_pixels,
     sections=tuple(_sections()),
     reloads=True,
     groupable=True,
