@@ -86,6 +86,7 @@ def _wired(context: PlanContext, process: Process) -> StagePlan:
     plan = process.kind.plan(context, process.instance)
     endpoints = []
     lossy = set(plan.lossy_ports)
+    best_effort = set(plan.best_effort_ports)
     for wired in context.wiring.sockets(process.name):
         port = wired.port
         address = context.uri(wired.endpoint)
@@ -109,8 +110,14 @@ def _wired(context: PlanContext, process: Process) -> StagePlan:
         )
         if port.lossy:
             lossy.add(port.name)
+        if port.best_effort:
+            best_effort.add(port.name)
     return replace(
-        plan, endpoints=plan.endpoints + tuple(endpoints), lossy_ports=frozenset(lossy)
+        plan,
+        endpoints=plan.endpoints + tuple(endpoints),
+        lossy_ports=frozenset(lossy),
+        best_effort_ports=frozenset(best_effort),
+        drains=plan.drains and process.kind.role != "service",
     )
 
 
@@ -129,6 +136,7 @@ def stage_roles(loaded: LoadedConfig) -> StageRoles:
     }
     return StageRoles(
         terminal=frozenset(p.name for p in processes if p.kind.role == "terminal"),
+        services=frozenset(p.name for p in processes if p.kind.role == "service"),
         ends_streams=tuple(p.name for p in heads),
         reloads=frozenset(p.name for p in processes if p.kind.reloads),
         restart_with=companions,

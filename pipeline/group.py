@@ -208,6 +208,7 @@ def group_plan(name: str, kind: str, members: Mapping[str, StagePlan]) -> StageP
 
     endpoints = []
     lossy: set[str] = set()
+    best_effort: set[str] = set()
     blocking: dict[str, tuple[str, ...]] = {}
     for member, plan in members.items():
         endpoints += [
@@ -219,10 +220,12 @@ def group_plan(name: str, kind: str, members: Mapping[str, StagePlan]) -> StageP
             for e in plan.endpoints
         ]
         lossy |= {member_port(member, p) for p in plan.lossy_ports}
+        best_effort |= {member_port(member, p) for p in plan.best_effort_ports}
         blocking[member] = tuple(
             member_port(member, e.port)
             for e in plan.endpoints
-            if e.socket_type == zmq.PUSH and e.port not in plan.lossy_ports
+            if e.socket_type == zmq.PUSH
+            and e.port not in plan.lossy_ports | plan.best_effort_ports
         )
     factories = {member: plan.build for member, plan in members.items()}
 
@@ -238,8 +241,10 @@ def group_plan(name: str, kind: str, members: Mapping[str, StagePlan]) -> StageP
         tuple(endpoints),
         build,
         lossy_ports=frozenset(lossy),
+        best_effort_ports=frozenset(best_effort),
         drain_timeout_s=max(p.drain_timeout_s for p in members.values()),
         exit_when_finished=all(p.exit_when_finished for p in members.values()),
+        drains=any(p.drains for p in members.values()),
         labels=first.labels,
         record={
             member_port(m, port): path

@@ -136,8 +136,16 @@ def _chain_health(camera: str, stages: Mapping[str, str], cameras: set[str]) -> 
 def readiness(snapshot: Mapping[str, Any], kinds: Kinds) -> tuple[int, dict[str, Any]]:
     """(HTTP status, body) for /readyz: each camera's state comes from its source
     stage (the kinds with a ``camera_state``), its chain's health from the states
-    of the stages that serve it."""
-    stages = {name: s["state"] for name, s in snapshot["stages"].items()}
+    of the stages that serve it. A service that is down leaves every camera ready
+    and the status degraded."""
+    everything = {name: s["state"] for name, s in snapshot["stages"].items()}
+    # a service beside the chain (an API, a recorder) never makes a camera unready
+    stages = {
+        name: state
+        for name, state in everything.items()
+        if (kind := kinds.get(name)) is None or kind.role != "service"
+    }
+    services = {n: s for n, s in everything.items() if n not in stages}
     sources = {}
     for name, stage in snapshot["stages"].items():
         kind = kinds.get(name)
@@ -163,11 +171,14 @@ def readiness(snapshot: Mapping[str, Any], kinds: Kinds) -> tuple[int, dict[str,
         if s["stats"].get("problem")
     }
     degraded = snapshot["status"] == "running" and (
-        not running or bool(offline) or bool(problems)
+        not running
+        or bool(offline)
+        or bool(problems)
+        or any(state != "running" for state in services.values())
     )
     body = {
         "status": "degraded" if degraded else snapshot["status"],
-        "stages": stages,
+        "stages": everything,
         "cameras": cameras,
         "offline": offline,
         "problems": problems,

@@ -51,11 +51,14 @@ class StageRoles:
     over when they all are); ``ends_streams``: the stream heads that SIGUSR1 ends
     at an orderly stop, in the order they get it (further down the chain first:
     a head's own end must come after the one below it, which then drops it);
+    ``services``: the stages beside the chain, whose failure is reported but
+    neither ends the run nor holds its start or end;
     ``reloads``: the stages SIGHUP reloads; ``restart_with``: the stages restarted
     whenever a given one is (a decode's capture); ``members``: the stages each
     camera group process runs (``pipeline/group.py``)."""
 
     terminal: frozenset[str] = frozenset()
+    services: frozenset[str] = frozenset()
     ends_streams: tuple[str, ...] = ()
     reloads: frozenset[str] = frozenset()
     restart_with: Mapping[str, tuple[str, ...]] = field(default_factory=dict)

@@ -31,9 +31,12 @@ if TYPE_CHECKING:
     from pipeline.stageplan import StagePlan
     from pipeline.transport import LinkOptions
 
-Role = Literal["source", "transform", "terminal"]
+Role = Literal["source", "transform", "terminal", "service"]
 """source: reads the outside world; transform: message in, message out;
-terminal: the end of the chain, exits by itself once every stream has ended."""
+terminal: the end of the chain, exits by itself once every stream has ended;
+service: stands beside the chain (an HTTP API, a recorder): started, watched,
+restarted and stopped like any stage, but the chain never waits for it, its
+failure never ends the run, and cameras stay ready without it."""
 
 Scope = Literal["camera", "single", "named"]
 """camera: one process per camera (the instance's target is the camera);

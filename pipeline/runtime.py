@@ -61,6 +61,7 @@ class StageRuntime:
         self.counters: dict[str, int] = defaultdict(int)
         self.dropped: dict[str, int] = defaultdict(int)  # lossy output port -> n
         self._lossy: set[str] = set()  # lossy ports and their routed names
+        self._best_effort: set[str] = set()  # likewise, any message dropped
         self.state = "starting"
         self.stage: Stage | None = None
         self._authenticator: Any = None
@@ -155,6 +156,8 @@ class StageRuntime:
                     self.outputs[port].append(sock)
                     if endpoint.port in self.plan.lossy_ports:
                         self._lossy.add(port)
+                    if endpoint.port in self.plan.best_effort_ports:
+                        self._best_effort.add(port)
         if self.control_uri:
             self.control = make_socket(self.context, _control(self.control_uri, 200))
 
@@ -187,6 +190,8 @@ class StageRuntime:
                 self.reload_requested = False
                 stage.reload()
             if stage.finished() and (self.plan.exit_when_finished or stopped):
+                return
+            if stopped and not self.plan.drains:
                 return
             if now > self.drain_deadline:
                 raise _Stopping
@@ -286,10 +291,15 @@ class StageRuntime:
         return sent
 
     def _send(self, emit: Emit, sock: zmq.Socket[Any]) -> None:
-        # Only media (packets, annotated frames) and marks (sent again every second
-        # until answered; a sink gone at the end would hold us) are ever dropped.
-        lossy = isinstance(emit.message, Mark) or (
-            emit.port in self._lossy and isinstance(emit.message, Packet | Detected)
+        # Only media (packets, annotated frames), marks (sent again every second
+        # until answered; a sink gone at the end would hold us) and what goes to
+        # a service (best effort: it must never hold the chain) are ever dropped.
+        lossy = (
+            isinstance(emit.message, Mark)
+            or emit.port in self._best_effort
+            or (
+                emit.port in self._lossy and isinstance(emit.message, Packet | Detected)
+            )
         )
         while True:
             try:

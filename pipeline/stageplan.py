@@ -31,7 +31,13 @@ class StagePlan:
     endpoints: tuple[Endpoint, ...]
     build: Callable[[], Stage]
     lossy_ports: frozenset[str] = frozenset()
+    # outputs on which any message, not only media, is dropped when the consumer
+    # cannot take it now (a service's feed)
+    best_effort_ports: frozenset[str] = frozenset()
     drain_timeout_s: float = 8.0
+    # False: exits as soon as it is asked to stop, since nothing queued for it is
+    # owed to anyone (a service's feed is best effort)
+    drains: bool = True
     # Only the chain's last stages exit by themselves once finished. Every other stage
     # stays up, idle, until it is stopped, so that nothing it queued for a slower
     # neighbour is cut off by its exit, and it can still answer a re-send.

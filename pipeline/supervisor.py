@@ -4,7 +4,8 @@ with capped exponential backoff, and drains on SIGTERM.
 Following Frigate's watchdog and the zguide's pirate: exit 0 means the stage is done;
 any other exit, or a heartbeat silence longer than the limit, means restart, at most
 ``max_restarts`` times per window, after which the whole run fails so that systemd or
-Docker can restart it.
+Docker can restart it. A service (a stage beside the chain) that fails that often is
+reported and left down instead: the chain does not depend on it.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from pipeline.registry import read_stats
 from pipeline.sdnotify import Notifier
 from pipeline.settings import SupervisorConfig
 from pipeline.stageplan import RUN_ID_VARIABLE, RuntimeStats
+from pipeline.statusfile import StatusFile
 from pipeline.transport import Endpoint, LinkOptions, make_socket, receive
 
 WATCH_INTERVAL_S = 0.1
@@ -65,6 +67,9 @@ class Supervisor:
         }
         self.roles = roles or StageRoles()
         self.terminal = [n for n in stages if n in self.roles.terminal]
+        self.services = {n for n in stages if n in self.roles.services}
+        # what services read of the chain (pipeline/statusfile.py)
+        self.status_file = StatusFile(runtime_dir) if self.services else None
         self.stop_requested = False
         self.reload_requested = False
         self.failed = False
@@ -104,12 +109,17 @@ class Supervisor:
     def _lifecycle(self) -> None:
         """Readiness, the systemd watchdog from this progressing loop, and reloads."""
         if self.status == "starting" and all(
-            c.state in ("running", "done") for c in self.children.values()
+            c.state in ("running", "done")
+            for c in self.children.values()
+            if c.name not in self.services  # the chain does not wait for them
         ):
             self.status = "running"
             self.notifier.notify("READY=1\nSTATUS=all stages running")
             log.info("all %d stages running", len(self.children))
         self._watchdog()
+        now = time.monotonic()
+        if self.status_file is not None and self.status_file.due(now):
+            self.status_file.write(self.snapshot(), now)
         if self.config_file.changed():
             self.reload_requested = True
         if self.reload_requested:
@@ -218,7 +228,7 @@ class Supervisor:
         now = time.monotonic()
         cfg = self.config
         for child in self.children.values():
-            if child.state == "done":
+            if child.state in ("done", "failed"):
                 continue
             if child.process is None:
                 if now >= child.next_start and not self.stop_requested:
@@ -266,6 +276,8 @@ class Supervisor:
         """A run that ends while a stage is down (a restart pending) did not do all
         it was asked (an annotated video, a sink): it fails, not succeeds."""
         for child in self.children.values():
+            if child.name in self.services:
+                continue  # beside the chain: the run did all it was asked
             if child.state == "restarting" and not self.failed:
                 error = child.stats.get("last_error") or exit_reason(
                     child.exit_code or 1
@@ -278,9 +290,25 @@ class Supervisor:
     def _give_up(self, child: MonitoredProcess, code: int) -> None:
         """A stage that says a restart cannot help ends the run now, and why."""
         error = child.stats.get("last_error") or exit_reason(code)
-        self.failure = f"stage {child.name} cannot run: {error}"
         child.exit_code, child.process, child.state = code, None, "failed"
+        if self._service_failed(child, f"cannot run: {error}"):
+            return
+        self.failure = f"stage {child.name} cannot run: {error}"
         self.failed = True
+
+    def _service_failed(self, child: MonitoredProcess, why: str) -> bool:
+        """A service that fails is reported once and left down; the chain goes
+        on (true). A stage of the chain: false, the run fails."""
+        if child.name not in self.services:
+            return False
+        child.state = "failed"
+        log.error(
+            "service %s %s; the chain goes on without it (fix it and restart "
+            "the run to bring it back)",
+            child.name,
+            why,
+        )
+        return True
 
     def _schedule_restart(self, child: MonitoredProcess, code: int) -> None:
         now = time.monotonic()
@@ -290,6 +318,12 @@ class Supervisor:
             child.restarts.popleft()
         if len(child.restarts) >= cfg.max_restarts:
             error = child.stats.get("last_error") or exit_reason(code)
+            if self._service_failed(
+                child,
+                f"failed {len(child.restarts) + 1} times within "
+                f"{cfg.restart_window_s:.0f}s (last: {error})",
+            ):
+                return
             self.failure = (
                 f"stage {child.name} failed {len(child.restarts) + 1} times within "
                 f"{cfg.restart_window_s:.0f}s (last: {error}); giving up. Fix the "
@@ -319,7 +353,10 @@ class Supervisor:
         child.next_start = at
 
     def _all_done(self) -> bool:
-        return all(c.state == "done" for c in self.children.values())
+        return all(
+            c.state == "done" or (c.state == "failed" and c.name in self.services)
+            for c in self.children.values()
+        )
 
     def _terminal_done(self) -> bool:
         return bool(self.terminal) and all(

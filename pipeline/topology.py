@@ -63,6 +63,8 @@ class Port:
         endpoint: the bound endpoint's name after the process's:
             ``<process>.<endpoint>``.
         lossy: an ``out`` that drops media rather than wait for its consumer.
+        best_effort: an ``out`` that drops any message its consumer cannot take
+            now (a feed to a service, which must never hold the chain back).
         upstream: the stream flows against the chain (acknowledgements): not an
             edge of the chain's order.
     """
@@ -75,6 +77,7 @@ class Port:
     binds: bool | None = None
     endpoint: str = "in"
     lossy: bool = False
+    best_effort: bool = False
     upstream: bool = False
 
     @property

@@ -41,6 +41,9 @@ PORTS = (
     # addressed to each sink: route("events", sink) (pipeline.outbox)
     Port("events", "events", "out", link="events"),
     Port("stored", "stored", "in", link="events", endpoint="stored", upstream=True),
+    # a copy of each new event for the services beside the chain, dropped
+    # whenever one cannot take it: a service never holds counting back
+    Port("feed", "feed", "out", link="events", best_effort=True),
     # tracked frames with their pixels and overlay, for whoever draws them: two
     # frames queued at most, dropped rather than ever slow counting
     Port(
@@ -97,6 +100,7 @@ def _plan(context: PlanContext, instance: Instance) -> StagePlan:
     name = f"track.{camera_name}"
     sinks = context.wiring.targets(name, "events")
     annotate = context.wiring.connected(name, "annotate")
+    feed = context.wiring.connected(name, "feed")
     kinds = loaded.registry.implementations("rule")
 
     def build() -> Any:
@@ -110,6 +114,7 @@ def _plan(context: PlanContext, instance: Instance) -> StagePlan:
             snapshots=camera.snapshots,
             aggregate_s=camera.aggregate_s,
             annotate=annotate,
+            feed=feed,
             privacy=camera.privacy,
             kinds=kinds,
             recovery=Recovery(
@@ -185,6 +190,13 @@ def _metrics(name: str, stats: StatsView, _chain: StatsView) -> Iterable[Sample]
         "Frames dropped, by reason",
         {"camera": camera, "reason": "annotate"},
         read_stats(stats, RuntimeStats).dropped.get("annotate", 0),
+    )
+    yield Sample(
+        "feed_dropped",
+        "counter",
+        "Events not fed to a service beside the chain while it could not take them",
+        {"camera": camera},
+        read_stats(stats, RuntimeStats).dropped.get("feed", 0),
     )
     for key, count in track.counts.items():
         rule, _, what = key.partition("/")

@@ -80,8 +80,11 @@ class TrackStage(Stage):
         kinds: Mapping[type, type[Rule]] | None = None,
         clock: Clock | None = None,
         recovery: Recovery | None = None,
+        feed: bool = False,
     ) -> None:
         """``load_rules`` re-reads this camera's rules from the config file (SIGHUP).
+        ``feed``: each new event also goes out on the best-effort ``feed`` port,
+        to the services beside the chain.
         ``kinds``: the rule class of each rule config (default: the built-in ones).
         ``clock``: the time frame ages are measured against. ``recovery``: the
         sinks and the checkpoint (default: one sink on port ``events.sink``,
@@ -90,6 +93,7 @@ class TrackStage(Stage):
         self.clock = clock or WallClock()
         self.load_rules = load_rules
         self.recovery = recovery or Recovery()
+        self.feed = feed
         self.outbox = Outbox(
             stream_id,
             self.recovery.sinks,
@@ -279,6 +283,8 @@ class TrackStage(Stage):
                 for_sinks.append(message)
         self.counters["events_emitted"] += sum(isinstance(m, Event) for m in for_sinks)
         emits.extend(self.outbox.add(for_sinks))
+        if self.feed:
+            emits.extend(Emit("feed", m) for m in for_sinks if isinstance(m, Event))
         if applied:
             # the state after the batch, and the events not yet stored, are on
             # disk before decode may forget a frame of it
