@@ -76,7 +76,7 @@ def _build_plan(loaded: LoadedConfig, name: str, runtime_dir: Path) -> StagePlan
     process = loaded.registry.process(loaded.config, name)
     if process.members:
         plans = {m.name: _wired(context, m) for m in process.members}
-        return group_plan(name, process.kind.name, plans)
+        return group_plan(name, plans)
     return _wired(context, process)
 
 

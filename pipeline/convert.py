@@ -27,30 +27,6 @@ def to_supervision(detections: Detections) -> sv.Detections:
     )
 
 
-def from_supervision(detections: sv.Detections) -> Detections:
-    n = len(detections)
-    confidence = detections.confidence
-    return Detections(
-        xyxy=np.asarray(detections.xyxy, np.float32).reshape(n, 4),
-        confidence=(
-            np.ones(n, np.float32)
-            if confidence is None
-            else np.asarray(confidence, np.float32)
-        ),
-        class_id=(
-            np.zeros(n, np.int32)
-            if detections.class_id is None
-            else np.asarray(detections.class_id, np.int32)
-        ),
-        tracker_id=(
-            None
-            if detections.tracker_id is None
-            else np.asarray(detections.tracker_id, np.int64)
-        ),
-        data={k: np.asarray(v) for k, v in detections.data.items()},
-    )
-
-
 def from_ultralytics(result: Any) -> Detections:
     """From one ``ultralytics.engine.results.Results`` (detection or segmentation:
     masks are scaled from the model input back to the source frame)."""

@@ -200,7 +200,7 @@ class GroupStage(Stage):
             raise errors[0]
 
 
-def group_plan(name: str, kind: str, members: Mapping[str, StagePlan]) -> StagePlan:
+def group_plan(name: str, members: Mapping[str, StagePlan]) -> StagePlan:
     """One process's plan for several members' plans (keyed by member name): their
     endpoints with ports renamed ``<member>/<port>``, their lossy ports likewise,
     and a factory building each member's stage in the group process."""
@@ -234,18 +234,15 @@ def group_plan(name: str, kind: str, members: Mapping[str, StagePlan]) -> StageP
             [_Member(m, factory(), blocking[m]) for m, factory in factories.items()]
         )
 
-    first = next(iter(members.values()))
     return StagePlan(
         name,
-        kind,
-        tuple(endpoints),
         build,
+        tuple(endpoints),
         lossy_ports=frozenset(lossy),
         best_effort_ports=frozenset(best_effort),
         drain_timeout_s=max(p.drain_timeout_s for p in members.values()),
         exit_when_finished=all(p.exit_when_finished for p in members.values()),
         drains=any(p.drains for p in members.values()),
-        labels=first.labels,
         record={
             member_port(m, port): path
             for m, plan in members.items()

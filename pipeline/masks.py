@@ -105,15 +105,6 @@ class BoxMasks:
                 crop = self.crop(i)[: y1 - y, : x1 - x]
                 yield i, slice(y, y1), slice(x, x1), crop
 
-    def dense(self, i: int, height: int, width: int) -> npt.NDArray[np.bool_]:
-        """Mask ``i`` as a full (height, width) frame mask."""
-        out = np.zeros((height, width), bool)
-        x, y, w, h = (int(v) for v in self.boxes[i])
-        x1, y1 = min(x + w, width), min(y + h, height)
-        if x1 > x and y1 > y:
-            out[y:y1, x:x1] = self.crop(i)[: y1 - y, : x1 - x]
-        return out
-
     def area(self) -> npt.NDArray[np.int64]:
         """(n,) pixels set in each mask."""
         return np.array(

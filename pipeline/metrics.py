@@ -100,3 +100,27 @@ def frame_age_samples(
             {"camera": camera, "stage": stage, "quantile": quantile},
             float(value),
         )
+
+
+# families that more than one stage kind adds to: their help said once
+def frames_dropped(camera: str, reason: str, count: float) -> Sample:
+    """One reason's count in ``frames_dropped`` (``camera`` "all" for a stage
+    that serves every camera)."""
+    return Sample(
+        "frames_dropped",
+        "counter",
+        "Frames dropped, by reason",
+        {"camera": camera, "reason": reason},
+        count,
+    )
+
+
+def frames_through(stage: str, camera: str, count: float) -> Sample:
+    """Frames a stage passed on for a camera (decode, track)."""
+    return Sample(
+        "frames",
+        "counter",
+        "Frames out of decode / through detect and track",
+        {"stage": stage, "camera": camera},
+        count,
+    )

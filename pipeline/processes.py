@@ -8,10 +8,37 @@ import subprocess
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 from pipeline.registry import read_stats
 from pipeline.stageplan import RuntimeStats
+
+StageState = Literal["starting", "running", "stopping", "stopped"]
+"""What a stage process says of itself in its heartbeats (``runtime``)."""
+
+ProcessState = Literal[
+    "pending",
+    "starting",
+    "running",
+    "stopping",
+    "stopped",
+    "done",
+    "restarting",
+    "failed",
+]
+"""The supervisor's view of a stage: ``pending`` until first started; then what
+its heartbeats say (``StageState``) while it runs; ``done`` after exit 0;
+``stopped`` after another exit at a stop; ``restarting`` while a restart is due;
+``failed`` when it is given up (a service's stays so, anything else ends the run).
+``/readyz`` also shows ``unresponsive`` and ``stalled``, from a running stage's
+heartbeats, without changing this state."""
+
+_REPORTED: frozenset[str] = frozenset(get_args(StageState))
+
+
+def reported_state(text: str) -> StageState | None:
+    """A heartbeat's state, or None when it is none of ``StageState``."""
+    return text if text in _REPORTED else None  # type: ignore[return-value]
 
 
 @dataclass
@@ -25,7 +52,7 @@ class MonitoredProcess:
     next_start: float = 0.0
     started: float = 0.0
     last_beat: float = 0.0
-    state: str = "pending"
+    state: ProcessState = "pending"
     exit_code: int | None = None
     stats: dict[str, Any] = field(default_factory=dict)
 

@@ -97,6 +97,23 @@ class Instance:
     config: Any = None
 
 
+def each_camera(
+    having: Callable[[Any], bool] | None = None,
+) -> Callable[[Any], list[Instance]]:
+    """``instances`` for a per-camera kind: a process for every camera, or for
+    each camera whose config has what ``having`` asks (a source type, an
+    ``annotate`` section)."""
+
+    def instances(config: Any) -> list[Instance]:
+        return [
+            Instance(name, camera)
+            for name, camera in config.cameras.items()
+            if having is None or having(camera)
+        ]
+
+    return instances
+
+
 PlanBuilder = Callable[["PlanContext", Instance], "StagePlan"]
 StatsView = Mapping[str, Any]
 """A stage's last heartbeat statistics, as they arrived (plain data)."""

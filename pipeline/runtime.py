@@ -20,7 +20,13 @@ import zmq
 from pipeline.errors import ConfigError, FramechainError, MessageError, PermanentError
 from pipeline.messages import Detected, Heartbeat, Mark, Packet
 from pipeline.payload import check_stream
-from pipeline.processes import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_PERMANENT
+from pipeline.processes import (
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_PERMANENT,
+    StageState,
+)
 from pipeline.recording import Recorder
 from pipeline.stage import Emit, Received, Stage, drain_fd
 from pipeline.stageplan import RuntimeStats, StagePlan, merged_stats
@@ -62,7 +68,7 @@ class StageRuntime:
         self.dropped: dict[str, int] = defaultdict(int)  # lossy output port -> n
         self._lossy: set[str] = set()  # lossy ports and their routed names
         self._best_effort: set[str] = set()  # likewise, any message dropped
-        self.state = "starting"
+        self.state: StageState = "starting"
         self.stage: Stage | None = None
         self._authenticator: Any = None
         self.recorders: dict[str, Recorder] = {}

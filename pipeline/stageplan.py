@@ -23,13 +23,13 @@ by a later run decides what of an earlier run's checkpoint still holds."""
 
 @dataclass(frozen=True)
 class StagePlan:
-    """Everything needed to run one stage process: its name, its links and a factory
-    for the stage object (called inside the process)."""
+    """Everything needed to run one stage process: its name, a factory for the
+    stage object (called inside the process) and its links (from the ports its
+    kind declares, ``framechain.plan``)."""
 
     name: str
-    kind: str
-    endpoints: tuple[Endpoint, ...]
     build: Callable[[], Stage]
+    endpoints: tuple[Endpoint, ...] = ()
     lossy_ports: frozenset[str] = frozenset()
     # outputs on which any message, not only media, is dropped when the consumer
     # cannot take it now (a service's feed)
@@ -42,7 +42,6 @@ class StagePlan:
     # stays up, idle, until it is stopped, so that nothing it queued for a slower
     # neighbour is cut off by its exit, and it can still answer a re-send.
     exit_when_finished: bool = False
-    labels: dict[str, str] = field(default_factory=dict)
     # input port -> recording file: every message received there is also written
     # to it (``links.record``), for replay without the stages before it.
     record: dict[str, Path] = field(default_factory=dict)

@@ -31,6 +31,7 @@ from pipeline.processes import (
     MonitoredProcess,
     StageRoles,
     exit_reason,
+    reported_state,
 )
 from pipeline.registry import read_stats
 from pipeline.sdnotify import Notifier
@@ -97,7 +98,7 @@ class Supervisor:
         now = time.monotonic()
         stages = {}
         for name, c in list(self.children.items()):
-            state = c.state
+            state: str = c.state
             if state == "running" and now - c.last_beat > UNRESPONSIVE_S:
                 state = "unresponsive"
             elif state == "running" and c.stalled_s > UNRESPONSIVE_S:
@@ -221,8 +222,9 @@ class Supervisor:
                 continue
             child.last_beat = time.monotonic()
             child.stats = message.stats
-            if child.state not in ("done", "stopping"):
-                child.state = message.state
+            reported = reported_state(message.state)
+            if reported is not None and child.state not in ("done", "stopping"):
+                child.state = reported
 
     def _watch(self) -> None:
         now = time.monotonic()
@@ -256,10 +258,7 @@ class Supervisor:
                     child.name,
                     now - child.last_beat,
                 )
-                child.process.kill()
-                child.process.wait()
-                child.stats = {**child.stats, "last_error": "stopped responding"}
-                self._schedule_restart(child, -signal.SIGKILL)
+                self._kill_and_restart(child, "stopped responding")
             elif child.state == "running" and child.stalled_s > cfg.stall_timeout_s:
                 log.error(
                     "stage %s made no progress for %.0fs with work waiting: "
@@ -267,10 +266,15 @@ class Supervisor:
                     child.name,
                     child.stalled_s,
                 )
-                child.process.kill()
-                child.process.wait()
-                child.stats = {**child.stats, "last_error": "stalled"}
-                self._schedule_restart(child, -signal.SIGKILL)
+                self._kill_and_restart(child, "stalled")
+
+    def _kill_and_restart(self, child: MonitoredProcess, why: str) -> None:
+        """A stage alive but not working: SIGKILL, then a counted restart."""
+        assert child.process is not None
+        child.process.kill()
+        child.process.wait()
+        child.stats = {**child.stats, "last_error": why}
+        self._schedule_restart(child, -signal.SIGKILL)
 
     def _check_all_recovered(self) -> None:
         """A run that ends while a stage is down (a restart pending) did not do all

@@ -135,13 +135,12 @@ def test_a_member_whose_consumer_is_full_does_not_hold_up_the_others() -> None:
     plans = {
         f"capture.{cam}": StagePlan(
             f"capture.{cam}",
-            "capture",
-            (Endpoint("out", zmq.PUSH, f"ipc:///nonexistent/{cam}", True),),
             lambda cam=cam: _Source(cam),
+            (Endpoint("out", zmq.PUSH, f"ipc:///nonexistent/{cam}", True),),
         )
         for cam in ("north", "south")
     }
-    group = group_plan("capture.north..south", "capture", plans).build()
+    group = group_plan("capture.north..south", plans).build()
     group.outputs_ready(lambda port: port != "capture.north/out")
     emits = list(group.produce())
     assert [e.port for e in emits] == ["capture.south/out"]

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import framechain
+from helpers.masks import dense as dense_mask
 
 from pipeline.detections import Detections
 from pipeline.errors import BackendUnavailableError, ModelFormatError
@@ -46,7 +47,9 @@ def test_box_masks_round_trip_and_geometry() -> None:
     too, at a fraction of the dense size; areas and zone overlaps are exact."""
     dense = random_masks(0, 12, 450, 800)
     masks = BoxMasks.from_dense(dense)
-    assert all((masks.dense(i, 450, 800) == dense[i]).all() for i in range(len(dense)))
+    assert all(
+        (dense_mask(masks, i, 450, 800) == dense[i]).all() for i in range(len(dense))
+    )
     assert masks.bits.nbytes * 50 < dense.size  # bits, and only inside the boxes
     assert masks.area().tolist() == dense.sum(axis=(1, 2)).tolist()
     region = polygon_region(
@@ -70,7 +73,7 @@ def test_box_masks_round_trip_and_geometry() -> None:
     assert (back.masks.bits == masks.bits).all()
     picked = back[np.array([3, 7])]
     assert picked.masks is not None
-    assert (picked.masks.dense(1, 450, 800) == dense[7]).all()
+    assert (dense_mask(picked.masks, 1, 450, 800) == dense[7]).all()
     with pytest.raises(ValueError, match="mask"):
         Detections.from_parts(12, [*parts[:3], parts[3], parts[4][:-1]], masks=True)
 

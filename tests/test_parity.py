@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import zmq
 from conftest import REPO, camera_config, chain_env, write_config
+from helpers.masks import dense
 
 from framechain.app import stage_command
 from pipeline.detections import Detections, box_iou
@@ -144,8 +145,8 @@ def assert_parity(
             height, width = frame.shape[:2]
             mask_ious += [
                 mask_iou(
-                    mine.masks.dense(k, height, width),
-                    theirs.masks.dense(int(m), height, width),
+                    dense(mine.masks, k, height, width),
+                    dense(theirs.masks, int(m), height, width),
                 )
                 for k, m in enumerate(match)
             ]

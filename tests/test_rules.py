@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
+from typing import Any
 
 import numpy as np
 import pytest
@@ -154,8 +155,24 @@ def test_detections_validate_and_select() -> None:
     )
 
 
+def from_supervision(detections: Any) -> Detections:
+    """supervision's Detections back to ours (only this round trip needs it)."""
+    n = len(detections)
+    return Detections(
+        xyxy=np.asarray(detections.xyxy, np.float32).reshape(n, 4),
+        confidence=np.asarray(detections.confidence, np.float32),
+        class_id=np.asarray(detections.class_id, np.int32),
+        tracker_id=(
+            None
+            if detections.tracker_id is None
+            else np.asarray(detections.tracker_id, np.int64)
+        ),
+        data={k: np.asarray(v) for k, v in detections.data.items()},
+    )
+
+
 def test_supervision_round_trip() -> None:
-    from pipeline.convert import from_supervision, to_supervision
+    from pipeline.convert import to_supervision
 
     detections = Detections(
         np.array([[1, 2, 3, 4]], np.float32),

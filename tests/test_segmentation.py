@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import framechain, read_events, write_config
+from helpers.masks import dense
 
 from pipeline.detections import Detections
 from pipeline.masks import BoxMasks
@@ -48,7 +49,7 @@ def test_privacy_hides_exactly_the_masks(seg_onnx: Path, short_clip: Path) -> No
     assert len(people) > 10 and people.masks is not None
     union = np.zeros(image.shape[:2], bool)
     for i in range(len(people)):
-        union |= people.masks.dense(i, *image.shape[:2])
+        union |= dense(people.masks, i, *image.shape[:2])
 
     hidden = redact(image, people, np.array([0], np.int32), PrivacyConfig())
     assert (hidden[~union] == image[~union]).all()

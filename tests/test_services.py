@@ -104,7 +104,7 @@ class TapStage(Stage):
 def _plan(context, instance):
     runtime_dir = context.runtime_dir
     name = f"tap.{instance.target}"
-    return StagePlan(name, "tap", (), lambda: TapStage(instance.config, runtime_dir))
+    return StagePlan(name, lambda: TapStage(instance.config, runtime_dir))
 
 
 def _summary(_loaded, target, stats):

@@ -87,7 +87,7 @@ def _plan(context, instance):
     def build():
         return KeepStage(instance.target, keep.at_least)
 
-    return StagePlan(f"keep.{instance.target}", "keep", (), build)
+    return StagePlan(f"keep.{instance.target}", build)
 
 
 def _summary(_loaded, _target, stats):

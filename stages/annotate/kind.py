@@ -13,6 +13,7 @@ from pipeline.registry import (
     Section,
     StageKind,
     StatsView,
+    each_camera,
     read_stats,
 )
 from pipeline.retention import PRUNED_HELP
@@ -21,14 +22,6 @@ from pipeline.topology import FULL_FRAMES, Port
 from pipeline.transport import LinkOptions
 from stages.annotate.config import AnnotateConfig
 from stages.annotate.stats import AnnotateStats
-
-
-def _instances(config: Any) -> list[Instance]:
-    return [
-        Instance(name, camera)
-        for name, camera in config.cameras.items()
-        if camera.annotate is not None
-    ]
 
 
 def _plan(context: PlanContext, instance: Instance) -> StagePlan:
@@ -40,7 +33,7 @@ def _plan(context: PlanContext, instance: Instance) -> StagePlan:
 
         return AnnotateStage(camera, annotate)
 
-    return StagePlan(name, "annotate", (), build)
+    return StagePlan(name, build)
 
 
 def _metrics(name: str, stats: StatsView, _chain: StatsView) -> Iterable[Sample]:
@@ -63,7 +56,7 @@ KIND = StageKind(
     name="annotate",
     role="transform",
     scope="camera",
-    instances=_instances,
+    instances=each_camera(lambda camera: camera.annotate is not None),
     plan=_plan,
     ports=(
         # tracked frames from track, at most two queued (track drops the rest)

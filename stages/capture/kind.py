@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from pipeline.metrics import frames_dropped
 from pipeline.registry import (
     Instance,
     PlanContext,
@@ -14,6 +15,7 @@ from pipeline.registry import (
     Slot,
     StageKind,
     StatsView,
+    each_camera,
     read_stats,
 )
 from pipeline.stageplan import RuntimeStats, StagePlan
@@ -33,17 +35,6 @@ PORTS = (
 )
 
 
-def _cameras_of(source_type: type) -> Any:
-    def instances(config: Any) -> list[Instance]:
-        return [
-            Instance(name, camera)
-            for name, camera in config.cameras.items()
-            if isinstance(camera.source, source_type)
-        ]
-
-    return instances
-
-
 def _plan(context: PlanContext, instance: Instance) -> StagePlan:
     camera, source = instance.target, instance.config.source
     name = f"capture.{camera}"
@@ -51,16 +42,12 @@ def _plan(context: PlanContext, instance: Instance) -> StagePlan:
         # a live source never waits for the chain: full queues drop packets
         return StagePlan(
             name,
-            "capture",
-            (),
             lambda: LiveCaptureStage(camera, source),
             lossy_ports=frozenset({"packets"}),
         )
     lossy = frozenset({"packets"}) if source.live else frozenset()
     return StagePlan(
         name,
-        "capture",
-        (),
         lambda: CaptureStage(camera, source),
         lossy_ports=lossy,
     )
@@ -77,11 +64,9 @@ def _metrics(name: str, stats: StatsView, _chain: StatsView) -> Iterable[Sample]
         {"camera": camera},
         live.reconnect_attempts,
     )
-    yield Sample(
-        "frames_dropped",
-        "counter",
-        "Frames dropped, by reason",
-        {"camera": camera, "reason": "capture_queue"},
+    yield frames_dropped(
+        camera,
+        "capture_queue",
         runtime.dropped.get("packets", 0) + live.queue_overflows,
     )
     yield Sample(
@@ -120,7 +105,7 @@ def capture_kind(source_type: type) -> StageKind:
         name="capture",
         role="source",
         scope="camera",
-        instances=_cameras_of(source_type),
+        instances=each_camera(lambda camera: isinstance(camera.source, source_type)),
         plan=_plan,
         ports=PORTS,
         variant=("source", source_type),

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from pipeline.config import LoadedConfig
-from pipeline.metrics import frame_age_samples
+from pipeline.metrics import frame_age_samples, frames_dropped, frames_through
 from pipeline.registry import (
     Instance,
     PlanContext,
@@ -15,6 +15,7 @@ from pipeline.registry import (
     Section,
     StageKind,
     StatsView,
+    each_camera,
     read_stats,
 )
 from pipeline.shm import ring_prefix
@@ -24,11 +25,6 @@ from pipeline.topology import Port, scaled_size
 from stages.decode.config import DecodeConfig
 from stages.decode.stats import DecodeStats
 from stages.detect.letterbox import ModelInput
-
-
-def _instances(config: Any) -> list[Instance]:
-    return [Instance(name, camera) for name, camera in config.cameras.items()]
-
 
 PORTS = (
     Port("packets", "packets", "in", link="packets", binds=False),
@@ -53,9 +49,7 @@ def _plan(context: PlanContext, instance: Instance) -> StagePlan:
     model = scaled_input(context.loaded, camera)
     shm = decode.shared_memory and context.local(name, "frames")
     prefix = ring_prefix(context.runtime_dir) if shm else None
-    return StagePlan(
-        name, "decode", (), lambda: _decode_stage(camera, decode, prefix, model)
-    )
+    return StagePlan(name, lambda: _decode_stage(camera, decode, prefix, model))
 
 
 def _decode_stage(
@@ -70,24 +64,12 @@ def _decode_stage(
 def _metrics(name: str, stats: StatsView, _chain: StatsView) -> Iterable[Sample]:
     camera = name.partition(".")[2]
     decode = read_stats(stats, DecodeStats)
-    yield Sample(
-        "frames",
-        "counter",
-        "Frames out of decode / through detect and track",
-        {"stage": "decode", "camera": camera},
-        decode.frames,
-    )
+    yield frames_through("decode", camera, decode.frames)
     for reason, count in (
         ("behind", decode.frames_dropped_behind),
         ("packets_lost", decode.frames_dropped_gap),
     ):
-        yield Sample(
-            "frames_dropped",
-            "counter",
-            "Frames dropped, by reason",
-            {"camera": camera, "reason": reason},
-            count,
-        )
+        yield frames_dropped(camera, reason, count)
     yield Sample(
         "decode_errors",
         "counter",
@@ -122,7 +104,7 @@ KIND = StageKind(
     name="decode",
     role="transform",
     scope="camera",
-    instances=_instances,
+    instances=each_camera(),
     plan=_plan,
     ports=PORTS,
     sections=(

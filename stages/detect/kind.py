@@ -10,6 +10,7 @@ from typing import Any
 
 from pipeline.config import LoadedConfig, ResolveContext
 from pipeline.errors import ConfigError, FramechainError, ModelFormatError
+from pipeline.metrics import frames_dropped
 from pipeline.registry import (
     Instance,
     PlanContext,
@@ -167,18 +168,12 @@ def _plan(context: PlanContext, _instance: Instance) -> StagePlan:
             classifier_path=model.classifier_path,
         )
 
-    return StagePlan("detect", "detect", (), build)
+    return StagePlan(KIND_NAME, build)
 
 
 def _metrics(name: str, stats: StatsView, _chain: StatsView) -> Iterable[Sample]:
     detect = read_stats(stats, DetectStats)
-    yield Sample(
-        "frames_dropped",
-        "counter",
-        "Frames dropped, by reason",
-        {"camera": "all", "reason": "slot_overwritten"},
-        detect.frames_missed,
-    )
+    yield frames_dropped("all", "slot_overwritten", detect.frames_missed)
     if detect.inference is not None:
         yield Sample(
             "inference_seconds",

@@ -52,7 +52,7 @@ def sink_kind(config_type: type[Any], factory: SinkFactory) -> StageKind:
             stage.name = instance.target  # in its answers to the tracks' marks
             return stage
 
-        return StagePlan(name, "sink", (), build, exit_when_finished=True)
+        return StagePlan(name, build, exit_when_finished=True)
 
     return StageKind(
         name="sink",

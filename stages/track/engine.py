@@ -30,7 +30,7 @@ from pipeline.messages import (
 )
 from pipeline.state import decode, encode
 from stages.track.aggregate import AggregateState, IntervalCounts
-from stages.track.rules.base import Rule, RuleBase
+from stages.track.rules.base import Rule, RuleConfig
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class RuleEngine:
     def __init__(
         self,
         stream_id: str,
-        rules: Sequence[RuleBase],
+        rules: Sequence[RuleConfig],
         rule_types: Mapping[type, type[Rule]],
         lost_track_s: float,
         aggregate_s: float | None = None,
@@ -94,7 +94,7 @@ class RuleEngine:
         self.rule_types = rule_types
         self.lost_track_s = lost_track_s
         self.snapshot_path = snapshot_path
-        self.rules: list[RuleBase] = list(rules)
+        self.rules: list[RuleConfig] = list(rules)
         self.states: list[Rule] = [self._state(rule) for rule in self.rules]
         self._settings = [rule.model_dump_json() for rule in self.rules]
         self.names: tuple[str, ...] = ()
@@ -107,10 +107,10 @@ class RuleEngine:
         self.ended: list[int] = []  # the tracks the last frame ended
         self._checked_size: tuple[int, int] | None = None  # rules vs frame size
 
-    def _state(self, rule: RuleBase) -> Rule:
+    def _state(self, rule: RuleConfig) -> Rule:
         return self.rule_types[type(rule)](rule, self.lost_track_s)
 
-    def replace_rules(self, rules: Sequence[RuleBase]) -> None:
+    def replace_rules(self, rules: Sequence[RuleConfig]) -> None:
         """New rules; a rule whose settings did not change keeps its state."""
         old = list(zip(self.rules, self.states, strict=True))
         self.states = [
@@ -314,7 +314,7 @@ class RuleEngine:
     def event(
         self,
         frame: Frame,
-        rule: RuleBase | None,
+        rule: RuleConfig | None,
         kind: EventKind,
         *,
         track_id: int = -1,

@@ -14,7 +14,7 @@ from pydantic import Field
 from pipeline.checkpoint import CheckpointFile
 from pipeline.config import ResolveContext, load_config
 from pipeline.errors import ConfigError
-from pipeline.metrics import frame_age_samples
+from pipeline.metrics import frame_age_samples, frames_dropped, frames_through
 from pipeline.registry import (
     Instance,
     PlanContext,
@@ -24,6 +24,7 @@ from pipeline.registry import (
     Slot,
     StageKind,
     StatsView,
+    each_camera,
     read_stats,
 )
 from pipeline.retention import PRUNED_HELP
@@ -32,7 +33,7 @@ from pipeline.topology import FULL_FRAMES, Port
 from pipeline.transport import LinkOptions
 from stages.track.config import PrivacyConfig, SnapshotConfig, TrackerConfig
 from stages.track.recovery import Recovery
-from stages.track.rules import BUILTIN_RULES, RuleBase
+from stages.track.rules import BUILTIN_RULES, RuleConfig
 from stages.track.stats import TrackStats
 
 PORTS = (
@@ -61,11 +62,7 @@ def _pixels(loaded: Any, camera: str) -> Any:
     return FULL_FRAMES if loaded.config.cameras[camera].snapshots else None
 
 
-def _instances(config: Any) -> list[Instance]:
-    return [Instance(name, camera) for name, camera in config.cameras.items()]
-
-
-def _reload_rules(context: PlanContext, camera: str) -> list[RuleBase]:
+def _reload_rules(context: PlanContext, camera: str) -> list[RuleConfig]:
     """The rules of one camera, read again from the config file (SIGHUP).
 
     Raises:
@@ -128,7 +125,7 @@ def _plan(context: PlanContext, instance: Instance) -> StagePlan:
             ),
         )
 
-    return StagePlan(name, "track", (), build)
+    return StagePlan(name, build)
 
 
 def _resolve(context: ResolveContext) -> None:
@@ -171,25 +168,15 @@ def _resolve(context: ResolveContext) -> None:
 def _metrics(name: str, stats: StatsView, _chain: StatsView) -> Iterable[Sample]:
     camera = name.partition(".")[2]
     track = read_stats(stats, TrackStats)
-    yield Sample(
-        "frames",
-        "counter",
-        "Frames out of decode / through detect and track",
-        {"stage": "track", "camera": camera},
-        track.frames,
-    )
+    yield frames_through("track", camera, track.frames)
     yield Sample(
         "fps", "gauge", "Frames per second tracked", {"camera": camera}, track.fps
     )
     yield from frame_age_samples(
         track.frame_age_p50_s, track.frame_age_p99_s, camera, "track"
     )
-    yield Sample(
-        "frames_dropped",
-        "counter",
-        "Frames dropped, by reason",
-        {"camera": camera, "reason": "annotate"},
-        read_stats(stats, RuntimeStats).dropped.get("annotate", 0),
+    yield frames_dropped(
+        camera, "annotate", read_stats(stats, RuntimeStats).dropped.get("annotate", 0)
     )
     yield Sample(
         "feed_dropped",
@@ -295,7 +282,7 @@ KIND = StageKind(
     name="track",
     role="transform",
     scope="camera",
-    instances=_instances,
+    instances=each_camera(),
     plan=_plan,
     ports=PORTS,
     pixels=_pixels,

@@ -48,7 +48,7 @@ from stages.track.recovery import (
     decode_state,
     resumable,
 )
-from stages.track.rules import BUILTIN_RULES, Rule, RuleBase
+from stages.track.rules import BUILTIN_RULES, Rule, RuleConfig
 from stages.track.rules.base import rule_types
 from stages.track.stats import TrackStats
 from stages.track.taps import MediaTaps
@@ -71,8 +71,8 @@ class TrackStage(Stage):
         self,
         stream_id: str,
         tracker: TrackerConfig,
-        rules: Sequence[RuleBase],
-        load_rules: Callable[[], Sequence[RuleBase]] | None = None,
+        rules: Sequence[RuleConfig],
+        load_rules: Callable[[], Sequence[RuleConfig]] | None = None,
         snapshots: SnapshotConfig | None = None,
         aggregate_s: float | None = None,
         annotate: bool = False,
@@ -124,7 +124,7 @@ class TrackStage(Stage):
         self._latency = Histogram()
 
     @property
-    def rules(self) -> list[RuleBase]:
+    def rules(self) -> list[RuleConfig]:
         return self.engine.rules
 
     def setup(self) -> None:

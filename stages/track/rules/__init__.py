@@ -1,7 +1,7 @@
 """Analytics rule kinds, one module each; each registers as a variant of a camera's
 ``rules`` (``stages.track.kind``), like stage kinds do."""
 
-from stages.track.rules.base import Rule, RuleBase
+from stages.track.rules.base import Rule, RuleConfig
 from stages.track.rules.crowd import CrowdRule, CrowdRuleConfig
 from stages.track.rules.line import LineRule, LineRuleConfig
 from stages.track.rules.zone import ZoneRule, ZoneRuleConfig
@@ -16,7 +16,7 @@ __all__ = [
     "LineRule",
     "LineRuleConfig",
     "Rule",
-    "RuleBase",
+    "RuleConfig",
     "ZoneRule",
     "ZoneRuleConfig",
 ]

@@ -47,7 +47,10 @@ RuleName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 Anchor = Literal["bottom_center", "center"]
 
 
-class RuleBase(StrictModel):
+class RuleConfig(StrictModel):
+    """What every rule kind's config has: a rule kind's config model extends it
+    with its ``kind`` literal and its geometry; its ``Rule`` holds the state."""
+
     name: RuleName = Field(
         description="Rule name, unique per camera; used in event ids and topics."
     )
@@ -96,7 +99,7 @@ class RuleContext(Protocol):
     def event(
         self,
         frame: Frame,
-        rule: RuleBase | None,
+        rule: RuleConfig | None,
         kind: EventKind,
         *,
         track_id: int = -1,
@@ -124,7 +127,7 @@ class Rule(ABC):
     refused (the stream starts over), never restored wrong.
     """
 
-    config_type: ClassVar[type[RuleBase]]
+    config_type: ClassVar[type[RuleConfig]]
     state_type: ClassVar[type[msgspec.Struct]]
 
     def __init__(self, config: Any, lost_track_s: float) -> None:
@@ -161,6 +164,6 @@ class Rule(ABC):
         return None
 
 
-def rule_types(rules: Sequence[type[Rule]]) -> dict[type[RuleBase], type[Rule]]:
+def rule_types(rules: Sequence[type[Rule]]) -> dict[type[RuleConfig], type[Rule]]:
     """Rule classes by the config model they are built from."""
     return {rule.config_type: rule for rule in rules}

@@ -15,14 +15,14 @@ from pipeline.detections import Detections
 from pipeline.messages import Event, Frame, OverlayZone
 from stages.track.rules.base import (
     Rule,
-    RuleBase,
+    RuleConfig,
     RuleContext,
     points_in_polygon,
 )
 from stages.track.rules.geometry import Polygon
 
 
-class CrowdRuleConfig(RuleBase):
+class CrowdRuleConfig(RuleConfig):
     kind: Literal["crowd"] = Field(
         description="Crowd threshold on the number of tracked objects."
     )

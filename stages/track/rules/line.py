@@ -13,11 +13,11 @@ from pydantic import Field, model_validator
 
 from pipeline.detections import Detections
 from pipeline.messages import Event, Frame, OverlayLine
-from stages.track.rules.base import Rule, RuleBase, RuleContext
+from stages.track.rules.base import Rule, RuleConfig, RuleContext
 from stages.track.rules.geometry import Point
 
 
-class LineRuleConfig(RuleBase):
+class LineRuleConfig(RuleConfig):
     kind: Literal["line"] = Field(description="Directional line crossing count.")
     start: Point = Field(description="Line start [x, y] in source pixels.")
     end: Point = Field(description="Line end [x, y] in source pixels.")

@@ -16,14 +16,14 @@ from pipeline.masks import polygon_region
 from pipeline.messages import Event, Frame, OverlayZone
 from stages.track.rules.base import (
     Rule,
-    RuleBase,
+    RuleConfig,
     RuleContext,
     points_in_polygon,
 )
 from stages.track.rules.geometry import Polygon
 
 
-class ZoneRuleConfig(RuleBase):
+class ZoneRuleConfig(RuleConfig):
     kind: Literal["zone"] = Field(
         description="Polygon zone: occupancy, enter/exit and dwell events."
     )
