@@ -4,6 +4,7 @@ statistics."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,14 +78,24 @@ def merged_stats(runtime: RuntimeStats, own: msgspec.Struct | None) -> dict[str,
     stats: dict[str, Any] = msgspec.to_builtins(runtime)
     if own is None:
         return stats
-    theirs: dict[str, Any] = msgspec.to_builtins(own)
-    stats.update(theirs)
-    try:
-        msgspec.convert(stats, RuntimeStats, strict=False)
-    except msgspec.ValidationError as e:
-        clash = sorted(set(theirs) & set(RuntimeStats.__struct_fields__))
+    clash = clashing_stats(type(own))
+    if clash:
         raise PermanentError(
             f"{type(own).__name__} reports {', '.join(clash)}, a runtime statistic "
-            f"of another type ({e}); rename the field in the stage's stats"
-        ) from None
+            "of another type; rename the field in the stage's stats"
+        )
+    stats.update(msgspec.to_builtins(own))
     return stats
+
+
+@functools.cache
+def clashing_stats(stats_type: type[msgspec.Struct]) -> tuple[str, ...]:
+    """The fields of a stage's stats struct that a runtime stat of another type
+    has the name of: a property of the type, so found once per type rather than
+    at every heartbeat."""
+    runtime = {f.name: f.type for f in msgspec.structs.fields(RuntimeStats)}
+    return tuple(
+        f.name
+        for f in msgspec.structs.fields(stats_type)
+        if f.name in runtime and f.type != runtime[f.name]
+    )

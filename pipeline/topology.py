@@ -31,6 +31,7 @@ import itertools
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
@@ -103,6 +104,19 @@ class Link:
     out: Port
     consumer: Process
     into: Port
+
+
+def _link(stream: str, p: Process, out: Port, c: Process, into: Port) -> Link:
+    """
+    Raises:
+        ValueError: neither end binds (a kind's ports are misdeclared).
+    """
+    if not (out.bound or into.bound):
+        raise ValueError(
+            f"stream {stream}: neither {p.name}'s {out.name} nor {c.name}'s "
+            f"{into.name} binds"
+        )
+    return Link(stream, p, out, c, into)
 
 
 def ports_on(kind: StageKind, stream: str, direction: Direction) -> list[Port]:
@@ -196,29 +210,26 @@ class Wiring:
         for stream in streams(kinds):
             groups = stations(kinds, stream)
             for camera in cameras:
-                serving = [
-                    [
-                        m
-                        for kind in group
-                        for m in by_kind[id(kind)]
-                        if kind.scope != "camera" or m.instance.target == camera
-                    ]
+                path = [
+                    serving
                     for group in groups
+                    if (
+                        serving := [
+                            m
+                            for kind in group
+                            for m in by_kind[id(kind)]
+                            if kind.scope != "camera" or m.instance.target == camera
+                        ]
+                    )
                 ]
-                path = [s for s in serving if s]
                 for producers, consumers in itertools.pairwise(path):
-                    for p in producers:
-                        for c in consumers:
-                            for out in ports_on(p.kind, stream, "out"):
-                                for into in ports_on(c.kind, stream, "in"):
-                                    if not (out.bound or into.bound):
-                                        raise ValueError(
-                                            f"stream {stream}: neither {p.name}'s "
-                                            f"{out.name} nor {c.name}'s "
-                                            f"{into.name} binds"
-                                        )
-                                    key = (p.name, out.name, c.name, into.name)
-                                    links.setdefault(key, Link(stream, p, out, c, into))
+                    for p, c in itertools.product(producers, consumers):
+                        for out, into in itertools.product(
+                            ports_on(p.kind, stream, "out"),
+                            ports_on(c.kind, stream, "in"),
+                        ):
+                            key = (p.name, out.name, c.name, into.name)
+                            links.setdefault(key, _link(stream, p, out, c, into))
         return cls(list(links.values()), tuple(cameras), members)
 
     def _aliases(self, link: Link) -> list[str]:
@@ -234,16 +245,20 @@ class Wiring:
             targets = list(self.cameras)
         return [route(link.out.name, t) for t in targets]
 
-    def sockets(self, process: str) -> list[WiredPort]:
-        """The sockets of one process (a member's, for a camera group): each bound
-        endpoint once, each connection once per peer."""
-        wired: dict[tuple[str, str, bool], WiredPort] = {}
+    @cached_property
+    def _sockets(self) -> dict[str, list[WiredPort]]:
+        """Every process's sockets, from one pass over the links: each bound
+        endpoint once, each connection once per peer, and the inputs nobody
+        feeds, which still listen."""
+        wired: dict[str, dict[tuple[str, str, bool], WiredPort]] = defaultdict(dict)
 
-        def add(port: Port, endpoint: str, bind: bool, aliases: Iterable[str]) -> None:
+        def add(
+            process: str, port: Port, endpoint: str, bind: bool, aliases: list[str]
+        ) -> None:
             key = (port.name, endpoint, bind)
-            known = wired.get(key)
+            known = wired[process].get(key)
             merged = tuple(dict.fromkeys((*(known.aliases if known else ()), *aliases)))
-            wired[key] = WiredPort(port, endpoint, bind, merged)
+            wired[process][key] = WiredPort(port, endpoint, bind, merged)
 
         for link in self.links:
             producer_binds = link.out.bound
@@ -253,26 +268,27 @@ class Wiring:
                 else (link.consumer, link.into)
             )
             endpoint = f"{binder.name}.{bound_port.endpoint}"
-            if link.producer.name == process:
-                add(link.out, endpoint, producer_binds, self._aliases(link))
-            if link.consumer.name == process:
-                add(link.into, endpoint, not producer_binds, ())
+            add(
+                link.producer.name,
+                link.out,
+                endpoint,
+                producer_binds,
+                self._aliases(link),
+            )
+            add(link.consumer.name, link.into, endpoint, not producer_binds, [])
         for member in self.processes:
-            if member.name != process:
-                continue
-            for port in member.kind.ports:  # an input nobody feeds still listens
+            for port in member.kind.ports:
                 if port.direction == "in" and port.bound:
-                    add(port, f"{member.name}.{port.endpoint}", True, ())
-        return list(wired.values())
+                    add(member.name, port, f"{member.name}.{port.endpoint}", True, [])
+        return {process: list(ports.values()) for process, ports in wired.items()}
+
+    def sockets(self, process: str) -> list[WiredPort]:
+        """The sockets of one process (a member's, for a camera group)."""
+        return self._sockets.get(process, [])
 
     def bound_endpoints(self) -> set[str]:
         """The name of every endpoint some process binds."""
-        return {
-            w.endpoint
-            for member in self.processes
-            for w in self.sockets(member.name)
-            if w.bind
-        }
+        return {w.endpoint for ports in self._sockets.values() for w in ports if w.bind}
 
     def targets(self, process: str, port: str) -> list[str]:
         """The consumers one ``out`` port of a process reaches, by their target

@@ -163,6 +163,20 @@ def spawn_run(config: Path, env: dict[str, str] | None = None) -> subprocess.Pop
     )
 
 
+def run_to_end(
+    config: Path, env: dict[str, str] | None = None, timeout: float = 240
+) -> tuple[str, str]:
+    """``framechain run CONFIG`` to its end, which must be exit 0; its stdout and
+    stderr."""
+    process = spawn_run(config, env)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    finally:
+        end_run(process)
+    assert process.returncode == 0, stderr[-3000:]
+    return stdout, stderr
+
+
 def end_run(process: subprocess.Popen[str]) -> None:
     """A test's cleanup for ``spawn_run``: SIGKILL to the whole group, supervisor and
     stages, so that a failed test neither waits on output pipes a stage still holds

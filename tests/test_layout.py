@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CROWD_LINE, REPO, chain_env, end_run, read_events, spawn_run
+from conftest import CROWD_LINE, REPO, chain_env, read_events, run_to_end
 
 # package -> the packages it must never import
 FORBIDDEN = {
@@ -76,35 +76,38 @@ def test_importing_every_framework_module_loads_no_stage() -> None:
     assert int(count) >= 20 and loaded.strip() == "[]", out.stdout
 
 
+def _strings(path: Path) -> list[tuple[int, str]]:
+    """(line, text) of every string literal in a module but its docstrings."""
+    tree = ast.parse(path.read_text())
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(
+            node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef
+        )
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+    }
+    return [
+        (node.lineno, node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and id(node) not in docstrings
+    ]
+
+
 def test_framework_names_no_stage_kind() -> None:
     """The supervisor matched "sink." and "track." prefixes, observability and
     the summary "capture."/"decode."/"detect": no string literal in pipeline/
     (docstrings aside) is a stage kind or a process name built from one."""
     kinds = ("capture", "decode", "detect", "track", "annotate", "sink")
-    offences = []
-    for path in _modules("pipeline"):
-        tree = ast.parse(path.read_text())
-        docstrings = {
-            id(node.body[0].value)
-            for node in ast.walk(tree)
-            if isinstance(
-                node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef
-            )
-            and node.body
-            and isinstance(node.body[0], ast.Expr)
-            and isinstance(node.body[0].value, ast.Constant)
-        }
-        for node in ast.walk(tree):
-            if (
-                isinstance(node, ast.Constant)
-                and isinstance(node.value, str)
-                and id(node) not in docstrings
-                and (
-                    node.value in kinds
-                    or any(node.value.startswith(f"{k}.") for k in kinds)
-                )
-            ):
-                offences.append(f"{path.name}:{node.lineno} {node.value!r}")
+    offences = [
+        f"{path.name}:{line} {text!r}"
+        for path in _modules("pipeline")
+        for line, text in _strings(path)
+        if text in kinds or any(text.startswith(f"{k}.") for k in kinds)
+    ]
     assert not offences, offences
 
 
@@ -121,29 +124,13 @@ def test_no_kind_names_another_kinds_processes_or_endpoints() -> None:
         "annotate": "annotate",
         "sinks": "sink",
     }
-    offences = []
-    for package, own in kinds.items():
-        others = [k for k in kinds.values() if k != own]
-        for path in _modules(f"stages/{package}"):
-            tree = ast.parse(path.read_text())
-            docstrings = {
-                id(node.body[0].value)
-                for node in ast.walk(tree)
-                if isinstance(
-                    node,
-                    ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef,
-                )
-                and node.body
-                and isinstance(node.body[0], ast.Expr)
-            }
-            offences += [
-                f"{path.relative_to(REPO)}:{node.lineno} {node.value!r}"
-                for node in ast.walk(tree)
-                if isinstance(node, ast.Constant)
-                and isinstance(node.value, str)
-                and id(node) not in docstrings
-                and any(node.value.startswith(f"{k}.") for k in others)
-            ]
+    offences = [
+        f"{path.relative_to(REPO)}:{line} {text!r}"
+        for package, own in kinds.items()
+        for path in _modules(f"stages/{package}")
+        for line, text in _strings(path)
+        if any(text.startswith(f"{k}.") for k in kinds.values() if k != own)
+    ]
     assert not offences, offences
 
 
@@ -275,12 +262,7 @@ def test_a_sink_kind_defined_in_a_test_runs_through_framechain_run(
         )
     )
     env = {**chain_env(), "PYTHONPATH": f"{tmp_path}:{REPO}"}
-    process = spawn_run(config, env=env)
-    try:
-        stdout, stderr = process.communicate(timeout=240)
-    finally:
-        end_run(process)
-    assert process.returncode == 0, stderr[-3000:]
+    stdout, _ = run_to_end(config, env)
     assert "sink tally:" in stdout
     stored = {e["event_id"] for e in read_events(tmp_path / "events.db")}
     tallied = (tmp_path / "ids.txt").read_text().split()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CROWD_LINE, REPO, chain_env, end_run, read_events, spawn_run
+from conftest import CROWD_LINE, REPO, chain_env, read_events, run_to_end
 
 from framechain.app import builtin_registry
 from framechain.plan import build_plan, stage_names
@@ -211,15 +211,9 @@ def test_a_step_defined_in_a_test_runs_between_detect_and_track(
     env = {**chain_env(), "PYTHONPATH": f"{tmp_path}:{REPO}"}
     stepped = chain(tmp_path, short_clip, "step.db", keep={"at_least": 0.6})
     filtered = chain(tmp_path, short_clip, "filter.db", detect={"confidence": 0.6})
-    outputs = {}
-    for config in (stepped, filtered):
-        process = spawn_run(config, env=env)
-        try:
-            stdout, stderr = process.communicate(timeout=240)
-        finally:
-            end_run(process)
-        assert process.returncode == 0, stderr[-3000:]
-        outputs[config.name] = stdout
+    outputs = {
+        config.name: run_to_end(config, env)[0] for config in (stepped, filtered)
+    }
 
     def events(db: str) -> dict[str, dict[str, object]]:
         return {

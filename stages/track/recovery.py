@@ -71,9 +71,10 @@ def resumable(recovery: Recovery, found: Checkpoint, stream_id: str) -> bool:
 
 
 STATE_FORMAT = 1
-"""The format of ``TrackState``. 0 was a pickle of the stage's attributes (before
-0.x's explicit state); bump this when a struct below changes in a way an older
-checkpoint would not decode into, or would decode into wrongly."""
+"""The format of ``TrackState``. 0 was a pickle of the stage's attributes, as
+framechain wrote it before its state was explicit (2898473 and earlier); bump
+this when a struct below changes in a way an older checkpoint would not decode
+into, or would decode into wrongly (``tests/test_state.py`` asks for it)."""
 
 
 class StageState(msgspec.Struct, frozen=True):
