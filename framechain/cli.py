@@ -1,5 +1,5 @@
-"""``framechain`` command line: run, stage, validate, events, report, replay, keys,
-bench, export.
+"""``framechain`` command line: run, stage, validate, schema, events, report,
+replay, keys, bench, export.
 
 The only place that prints to the terminal and turns errors into exit codes: 0 done,
 1 failed, 2 invalid config.
@@ -26,6 +26,23 @@ def _load(path: str) -> Any:
     from framechain.app import load
 
     return load(path)
+
+
+def _registry(source: str | None) -> Any:
+    """The kinds of a config (the built-in ones and its plugins'), or the
+    built-in ones when ``source`` is not a config."""
+    from framechain.app import builtin_registry
+
+    if source is not None and source.endswith((".yaml", ".yml")):
+        return _load(source).registry
+    return builtin_registry()
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from pipeline.eventschema import render_json_schema
+
+    sys.stdout.write(render_json_schema(_registry(args.config).events.all()))
+    return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -171,10 +188,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     path = _store_path(args.source)
     rows = query(path, _event_query(args))
-    drawn = draw_report(rows, Path(args.out), f"framechain: {path.name}", args.bucket)
+    title = f"framechain: {path.name}"
+    kinds = _registry(args.source).events.all()
+    drawn = draw_report(rows, Path(args.out), title, kinds, args.bucket)
     print(
-        f"{args.out}: {drawn['events']} events, {len(drawn['lines'])} line series, "
-        f"{len(drawn['zones'])} zones, {drawn['bucket_s']:g} s buckets"
+        f"{args.out}: {drawn['events']} events, {len(drawn['lines'])} count series, "
+        f"{len(drawn['zones'])} level series, {drawn['bucket_s']:g} s buckets"
     )
     return 0
 
@@ -290,6 +309,14 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--camera", action="append", help="repeatable")
         command.add_argument("--since", help="ISO time, Unix time or 15m / 2h / 7d")
         command.add_argument("--until", help="same forms as --since")
+
+    schema = sub.add_parser(
+        "schema", help="JSON Schema of events (docs/event.schema.json)"
+    )
+    schema.add_argument(
+        "config", nargs="?", help="add the event kinds of this config's plugins"
+    )
+    schema.set_defaults(func=cmd_schema)
 
     events = sub.add_parser("events", help="query stored events")
     selection(events)

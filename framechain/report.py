@@ -1,8 +1,12 @@
 """``framechain report``: a PNG of counts and occupancy over time from the store.
 
-Top panel: line crossings per time bucket, one series per line and direction. Bottom
-panel: each zone's occupancy as a step line (from its change events), with crowd
-periods shaded. matplotlib is an optional extra (``framechain[report]``); it is
+What goes where comes from the registered event kinds (``EventKindSpec.report``):
+top panel, the ``count`` kinds (line crossings) per time bucket, one series per
+camera, rule and direction; bottom panel, each ``level`` kind (zone occupancy) as a
+step line of its ``value``, with the periods between a ``span_start`` and a
+``span_end`` kind (crowds) shaded. A plugin's kind is drawn the same way.
+
+matplotlib is an optional extra (``framechain[report]``); it is
 imported here only, with the Agg backend, so no display is needed.
 """
 
@@ -10,11 +14,13 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import FramechainError
+from pipeline.eventkinds import EventKindSpec, ReportRole
 
 NICE_BUCKETS_S = (
     1,
@@ -43,7 +49,11 @@ def pick_bucket(span_s: float, buckets: int = 40) -> float:
 
 
 def draw_report(
-    rows: list[dict[str, Any]], out: Path, title: str, bucket_s: float | None = None
+    rows: list[dict[str, Any]],
+    out: Path,
+    title: str,
+    kinds: Sequence[EventKindSpec],
+    bucket_s: float | None = None,
 ) -> dict[str, Any]:
     """Write the chart; returns what it drew (series names, bucket, event count).
 
@@ -62,12 +72,16 @@ def draw_report(
         raise FramechainError(
             "framechain report needs matplotlib: pip install 'framechain[report]'"
         ) from None
-    crossings = [r for r in rows if r["kind"] == "line_crossing"]
-    occupancy = [r for r in rows if r["kind"] == "zone_occupancy"]
-    crowds = [r for r in rows if r["kind"] in ("crowd_start", "crowd_end")]
+    roles: dict[str, ReportRole] = {
+        spec.name: spec.report for spec in kinds if spec.report is not None
+    }
+    crossings = [r for r in rows if roles.get(r["kind"]) == "count"]
+    occupancy = [r for r in rows if roles.get(r["kind"]) == "level"]
+    crowds = [r for r in rows if roles.get(r["kind"], "").startswith("span_")]
     if not crossings and not occupancy:
+        drawn = ", ".join(k for k, role in roles.items() if role in ("count", "level"))
         raise FramechainError(
-            "no line crossings or zone occupancy in the selected events; widen "
+            f"nothing to draw: no {drawn} events in the selection; widen "
             "--since/--until or check --camera"
         )
     first = min(r["capture_ts"] for r in rows)
@@ -76,7 +90,7 @@ def draw_report(
 
     counts: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
     for r in crossings:
-        series = f"{r['stream_id']}/{r['rule']} {r['direction']}"
+        series = f"{r['stream_id']}/{r['rule']} {r['direction']}".rstrip()
         counts[series][math.floor(r["capture_ts"] / bucket)] += 1
     zones: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for r in occupancy:
@@ -112,7 +126,7 @@ def draw_report(
     started: dict[str, float] = {}
     for r in sorted(crowds, key=lambda r: r["capture_ts"]):
         key = f"{r['stream_id']}/{r['rule']}"
-        if r["kind"] == "crowd_start":
+        if roles[r["kind"]] == "span_start":
             started[key] = r["capture_ts"]
         elif key in started:
             bottom.axvspan(

@@ -1,19 +1,22 @@
-"""Everything derived from the ``Event`` struct: the SQLite columns of the event
-store and the JSON Schema in ``docs/event.schema.json``. Nothing else lists the
-event's fields (a test fails when the document and this generator disagree).
+"""Everything derived from the ``Event`` struct and the registered event kinds:
+the SQLite columns and per-kind views of the event store, and the JSON Schema in
+``docs/event.schema.json``. Nothing else lists the event's fields or what each
+kind's ``data`` holds (a test fails when the document and this generator
+disagree).
 
-Run ``python -m pipeline.eventschema > docs/event.schema.json`` after changing
-``Event``.
+Run ``framechain schema > docs/event.schema.json`` after changing ``Event`` or a
+built-in kind (``framechain schema CONFIG`` adds the config's plugins' kinds).
 """
 
 from __future__ import annotations
 
 import json
-import sys
+from collections.abc import Sequence
 from typing import Any, get_type_hints
 
 import msgspec
 
+from pipeline.eventkinds import EventKindSpec
 from pipeline.messages import Event
 
 _SQL_TYPES = {"str": "TEXT", "int": "INTEGER", "float": "REAL", "bool": "INTEGER"}
@@ -28,242 +31,6 @@ SCHEMA_HEAD: dict[str, Any] = {
     "is stable, so consumers deduplicate by it.",
 }
 """The document's own identity and summary."""
-
-DATA_BY_KIND: list[dict[str, Any]] = json.loads(
-    """
-[
- {
-  "if": {
-   "properties": {
-    "kind": {
-     "const": "line_crossing"
-    }
-   }
-  },
-  "then": {
-   "properties": {
-    "direction": {
-     "enum": [
-      "in",
-      "out"
-     ]
-    },
-    "track_id": {
-     "minimum": 0
-    },
-    "data": {
-     "required": [
-      "total_in",
-      "total_out"
-     ],
-     "properties": {
-      "total_in": {
-       "type": "integer"
-      },
-      "total_out": {
-       "type": "integer"
-      }
-     }
-    }
-   }
-  }
- },
- {
-  "if": {
-   "properties": {
-    "kind": {
-     "const": "zone_occupancy"
-    }
-   }
-  },
-  "then": {
-   "properties": {
-    "data": {
-     "required": [
-      "by_class"
-     ],
-     "properties": {
-      "by_class": {
-       "type": "object",
-       "additionalProperties": {
-        "type": "integer"
-       }
-      }
-     }
-    }
-   }
-  }
- },
- {
-  "if": {
-   "properties": {
-    "kind": {
-     "enum": [
-      "zone_enter",
-      "zone_exit",
-      "loitering"
-     ]
-    }
-   }
-  },
-  "then": {
-   "properties": {
-    "track_id": {
-     "minimum": 0
-    },
-    "data": {
-     "required": [
-      "at_pts"
-     ],
-     "properties": {
-      "at_pts": {
-       "type": "number"
-      },
-      "dwell_s": {
-       "type": "number",
-       "minimum": 0
-      },
-      "reason": {
-       "enum": [
-        "left",
-        "lost"
-       ]
-      }
-     }
-    }
-   }
-  }
- },
- {
-  "if": {
-   "properties": {
-    "kind": {
-     "const": "zone_exit"
-    }
-   }
-  },
-  "then": {
-   "properties": {
-    "data": {
-     "required": [
-      "at_pts",
-      "dwell_s",
-      "reason"
-     ]
-    }
-   }
-  }
- },
- {
-  "if": {
-   "properties": {
-    "kind": {
-     "enum": [
-      "crowd_start",
-      "crowd_end"
-     ]
-    }
-   }
-  },
-  "then": {
-   "properties": {
-    "data": {
-     "required": [
-      "since_pts",
-      "peak",
-      "duration_s"
-     ]
-    }
-   }
-  }
- },
- {
-  "if": {
-   "properties": {
-    "kind": {
-     "const": "counts"
-    }
-   }
-  },
-  "then": {
-   "properties": {
-    "rule": {
-     "const": "aggregate"
-    },
-    "data": {
-     "required": [
-      "start",
-      "end",
-      "partial",
-      "lines",
-      "zones"
-     ],
-     "properties": {
-      "start": {
-       "type": "number"
-      },
-      "end": {
-       "type": "number"
-      },
-      "partial": {
-       "type": "boolean"
-      },
-      "lines": {
-       "type": "object",
-       "additionalProperties": {
-        "type": "object",
-        "additionalProperties": {
-         "type": "object",
-         "additionalProperties": {
-          "type": "integer"
-         }
-        }
-       }
-      },
-      "zones": {
-       "type": "object",
-       "additionalProperties": {
-        "type": "object",
-        "required": [
-         "max",
-         "mean"
-        ]
-       }
-      }
-     }
-    }
-   }
-  }
- },
- {
-  "if": {
-   "properties": {
-    "kind": {
-     "enum": [
-      "camera_online",
-      "camera_offline"
-     ]
-    }
-   }
-  },
-  "then": {
-   "properties": {
-    "rule": {
-     "const": "camera"
-    },
-    "data": {
-     "required": [
-      "reason",
-      "detail"
-     ]
-    }
-   }
-  }
- }
-]
-"""
-)
-"""What ``data`` holds for each kind (the part of the schema no field type says)."""
 
 
 def event_fields() -> tuple[msgspec.inspect.Field, ...]:
@@ -337,25 +104,77 @@ def sql_row(event: Event) -> tuple[Any, ...]:
     )
 
 
-def json_schema() -> dict[str, Any]:
-    """The JSON Schema of an event as sinks write it (an object, one key a field)."""
+def sqlite_views(kinds: Sequence[EventKindSpec]) -> str:
+    """One view per event kind, ``events_<kind>``: the event's columns without
+    ``data``, then each field of the kind's data as a column of its own, so an
+    analyst's SQL needs no JSON functions (nested objects as JSON text).
+    Dropped and made again at every open: a view holds no data, and the
+    registered kinds may have changed. Names are safe to splice: kind names
+    match ``KIND_PATTERN`` and field names are Python identifiers."""
+    base = ", ".join(f'"{name}"' for name in sql_columns() if name != "data")
+    statements = []
+    for spec in kinds:
+        info = msgspec.inspect.type_info(spec.data)
+        assert isinstance(info, msgspec.inspect.StructType)
+        # objects and lists come out as JSON text; a field named like a
+        # column of the event is prefixed with data_
+        own = [
+            f"json_extract(data, '$.{f.encode_name}') AS "
+            f'"{"data_" if f.encode_name in sql_columns() else ""}{f.encode_name}"'
+            for f in info.fields
+        ]
+        view = f"events_{spec.name}"
+        statements.append(
+            f'DROP VIEW IF EXISTS "{view}";\n'  # noqa: S608
+            f'CREATE VIEW "{view}" AS SELECT {", ".join([base, *own])} '
+            f"FROM events WHERE kind = '{spec.name}';\n"
+        )
+    return "".join(statements)
+
+
+def _kind_rule(spec: EventKindSpec, data_schema: dict[str, Any]) -> dict[str, Any]:
+    """What an event of ``spec``'s kind holds beyond the fields' types."""
+    then: dict[str, Any] = {"description": spec.description, "properties": {}}
+    properties = then["properties"]
+    if spec.rule is not None:
+        properties["rule"] = {"const": spec.rule}
+    if spec.tracked:
+        properties["track_id"] = {"minimum": 0}
+    if spec.directions:
+        properties["direction"] = {"enum": list(spec.directions)}
+    if spec.value:
+        properties["value"] = {"description": spec.value}
+    properties["data"] = data_schema
+    return {
+        "if": {"properties": {"kind": {"const": spec.name}}, "required": ["kind"]},
+        "then": then,
+    }
+
+
+def json_schema(kinds: Sequence[EventKindSpec]) -> dict[str, Any]:
+    """The JSON Schema of an event as sinks write it (an object, one key a
+    field), and for each registered kind what its ``data`` and fields hold."""
     hints = get_type_hints(Event, include_extras=True)
     properties = {
         field.name: msgspec.json.schema(hints[field.name]) for field in event_fields()
     }
+    data_schemas, definitions = msgspec.json.schema_components(
+        [spec.data for spec in kinds], ref_template="#/$defs/{name}"
+    )
+    properties["kind"]["examples"] = [spec.name for spec in kinds]
     return {
         **SCHEMA_HEAD,
         "type": "object",
         "required": [f.name for f in event_fields()],
         "additionalProperties": False,
         "properties": properties,
-        "allOf": DATA_BY_KIND,
+        "allOf": [
+            _kind_rule(spec, schema)
+            for spec, schema in zip(kinds, data_schemas, strict=True)
+        ],
+        "$defs": definitions,
     }
 
 
-def render_json_schema() -> str:
-    return json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
-
-
-if __name__ == "__main__":
-    sys.stdout.write(render_json_schema())
+def render_json_schema(kinds: Sequence[EventKindSpec]) -> str:
+    return json.dumps(json_schema(kinds), indent=2, ensure_ascii=False) + "\n"

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from pipeline.errors import MessageError
+from pipeline.eventkinds import KIND_PATTERN
 
 
 class Timing(msgspec.Struct, frozen=True, array_like=True):
@@ -211,27 +212,13 @@ class Stored(msgspec.Struct, frozen=True, array_like=True, tag="stored"):
     token: int
 
 
-EventKind = Literal[
-    "line_crossing",
-    "zone_occupancy",
-    "zone_enter",
-    "zone_exit",
-    "loitering",
-    "crowd_start",
-    "crowd_end",
-    "counts",
-    "camera_online",
-    "camera_offline",
-    "rule_outside_frame",
-]
-"""What happened (``docs/events.md`` describes each)."""
-
-
 class Event(msgspec.Struct, frozen=True, array_like=True, tag="event"):
     """An analytics event. This struct is the one definition of an event: the
-    SQLite columns and ``docs/event.schema.json`` are generated from it
-    (``pipeline.eventschema``). ``event_id`` is stable (camera, rule, kind, track,
-    frame seq), so a redelivered event is stored once."""
+    SQLite columns and ``docs/event.schema.json`` are generated from it and from
+    the registered event kinds (``pipeline.eventschema``, ``pipeline.eventkinds``).
+    ``kind`` is any registered kind's name: a sink stores and publishes a kind it
+    has never heard of like any other. ``event_id`` is stable (camera, rule, kind,
+    track, frame seq), so a redelivered event is stored once."""
 
     event_id: Annotated[
         str,
@@ -240,7 +227,7 @@ class Event(msgspec.Struct, frozen=True, array_like=True, tag="event"):
             "source (the same in every run), "
             "<camera>:<rule>:<kind>:<track_id>:<epoch>-<seq> for a live one (unique "
             "per run); the same frame and rule always give the same id.",
-            pattern=r"^[^:]+:[^:]+:[a-z_]+:-?[0-9]+:([0-9]+-)?[0-9]+$",
+            pattern=r"^[^:]+:[^:]+:[a-z][a-z0-9_]*:-?[0-9]+:([0-9]+-)?[0-9]+$",
         ),
     ]
     stream_id: Annotated[
@@ -255,8 +242,11 @@ class Event(msgspec.Struct, frozen=True, array_like=True, tag="event"):
         ),
     ]
     kind: Annotated[
-        EventKind,
-        msgspec.Meta(description="What happened (see docs/events.md)."),
+        str,
+        msgspec.Meta(
+            description="What happened: a registered event kind (see docs/events.md).",
+            pattern=KIND_PATTERN,
+        ),
     ]
     seq: Annotated[
         int,
@@ -298,20 +288,22 @@ class Event(msgspec.Struct, frozen=True, array_like=True, tag="event"):
         str,
         msgspec.Meta(
             description="'in' / 'out' for line_crossing; the reason for camera_* "
-            "events; '' otherwise."
+            "events; what the kind says, '' when it uses none."
         ),
     ] = ""
     value: Annotated[
         float,
         msgspec.Meta(
-            description="line_crossing: 1; zone_occupancy and crowd_*: objects "
-            "counted; zone_exit and loitering: dwell seconds; counts: crossings in "
-            "the interval."
+            description="The kind's number (each kind below says what it is); 0 "
+            "when it has none."
         ),
     ] = 0.0
     data: Annotated[
         dict[str, Any],
-        msgspec.Meta(description="Kind-specific details, see below."),
+        msgspec.Meta(
+            description="The kind's details (its struct, below); events of a "
+            "track with a crop classifier's label also hold 'label'."
+        ),
     ] = {}
     confidence: Annotated[
         float,

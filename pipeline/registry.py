@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import msgspec
 
 from pipeline.errors import ConfigError
+from pipeline.eventkinds import EventKinds
 from pipeline.topology import Port, Wiring, chain_order
 
 if TYPE_CHECKING:
@@ -231,7 +232,8 @@ class Process:
 
 
 class Registry:
-    """Stage kinds by name, and the variants of each config slot.
+    """Stage kinds by name, the variants of each config slot, and the event kinds
+    they produce.
 
     Several kinds may share a process name prefix when they are variants of one
     slot (every sink kind runs as ``sink.<name>``)."""
@@ -241,6 +243,7 @@ class Registry:
         self._slots: dict[str, Slot] = {}
         self._variants: dict[str, dict[type, Any]] = {}
         self._plugins: set[str] = set()
+        self.events = EventKinds()  # the event kinds the kinds produce
 
     def add_slot(self, slot: Slot) -> None:
         """Declare a union of the config tree that kinds add variants to."""

@@ -368,10 +368,13 @@ class StageRuntime:
         return now - self._progress_since
 
     def _invalid(self, port: str, error: MessageError) -> None:
-        """Counted; logged at the 1st, 2nd, 4th, 8th … so a flood cannot fill a disk."""
+        """Counted; logged at the 1st, 2nd, 4th, 8th … so a flood cannot fill a
+        disk, unless the stage reported it itself."""
         count = self.counters["invalid_messages"] = (
             self.counters["invalid_messages"] + 1
         )
+        if self.stage is not None and self.stage.refused(port, error):
+            return
         if count & (count - 1) == 0:
             log.warning("dropped message %d on %s: %s", count, port, error)
 

@@ -96,6 +96,13 @@ class Stage(ABC):
     def setup(self) -> None:
         """Acquire resources. Called once in the stage's own process."""
 
+    def refused(self, port: str, error: Exception) -> bool:
+        """A message on ``port`` failed to parse or validate, and is dropped; the
+        runtime counts it (``invalid_messages``). True: the stage reported it
+        itself (a sink logs an event it cannot store as an error), so the
+        runtime does not log it again."""
+        return False
+
     def serves(self, stream_id: str) -> bool:
         """Whether messages of ``stream_id`` are this stage's; the runtime drops and
         counts any other (a forged or misrouted message)."""

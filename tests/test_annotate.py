@@ -159,7 +159,7 @@ def test_report_png_is_a_real_chart(annotated_run) -> None:
     out = tmp / "report.png"
     result = framechain("report", str(tmp / "events.db"), "--out", str(out))
     assert result.returncode == 0, result.stderr
-    assert "2 line series, 1 zones" in result.stdout
+    assert "2 count series, 1 level series" in result.stdout
     image = cv2.cvtColor(cv2.imread(str(out)), cv2.COLOR_BGR2RGB)
     assert image.shape[0] >= 500 and image.shape[1] >= 800
     blue, orange = (31, 119, 180), (255, 127, 14)  # matplotlib's first two colours

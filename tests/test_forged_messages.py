@@ -11,11 +11,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import zmq
-from conftest import ASSETS, framechain, free_port
+from conftest import ASSETS, framechain, free_port, read_events
 from live import ChainRun
 
-from pipeline.messages import Detected, Frame, FrameRef, Message, Packet, encode
+from pipeline.messages import (
+    Detected,
+    Event,
+    Frame,
+    FrameRef,
+    Message,
+    Packet,
+    encode,
+)
 
 NOW = time.time()
 
@@ -48,16 +57,38 @@ TO_TRACK: list[Forged] = [
 ]
 
 
+def _event(kind: str, event_id: str) -> Event:
+    return Event(event_id, "crowd", "forged", kind, 1, 0.0, NOW)
+
+
+# events a sink cannot decode: a kind no registration could have, an id that
+# is not an event id, and bytes that are no header at all
+TO_SINK: list[bytes] = [
+    encode(_event("Not A Kind!", "crowd:forged:x:-1:1")),
+    encode(_event("line_crossing", "no id")),
+    b"\x93\x01\x02",
+]
+
+
 def _forge(context: zmq.Context[Any], port: int, forged: list[Forged]) -> None:
+    _send(context, port, [[encode(header), *parts] for header, parts in forged])
+
+
+def _send(context: zmq.Context[Any], port: int, messages: list[list[bytes]]) -> None:
     sock = context.socket(zmq.PUSH)
     sock.connect(f"tcp://127.0.0.1:{port}")
-    for header, parts in forged:
-        sock.send_multipart([encode(header), *parts])
+    for message in messages:
+        sock.send_multipart(message)
     sock.close(linger=2000)
 
 
-def test_forged_headers_are_dropped_and_counted(tmp_path: Path) -> None:
-    detect_port, track_port = free_port(), free_port()
+def test_forged_headers_are_dropped_and_counted(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """An event the sink cannot decode is an error it counts and logs (its
+    metric and its log line), and a kind it has never heard of is stored like
+    any other."""
+    detect_port, track_port, sink_port = free_port(), free_port(), free_port()
     config = {
         "models_dir": str(ASSETS),
         "cameras": {
@@ -72,6 +103,7 @@ def test_forged_headers_are_dropped_and_counted(tmp_path: Path) -> None:
             "endpoints": {
                 "detect.in": f"tcp://127.0.0.1:{detect_port}",
                 "track.crowd.in": f"tcp://127.0.0.1:{track_port}",
+                "sink.sqlite.in": f"tcp://127.0.0.1:{sink_port}",
             }
         },
     }
@@ -83,6 +115,8 @@ def test_forged_headers_are_dropped_and_counted(tmp_path: Path) -> None:
     context: zmq.Context[Any] = zmq.Context()
     _forge(context, detect_port, TO_DETECT)
     _forge(context, track_port, TO_TRACK)
+    unknown = _event("kind_from_elsewhere", "crowd:forged:kind_from_elsewhere:-1:1")
+    _send(context, sink_port, [[m] for m in [*TO_SINK, encode(unknown)]])
     context.destroy(linger=0)
     deadline = time.monotonic() + 120
     while run.code is None:
@@ -95,6 +129,13 @@ def test_forged_headers_are_dropped_and_counted(tmp_path: Path) -> None:
     assert track["invalid_messages"] == len(TO_TRACK)
     assert track["frames"] == 460  # every real frame went through
     assert detect["received"] == 461  # the real ones: 460 frames and the end
+    sink = run.stats("sink.sqlite")
+    assert sink["undecodable"] == sink["invalid_messages"] == len(TO_SINK)
+    stored = read_events(tmp_path / "events.db")
+    assert [e["kind"] for e in stored if e["rule"] == "forged"] == [unknown.kind]
+    log = capfd.readouterr().err
+    assert "sink sqlite: 1 event(s) could not be decoded" in log
+    assert "sink sqlite: 2 event(s) could not be decoded" in log
 
 
 def test_runtime_dir_is_made_private(tmp_path: Path) -> None:

@@ -232,8 +232,9 @@ def test_snapshots_are_the_tracks_best_crops(run) -> None:
 
 
 def test_events_match_the_documented_schema(run) -> None:
-    """Every event a sink wrote validates against docs/event.schema.json, and every
-    kind of event the run produced is one the schema names."""
+    """Every event a sink wrote validates against docs/event.schema.json, every
+    kind of event the run produced is one the schema describes, and an event
+    whose data does not hold what its kind registered does not validate."""
     schema = json.loads((REPO / "docs" / "event.schema.json").read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
     lines = [json.loads(line) for line in run["jsonl"].read_text().splitlines()]
@@ -250,3 +251,12 @@ def test_events_match_the_documented_schema(run) -> None:
         "crowd_end",
         "counts",
     }
+    described = {rule["if"]["properties"]["kind"]["const"] for rule in schema["allOf"]}
+    assert {e["kind"] for e in lines} <= described
+    crossing = next(e for e in lines if e["kind"] == "line_crossing")
+    for broken in ({"total_in": 1}, {"total_in": "1", "total_out": 0}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({**crossing, "data": broken}, schema)
+    exit_ = next(e for e in lines if e["kind"] == "zone_exit")
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**exit_, "data": {**exit_["data"], "reason": "x"}}, schema)

@@ -12,6 +12,7 @@ After each batch the sink answers every track's ``Mark`` in it with ``Stored``
 
 from __future__ import annotations
 
+import logging
 import random
 from abc import abstractmethod
 from collections.abc import Iterable, Sequence
@@ -21,6 +22,8 @@ from pipeline.messages import EndOfStream, Event, Mark, Stored
 from pipeline.stage import Emit, Received, Stage
 from pipeline.topology import route
 from stages.sinks.stats import SinkStats
+
+log = logging.getLogger(__name__)
 
 
 def stored_port(stream_id: str) -> str:
@@ -38,6 +41,7 @@ class EventSink(Stage):
         self._ending: set[str] = set()  # the end of stream arrived
         self._ended: set[str] = set()  # ... and a mark after it was answered
         self.received = 0
+        self.undecodable = 0  # events that arrived and could not be decoded
         # names this process in its answers: a restarted sink is a new session
         self.session = random.getrandbits(62)
 
@@ -75,6 +79,23 @@ class EventSink(Stage):
             for mark in marks.values()
         ]
 
+    def refused(self, port: str, error: Exception) -> bool:
+        """An event that cannot be decoded cannot be stored: an error, counted
+        (``framechain_events_undecodable_total``) and logged, at the 1st, 2nd,
+        4th … so that a flood cannot fill the disk."""
+        self.undecodable += 1
+        if self.undecodable & (self.undecodable - 1) == 0:
+            log.error(
+                "sink %s: %d event(s) could not be decoded and are not stored "
+                "(latest on %s: %s); a stage of another framechain version, a "
+                "plugin missing in this process, or a forged message",
+                self.name,
+                self.undecodable,
+                port,
+                error,
+            )
+        return True
+
     def holding(self) -> bool:
         """Events received but not yet durable (a full disk): no mark is answered
         until they are."""
@@ -95,4 +116,4 @@ class EventSink(Stage):
         return self.input_ended()
 
     def stats(self) -> SinkStats:
-        return SinkStats(events=self.received)
+        return SinkStats(events=self.received, undecodable=self.undecodable)

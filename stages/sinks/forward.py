@@ -167,6 +167,7 @@ class ForwardingSink(EventSink):
     def stats(self) -> ForwardingSinkStats:
         return ForwardingSinkStats(
             events=self.received,
+            undecodable=self.undecodable,
             delivered=self.delivered,
             spooled=len(self.spool) if self.spool is not None else 0,
             reachable=self.outage_since is None,

@@ -74,6 +74,13 @@ def _metrics(name: str, stats: StatsView, chain: StatsView) -> Iterable[Sample]:
     yield Sample(
         "events", "counter", "Events received by a sink", {"sink": sink}, received
     )
+    yield Sample(
+        "events_undecodable",
+        "counter",
+        "Events a sink received and could not decode (logged as errors, not stored)",
+        {"sink": sink},
+        own.undecodable,
+    )
     produced = int(chain.get("events_emitted", 0))
     yield Sample(
         "sink_backlog",
@@ -105,10 +112,10 @@ def _summary(loaded: LoadedConfig, target: str, stats: StatsView) -> list[str]:
     return [line]
 
 
-def _sqlite(_loaded: LoadedConfig, config: Any, streams: list[str]) -> EventSink:
+def _sqlite(loaded: LoadedConfig, config: Any, streams: list[str]) -> EventSink:
     from stages.sinks.sqlite import SqliteSink
 
-    return SqliteSink(config, streams)
+    return SqliteSink(config, streams, loaded.registry.events.all())
 
 
 def _jsonl(_loaded: LoadedConfig, config: Any, streams: list[str]) -> EventSink:
@@ -126,11 +133,12 @@ def _webhook(_loaded: LoadedConfig, config: Any, streams: list[str]) -> EventSin
 def _mqtt(loaded: LoadedConfig, config: Any, streams: list[str]) -> EventSink:
     from stages.sinks.mqtt import MqttSink
 
+    kinds = loaded.registry.events
     rules = {
-        camera: [(rule.name, rule.kind) for rule in cam.rules]
+        camera: [(rule.name, kinds.of(type(rule))) for rule in cam.rules]
         for camera, cam in loaded.config.cameras.items()
     }
-    return MqttSink(config, streams, rules)
+    return MqttSink(config, streams, kinds.all(), rules)
 
 
 def register(registry: Registry) -> None:

@@ -3,6 +3,7 @@
 Topic layout (``prefix`` defaults to ``framechain``; documented in docs/events.md):
 
 - ``<prefix>/<camera>/events/<kind>``: every event as JSON, QoS 1, not retained.
+- retained state topics, as each event kind registers them (``StateTopic``):
 - ``<prefix>/<camera>/<rule>/in`` and ``.../out``: a line's running totals, retained.
 - ``<prefix>/<camera>/<rule>/occupancy``: a zone's current occupancy, retained.
 - ``<prefix>/<camera>/<rule>/crowd``: ``ON`` / ``OFF`` for a crowd rule, retained.
@@ -10,7 +11,7 @@ Topic layout (``prefix`` defaults to ``framechain``; documented in docs/events.m
 - ``<prefix>/status``: ``online`` / ``offline`` (this sink; the broker publishes
   ``offline`` as our last will), retained; the availability topic of every sensor.
 - ``<discovery_prefix>/sensor|binary_sensor/framechain_<camera>_<rule>_<what>/config``:
-  Home Assistant MQTT discovery for every count, occupancy and crowd sensor, retained.
+  Home Assistant MQTT discovery for every state topic with an entity, retained.
 
 Delivery: every event is spooled to disk first and removed only once the broker has
 acknowledged (PUBACK) every message it produced, in order. Each connection uses a
@@ -23,13 +24,14 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import msgspec
 from pydantic import Field
 
 from pipeline.configtypes import ConfigPath, EnvStr, SecretRef
+from pipeline.eventkinds import EventKindSpec
 from pipeline.messages import Event
 from stages.sinks.forward import ForwardingSink, ForwardingSinkConfig
 
@@ -151,11 +153,15 @@ class MqttSink(ForwardingSink):
         self,
         config: MqttSinkConfig,
         streams: Sequence[str],
-        rules: dict[str, list[tuple[str, str]]] | None = None,
+        kinds: Sequence[EventKindSpec] = (),
+        rules: Mapping[str, Sequence[tuple[str, Sequence[EventKindSpec]]]]
+        | None = None,
     ) -> None:
-        """``rules``: per camera, (rule name, rule kind) pairs, for discovery."""
+        """``kinds``: the registered event kinds (their state topics); ``rules``:
+        per camera, each rule's name and event kinds, for discovery."""
         super().__init__(config, streams, f"MQTT broker {config.host}:{config.port}")
         self.config = config
+        self.kinds = {spec.name: spec for spec in kinds}
         self.rules = rules or {}
         self.prefix = config.topic_prefix.rstrip("/")
         self.status_topic = f"{self.prefix}/status"
@@ -248,34 +254,16 @@ class MqttSink(ForwardingSink):
             self._last_position = position
 
     def messages(self, event: Event) -> list[tuple[str, bytes, bool]]:
-        """The (topic, payload, retained) messages one event produces."""
+        """The (topic, payload, retained) messages one event produces: the event
+        itself, then the retained state topics its kind keeps current."""
         camera = f"{self.prefix}/{event.stream_id}"
         body = self._encoder.encode(msgspec.structs.asdict(event))
         out = [(f"{camera}/events/{event.kind}", body, False)]
-        if event.kind == "line_crossing":
-            for direction in ("in", "out"):
-                total = event.data.get(f"total_{direction}")
-                if total is not None:
-                    out.append(
-                        (
-                            f"{camera}/{event.rule}/{direction}",
-                            str(total).encode(),
-                            True,
-                        )
-                    )
-        elif event.kind == "zone_occupancy":
-            out.append(
-                (
-                    f"{camera}/{event.rule}/occupancy",
-                    str(int(event.value)).encode(),
-                    True,
-                )
-            )
-        elif event.kind in ("crowd_start", "crowd_end"):
-            state = b"ON" if event.kind == "crowd_start" else b"OFF"
-            out.append((f"{camera}/{event.rule}/crowd", state, True))
-        elif event.kind in ("camera_online", "camera_offline"):
-            out.append((f"{camera}/status", event.kind.split("_")[1].encode(), True))
+        spec = self.kinds.get(event.kind)
+        for state in spec.states if spec is not None else ():
+            value = state.value(event)
+            if value is not None:
+                out.append((f"{camera}/{state.path(event.rule)}", value.encode(), True))
         return out
 
     def _announce(self) -> None:
@@ -289,9 +277,10 @@ class MqttSink(ForwardingSink):
             client.publish(topic, json.dumps(payload), qos=1, retain=True)
 
     def discovery_messages(self) -> list[tuple[str, dict[str, Any]]]:
-        """Home Assistant MQTT discovery: one sensor per line direction and zone,
-        one binary sensor per crowd rule, grouped in a device per camera."""
-        messages = []
+        """Home Assistant MQTT discovery: one entity per retained state topic of
+        each rule's event kinds (a line's in and out counters, a zone's
+        occupancy, a crowd's binary sensor), grouped in a device per camera."""
+        messages: dict[str, tuple[str, dict[str, Any]]] = {}
         for camera, rules in self.rules.items():
             device = {
                 "identifiers": [f"framechain_{camera}"],
@@ -299,67 +288,27 @@ class MqttSink(ForwardingSink):
                 "manufacturer": "framechain",
                 "model": "video analytics camera",
             }
-            sensors: list[tuple[str, str, str, dict[str, Any]]] = []
-            for rule, kind in rules:
-                if kind == "line":
-                    for direction in ("in", "out"):
-                        sensors.append(
-                            (
-                                "sensor",
-                                f"{rule}_{direction}",
-                                f"{rule}/{direction}",
-                                {
-                                    "state_class": "total_increasing",
-                                    "unit_of_measurement": "objects",
-                                    "icon": "mdi:counter",
-                                    "name": f"{rule} {direction}",
-                                },
-                            )
-                        )
-                elif kind == "zone":
-                    sensors.append(
-                        (
-                            "sensor",
-                            f"{rule}_occupancy",
-                            f"{rule}/occupancy",
-                            {
-                                "state_class": "measurement",
-                                "unit_of_measurement": "objects",
-                                "icon": "mdi:account-group",
-                                "name": f"{rule} occupancy",
-                            },
-                        )
-                    )
-                elif kind == "crowd":
-                    sensors.append(
-                        (
-                            "binary_sensor",
-                            f"{rule}_crowd",
-                            f"{rule}/crowd",
-                            {
-                                "device_class": "occupancy",
-                                "payload_on": "ON",
-                                "payload_off": "OFF",
-                                "name": f"{rule} crowd",
-                            },
-                        )
-                    )
-            for component, object_id, state, extra in sensors:
-                unique = f"framechain_{camera}_{object_id}"
-                messages.append(
-                    (
-                        f"{self.config.discovery_prefix}/{component}/{unique}/config",
+            for rule, specs in rules:
+                for state in (state for spec in specs for state in spec.states):
+                    entity = state.entity
+                    if entity is None:
+                        continue
+                    path = state.path(rule)
+                    unique = f"framechain_{camera}_{path.replace('/', '_')}"
+                    messages[unique] = (
+                        f"{self.config.discovery_prefix}/{entity.component}/"
+                        f"{unique}/config",
                         {
                             "unique_id": unique,
                             "object_id": unique,
-                            "state_topic": f"{self.prefix}/{camera}/{state}",
+                            "state_topic": f"{self.prefix}/{camera}/{path}",
                             "availability_topic": self.status_topic,
                             "device": device,
-                            **extra,
+                            **entity.settings,
+                            "name": entity.name.replace("{rule}", rule),
                         },
                     )
-                )
-        return messages
+        return list(messages.values())
 
     def close(self) -> None:
         if self._connection is not None and self._connection.state == "up":

@@ -23,7 +23,14 @@ from pydantic import Field
 
 from pipeline.configtypes import ConfigPath, StrictModel
 from pipeline.errors import FramechainError
-from pipeline.eventschema import sql_columns, sql_insert, sql_row, sqlite_schema
+from pipeline.eventkinds import EventKindSpec
+from pipeline.eventschema import (
+    sql_columns,
+    sql_insert,
+    sql_row,
+    sqlite_schema,
+    sqlite_views,
+)
 from pipeline.messages import Event
 from pipeline.retention import Pacer, Pruned, RetentionConfig
 from stages.sinks.base import EventSink
@@ -119,9 +126,16 @@ def _disk_full(error: sqlite3.Error) -> bool:
 
 
 class SqliteSink(EventSink):
-    def __init__(self, config: SqliteSinkConfig, streams: Sequence[str]) -> None:
+    def __init__(
+        self,
+        config: SqliteSinkConfig,
+        streams: Sequence[str],
+        kinds: Sequence[EventKindSpec] = (),
+    ) -> None:
+        """``kinds``: the registered event kinds, one view of the store each."""
         super().__init__(streams)
         self.config = config
+        self.kinds = tuple(kinds)
         self._db: sqlite3.Connection | None = None
         self._insert = sql_insert()
         self._held: list[tuple[Any, ...]] = []  # rows the disk had no room for
@@ -140,6 +154,7 @@ class SqliteSink(EventSink):
                     self._db.execute(
                         f"ALTER TABLE events ADD COLUMN {column} {declaration}"
                     )
+            self._db.executescript(sqlite_views(self.kinds))
             limits = self.config.retention
             if limits.max_bytes is not None:
                 make_shrinkable(self._db)  # now, not at the first prune
@@ -225,6 +240,7 @@ class SqliteSink(EventSink):
         full = self._full_since is not None
         return SqliteSinkStats(
             events=self.received,
+            undecodable=self.undecodable,
             pruned_events=self.pruned.entries,
             held=len(self._held),
             problem=f"disk full: {len(self._held)} events held in memory"

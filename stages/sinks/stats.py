@@ -7,6 +7,7 @@ import msgspec
 
 class SinkStats(msgspec.Struct, kw_only=True):
     events: int = 0  # received
+    undecodable: int = 0  # arrived, could not be decoded, not stored
 
 
 class SqliteSinkStats(SinkStats, kw_only=True):

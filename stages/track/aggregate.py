@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 import msgspec
+
+from stages.track.events import CountsData, ZoneSummary
 
 
 class AggregateState(msgspec.Struct, frozen=True):
@@ -29,7 +30,7 @@ class IntervalCounts:
     lines: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
     zones: dict[str, list[float]] = field(default_factory=dict)  # max, sum, frames
 
-    def roll(self, now: float) -> dict[str, Any] | None:
+    def roll(self, now: float) -> CountsData | None:
         """Call before adding a frame's counts: the report of the interval that
         ``now`` closes, if any."""
         bucket = math.floor(now / self.interval_s) * self.interval_s
@@ -58,23 +59,23 @@ class IntervalCounts:
         stats[1] += count
         stats[2] += 1
 
-    def report(self, partial: bool) -> dict[str, Any] | None:
+    def report(self, partial: bool) -> CountsData | None:
         """This interval's counts, then reset; None before the first frame."""
         if self.start is None:
             return None
-        report = {
-            "start": self.start,
-            "end": self.start + self.interval_s,
-            "partial": partial,
-            "lines": {
+        report = CountsData(
+            start=self.start,
+            end=self.start + self.interval_s,
+            partial=partial,
+            lines={
                 rule: {d: dict(c) for d, c in by_direction.items()}
                 for rule, by_direction in self.lines.items()
             },
-            "zones": {
-                rule: {"max": int(s[0]), "mean": round(s[1] / s[2], 3)}
+            zones={
+                rule: ZoneSummary(int(s[0]), round(s[1] / s[2], 3))
                 for rule, s in self.zones.items()
                 if s[2]
             },
-        }
+        )
         self.lines, self.zones = {}, {}
         return report

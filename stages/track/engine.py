@@ -12,16 +12,15 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 import msgspec
 import numpy as np
 
 from pipeline.detections import Detections
+from pipeline.eventkinds import EventKindSpec
 from pipeline.messages import (
     EndOfStream,
     Event,
-    EventKind,
     Frame,
     Overlay,
     OverlayLine,
@@ -30,6 +29,12 @@ from pipeline.messages import (
 )
 from pipeline.state import decode, encode
 from stages.track.aggregate import AggregateState, IntervalCounts
+from stages.track.events import (
+    TRACK_EVENTS,
+    CameraStatusData,
+    CountsData,
+    OutsideFrameData,
+)
 from stages.track.rules.base import Rule, RuleConfig
 
 log = logging.getLogger(__name__)
@@ -92,6 +97,13 @@ class RuleEngine:
         are on."""
         self.stream_id = stream_id
         self.rule_types = rule_types
+        self.event_kinds: dict[str, EventKindSpec] = {
+            spec.name: spec
+            for spec in (
+                *TRACK_EVENTS,
+                *(s for rule in rule_types.values() for s in rule.events),
+            )
+        }
         self.lost_track_s = lost_track_s
         self.snapshot_path = snapshot_path
         self.rules: list[RuleConfig] = list(rules)
@@ -215,7 +227,7 @@ class RuleEngine:
         events = []
         for rule in self.rules:
             outside = [
-                [x, y]
+                (x, y)
                 for x, y in rule.points()
                 if not (0 <= x <= width and 0 <= y <= height)
             ]
@@ -228,10 +240,10 @@ class RuleEngine:
                     len(outside),
                     width,
                     height,
-                    outside[0],
+                    list(outside[0]),
                 )
-                data = {"frame": [width, height], "outside": outside}
-                events.append(self.event(frame, rule, "rule_outside_frame", data=data))
+                data = OutsideFrameData((width, height), outside)
+                events.append(self.event(frame, rule, "rule_outside_frame", data))
         return events
 
     def end_tracks(self, frame: Frame) -> list[Event]:
@@ -244,9 +256,8 @@ class RuleEngine:
 
     def status_event(self, status: StreamStatus) -> Event:
         """camera_online / camera_offline, stored like any other event."""
-        kind: EventKind = (
-            "camera_online" if status.state == "online" else "camera_offline"
-        )
+        kind = "camera_online" if status.state == "online" else "camera_offline"
+        data = CameraStatusData(status.reason, status.detail)
         return Event(
             event_id=event_id(
                 self.stream_id, "camera", kind, -1, status.seq, status.epoch
@@ -258,7 +269,7 @@ class RuleEngine:
             pts=0.0,
             capture_ts=status.ts,
             direction=status.reason,
-            data={"reason": status.reason, "detail": status.detail},
+            data=self.event_kinds[kind].to_data(data),
         )
 
     def final_events(self, eos: EndOfStream, last_frame: Frame | None) -> list[Event]:
@@ -315,16 +326,28 @@ class RuleEngine:
         self,
         frame: Frame,
         rule: RuleConfig | None,
-        kind: EventKind,
+        kind: str,
+        data: msgspec.Struct,
         *,
         track_id: int = -1,
         class_id: int = -1,
         direction: str = "",
         value: float = 0.0,
-        data: dict[str, Any] | None = None,
     ) -> Event:
         """One event of this frame; events of a track carry its confidence, the
-        low-confidence flag, its label and its snapshot path."""
+        low-confidence flag, its label and its snapshot path.
+
+        Raises:
+            TypeError: ``kind`` is not registered by the rule kinds or the track,
+                or ``data`` is not its struct (a rule kind's bug).
+        """
+        spec = self.event_kinds.get(kind)
+        if spec is None:
+            raise TypeError(
+                f"event kind {kind!r} is not registered; list it in the rule "
+                "class's events"
+            )
+        payload = spec.to_data(data)
         rule_name = rule.name if rule is not None else "aggregate"
         confidence, low, snapshot = 0.0, False, ""
         info = self.tracks.get(track_id) if track_id >= 0 else None
@@ -332,7 +355,7 @@ class RuleEngine:
             confidence = round(info.confidence, 4)
             low = rule is not None and confidence < rule.low_confidence_below
             if info.label >= 0 and info.label < len(self.labels):
-                data = {**(data or {}), "label": self.labels[info.label]}
+                payload["label"] = self.labels[info.label]
         if track_id >= 0 and self.snapshot_path is not None:
             snapshot = self.snapshot_path(track_id, frame.epoch)
         return Event(
@@ -350,15 +373,17 @@ class RuleEngine:
             class_name=self.names[class_id] if class_id >= 0 else "",
             direction=direction,
             value=value,
-            data=data or {},
+            data=payload,
             confidence=confidence,
             low_confidence=low,
             snapshot=snapshot,
         )
 
-    def _counts_event(self, frame: Frame, report: dict[str, Any]) -> Event:
-        lines = report["lines"].values()
+    def _counts_event(self, frame: Frame, report: CountsData) -> Event:
         total = sum(
-            n for by in lines for counts in by.values() for n in counts.values()
+            n
+            for by in report.lines.values()
+            for counts in by.values()
+            for n in counts.values()
         )
-        return self.event(frame, None, "counts", value=float(total), data=report)
+        return self.event(frame, None, "counts", report, value=float(total))

@@ -32,8 +32,9 @@ from pipeline.stageplan import RUN_ID_VARIABLE, RuntimeStats, StagePlan
 from pipeline.topology import FULL_FRAMES, Port
 from pipeline.transport import LinkOptions
 from stages.track.config import PrivacyConfig, SnapshotConfig, TrackerConfig
+from stages.track.events import TRACK_EVENTS
 from stages.track.recovery import Recovery
-from stages.track.rules import BUILTIN_RULES, RuleConfig
+from stages.track.rules import BUILTIN_RULES, RuleConfig, register_rule
 from stages.track.stats import TrackStats
 
 PORTS = (
@@ -303,5 +304,6 @@ def register(registry: Registry) -> None:
         )
     )
     for rule in BUILTIN_RULES:
-        registry.add_variant("rule", rule.config_type, rule)
+        register_rule(registry, rule)
+    registry.events.add(KIND.name, TRACK_EVENTS)
     registry.register(KIND)

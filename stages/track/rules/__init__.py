@@ -1,7 +1,7 @@
 """Analytics rule kinds, one module each; each registers as a variant of a camera's
 ``rules`` (``stages.track.kind``), like stage kinds do."""
 
-from stages.track.rules.base import Rule, RuleConfig
+from stages.track.rules.base import Rule, RuleConfig, register_rule
 from stages.track.rules.crowd import CrowdRule, CrowdRuleConfig
 from stages.track.rules.line import LineRule, LineRuleConfig
 from stages.track.rules.zone import ZoneRule, ZoneRuleConfig
@@ -19,4 +19,5 @@ __all__ = [
     "RuleConfig",
     "ZoneRule",
     "ZoneRuleConfig",
+    "register_rule",
 ]

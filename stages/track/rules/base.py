@@ -37,10 +37,12 @@ import numpy.typing as npt
 from pydantic import Field
 
 from pipeline.configtypes import StrictModel
+from pipeline.eventkinds import EventKindSpec
 
 if TYPE_CHECKING:
     from pipeline.detections import Detections
-    from pipeline.messages import Event, EventKind, Frame, OverlayLine, OverlayZone
+    from pipeline.messages import Event, Frame, OverlayLine, OverlayZone
+    from pipeline.registry import Registry
     from stages.track.aggregate import IntervalCounts
 
 RuleName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
@@ -100,13 +102,13 @@ class RuleContext(Protocol):
         self,
         frame: Frame,
         rule: RuleConfig | None,
-        kind: EventKind,
+        kind: str,
+        data: msgspec.Struct,
         *,
         track_id: int = -1,
         class_id: int = -1,
         direction: str = "",
         value: float = 0.0,
-        data: dict[str, Any] | None = None,
     ) -> Event: ...
 
     def count(self, key: str) -> None: ...
@@ -125,10 +127,15 @@ class Rule(ABC):
     with nothing to carry returns an empty struct. Adding a field with a default
     keeps older checkpoints readable; any other change to the struct makes them
     refused (the stream starts over), never restored wrong.
+
+    ``events`` are the event kinds the rule emits, each with the struct its
+    ``data`` holds; ``register_rule`` registers them with the rule kind, and an
+    event of a kind the rule did not register is refused as a bug.
     """
 
     config_type: ClassVar[type[RuleConfig]]
     state_type: ClassVar[type[msgspec.Struct]]
+    events: ClassVar[tuple[EventKindSpec, ...]]
 
     def __init__(self, config: Any, lost_track_s: float) -> None:
         self.config = config
@@ -162,6 +169,14 @@ class Rule(ABC):
     def overlay(self, context: RuleContext) -> OverlayLine | OverlayZone | None:
         """What annotation draws of this rule now."""
         return None
+
+
+def register_rule(registry: Registry, rule: type[Rule]) -> None:
+    """Make a rule kind known: its config becomes a variant of a camera's
+    ``rules``, and its event kinds part of the event vocabulary (the one line a
+    rule kind's ``register`` needs)."""
+    registry.add_variant("rule", rule.config_type, rule)
+    registry.events.add(rule.config_type, rule.events)
 
 
 def rule_types(rules: Sequence[type[Rule]]) -> dict[type[RuleConfig], type[Rule]]:

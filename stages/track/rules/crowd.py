@@ -4,7 +4,7 @@ time and level hysteresis (see ``base``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 import numpy as np
@@ -12,6 +12,7 @@ import numpy.typing as npt
 from pydantic import Field, model_validator
 
 from pipeline.detections import Detections
+from pipeline.eventkinds import EventKindSpec, HomeAssistantEntity, StateTopic
 from pipeline.messages import Event, Frame, OverlayZone
 from stages.track.rules.base import (
     Rule,
@@ -63,6 +64,44 @@ class CrowdRuleConfig(RuleConfig):
                 f"({self.threshold})"
             )
         return self
+
+
+class CrowdData(msgspec.Struct, frozen=True):
+    """A crowd's period so far."""
+
+    since_pts: Annotated[
+        float,
+        msgspec.Meta(description="Frame time the count first held past the level."),
+    ]
+    peak: Annotated[int, msgspec.Meta(ge=0, description="Most objects counted.")]
+    duration_s: Annotated[
+        float,
+        msgspec.Meta(ge=0, description="crowd_end: how long the crowd lasted; 0."),
+    ]
+
+
+def _crowd(name: str, state: str, description: str) -> EventKindSpec:
+    """crowd_start and crowd_end set one retained ON / OFF topic, shown as one
+    Home Assistant occupancy binary sensor."""
+    entity = HomeAssistantEntity(
+        "binary_sensor",
+        "{rule} crowd",
+        {"device_class": "occupancy", "payload_on": "ON", "payload_off": "OFF"},
+    )
+    return EventKindSpec(
+        name,
+        CrowdData,
+        description,
+        value="Objects counted at the change.",
+        states=(StateTopic("{rule}/crowd", lambda _event: state, entity),),
+        report="span_start" if state == "ON" else "span_end",
+    )
+
+
+CROWD_EVENTS = (
+    _crowd("crowd_start", "ON", "A crowd formed: the count held past threshold."),
+    _crowd("crowd_end", "OFF", "A crowd cleared: the count held below clear_below."),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +173,7 @@ class CrowdRule(Rule):
 
     config_type = CrowdRuleConfig
     state_type = CrowdState
+    events = CROWD_EVENTS
 
     def __init__(self, config: CrowdRuleConfig, lost_track_s: float) -> None:
         super().__init__(config, lost_track_s)
@@ -164,12 +204,10 @@ class CrowdRule(Rule):
                 frame,
                 self.config,
                 change.kind,
+                CrowdData(
+                    round(change.at, 3), change.peak, round(change.duration_s, 3)
+                ),
                 value=float(change.count),
-                data={
-                    "since_pts": round(change.at, 3),
-                    "peak": change.peak,
-                    "duration_s": round(change.duration_s, 3),
-                },
             )
         ]
 

@@ -4,7 +4,7 @@ geometry conventions)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 import numpy as np
@@ -12,6 +12,7 @@ import numpy.typing as npt
 from pydantic import Field, model_validator
 
 from pipeline.detections import Detections
+from pipeline.eventkinds import EventKindSpec, HomeAssistantEntity, StateTopic
 from pipeline.messages import Event, Frame, OverlayLine
 from stages.track.rules.base import Rule, RuleConfig, RuleContext
 from stages.track.rules.geometry import Point
@@ -42,6 +43,47 @@ class LineRuleConfig(RuleConfig):
 
     def points(self) -> list[tuple[float, float]]:
         return [self.start, self.end]
+
+
+class LineCrossingData(msgspec.Struct, frozen=True):
+    """The line's running totals, this crossing included."""
+
+    total_in: Annotated[int, msgspec.Meta(ge=0, description="Crossings in so far.")]
+    total_out: Annotated[int, msgspec.Meta(ge=0, description="Crossings out so far.")]
+
+
+def _total(direction: str) -> StateTopic:
+    """The retained running total of one direction, a Home Assistant counter."""
+
+    def value(event: Event) -> str | None:
+        total = event.data.get(f"total_{direction}")
+        return None if total is None else str(total)
+
+    return StateTopic(
+        f"{{rule}}/{direction}",
+        value,
+        HomeAssistantEntity(
+            "sensor",
+            f"{{rule}} {direction}",
+            {
+                "state_class": "total_increasing",
+                "unit_of_measurement": "objects",
+                "icon": "mdi:counter",
+            },
+        ),
+    )
+
+
+LINE_CROSSING = EventKindSpec(
+    "line_crossing",
+    LineCrossingData,
+    "A tracked object crossed the line (direction: in or out).",
+    value="1: one crossing.",
+    tracked=True,
+    directions=("in", "out"),
+    states=(_total("in"), _total("out")),
+    report="count",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +183,7 @@ class LineRule(Rule):
 
     config_type = LineRuleConfig
     state_type = LineState
+    events = (LINE_CROSSING,)
 
     def __init__(self, config: LineRuleConfig, lost_track_s: float) -> None:
         super().__init__(config, lost_track_s)
@@ -173,14 +216,14 @@ class LineRule(Rule):
                     frame,
                     rule,
                     "line_crossing",
+                    LineCrossingData(
+                        context.totals[(rule.name, "in")],
+                        context.totals[(rule.name, "out")],
+                    ),
                     track_id=crossing.track_id,
                     class_id=crossing.class_id,
                     direction=direction,
                     value=1.0,
-                    data={
-                        "total_in": context.totals[(rule.name, "in")],
-                        "total_out": context.totals[(rule.name, "out")],
-                    },
                 )
             )
         return events

@@ -4,7 +4,7 @@ loitering of each track (see ``base`` for the geometry conventions)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import msgspec
 import numpy as np
@@ -21,6 +21,13 @@ from stages.track.rules.base import (
     points_in_polygon,
 )
 from stages.track.rules.geometry import Polygon
+from stages.track.rules.zone_events import (
+    ZONE_EVENTS,
+    LoiteringData,
+    ZoneEnterData,
+    ZoneExitData,
+    ZoneOccupancyData,
+)
 
 
 class ZoneRuleConfig(RuleConfig):
@@ -222,6 +229,7 @@ class ZoneRule(Rule):
 
     config_type = ZoneRuleConfig
     state_type = ZoneState
+    events = ZONE_EVENTS
 
     def __init__(self, config: ZoneRuleConfig, lost_track_s: float) -> None:
         super().__init__(config, lost_track_s)
@@ -254,11 +262,10 @@ class ZoneRule(Rule):
                     frame,
                     rule,
                     "zone_occupancy",
+                    ZoneOccupancyData(
+                        {context.names[c]: n for c, n in occupancy.items()}, coverage
+                    ),
                     value=float(sum(occupancy.values())),
-                    data={
-                        "by_class": {context.names[c]: n for c, n in occupancy.items()},
-                        **({} if coverage is None else {"coverage": coverage}),
-                    },
                 )
             )
         for visit in self.visits.update(
@@ -314,17 +321,20 @@ def visit_event(
 ) -> Event:
     """The event of one visit step: enter, exit (with its reason) or loitering."""
     context.count(f"{rule.name}/{visit.kind}")
-    data: dict[str, Any] = {"at_pts": round(visit.at, 3)}
-    if visit.kind != "zone_enter":
-        data["dwell_s"] = round(visit.dwell_s, 3)
-    if visit.reason:
-        data["reason"] = visit.reason
+    at, dwell = round(visit.at, 3), round(visit.dwell_s, 3)
+    data: msgspec.Struct
+    if visit.kind == "zone_enter":
+        data = ZoneEnterData(at)
+    elif visit.kind == "loitering":
+        data = LoiteringData(at, dwell)
+    else:
+        data = ZoneExitData(at, dwell, "lost" if visit.reason == "lost" else "left")
     return context.event(
         frame,
         rule,
         visit.kind,
+        data,
         track_id=visit.track_id,
         class_id=visit.class_id,
-        value=round(visit.dwell_s, 3),
-        data=data,
+        value=dwell,
     )
