@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -45,6 +45,21 @@ from stages.detect.letterbox import ModelInput
 
 log = logging.getLogger(__name__)
 
+Phase = Literal["starting", "decoding", "ending", "ended", "done"]
+"""Where a decode process is in its stream: ``starting``, no packet yet (file or
+live is not known); ``decoding``; ``ending``, the source ended (or the chain is
+stopping) and the frames decoded so far still go out before the end;
+``ended``, the end went out and waits for the track's acknowledgement;
+``done``, acknowledged: the process exits."""
+
+SourceKind = Literal["file", "live"]
+"""A file is read at the chain's pace and never loses a frame; a live source is
+read as it comes, and decode drops frames rather than fall behind."""
+
+GapState = Literal["in_step", "to_keyframe"]
+"""Live sources: ``to_keyframe`` after lost packets, until the next keyframe
+(the decoder cannot continue mid-GOP)."""
+
 
 class DecodeStage(Stage):
     def __init__(
@@ -70,8 +85,8 @@ class DecodeStage(Stage):
         self._capture_ts: dict[int, float] = {}
         # decoded frames (av.VideoFrame, capture time) and in-band status, in order
         self._pending: deque[tuple[Any, float] | StreamStatus] = deque()
-        self._live = False
-        self._dropping = False
+        self.source: SourceKind = "file"
+        self._gap: GapState = "in_step"
         self._delivery = DeliveryWindow(
             stream_id,
             self.clock,
@@ -84,24 +99,29 @@ class DecodeStage(Stage):
         self._resume_from = resume_from
         self._live_epoch = int(self.clock.now() * 1000)
         self.epoch = 0  # set from the first packet: a live source's is its own
-        self._begun = False
+        self.phase: Phase = "starting"
         self._seq = 0
         self._sampler = Sampler(config.every_nth, config.target_fps)
-        self._eos: EndOfStream | None = None
-        self._eos_sent = False
-        self._done = False
+        self._end_reason = ""  # the source's, or "stopped"
         self._fps = 0.0
         self._ages = FrameAges(clock=self.clock)
         self._motion = convert.motion_gate(config.motion)
         self.counters = dict.fromkeys(COUNTERS, 0)
         self._first_error = ""  # where and what, for the end-of-run line
 
+    @property
+    def _live(self) -> bool:
+        return self.source == "live"
+
+    def _ending(self) -> bool:
+        return self.phase in ("ending", "ended", "done")
+
     # -- flow control ----------------------------------------------------------------
     def serves(self, stream_id: str) -> bool:
         return stream_id == self.stream_id
 
     def accepts(self, port: str) -> bool:
-        if port == "packets" and self._eos is not None:
+        if port == "packets" and self._ending():
             return True  # ended: read and drop, so that capture never blocks on us
         if port == "packets" and not self._live:
             return not self._pending and self._delivery.has_room()
@@ -116,7 +136,7 @@ class DecodeStage(Stage):
                     self._acknowledge(message.seq)
             elif isinstance(message, Resume):
                 resent.extend(self._resume(message))
-            elif self._eos is not None:
+            elif self._ending():
                 continue  # stopped before the source's own end arrived
             elif isinstance(message, Packet):
                 self._decode(message, item.parts[0] if item.parts else b"")
@@ -132,7 +152,7 @@ class DecodeStage(Stage):
         acknowledges each), so a stopping chain ends here, not at capture: libzmq
         drops what a closing ipc peer had queued (zeromq/libzmq#4660), and the
         packets queued before it would all be decoded and detected first."""
-        if self._eos is None:
+        if not self._ending():
             self._flush(EndOfStream(self.stream_id, self._seq, "stopped", 0))
         return list(self._send_pending())
 
@@ -173,8 +193,8 @@ class DecodeStage(Stage):
 
     def _acknowledge(self, seq: int) -> None:
         self._delivery.acknowledge(seq)
-        if self._eos_sent and not self._delivery.outstanding:
-            self._done = True
+        if self.phase == "ended" and not self._delivery.outstanding:
+            self.phase = "done"
 
     # -- decoding --------------------------------------------------------------------
     def _open_codec(self, packet: Packet) -> None:
@@ -187,16 +207,16 @@ class DecodeStage(Stage):
         """Live sources only: whether to skip this packet. After packets were lost
         (capture dropped them, or a new session began) the decoder cannot continue
         mid-GOP, so the rest of the GOP is dropped up to the next keyframe."""
-        if packet.seq != self._last_packet_seq + 1 and not self._dropping:
+        if packet.seq != self._last_packet_seq + 1 and self._gap == "in_step":
             log.info(
                 "%s lost packets: dropping until the next keyframe", self.stream_id
             )
-            self._dropping = True
-        if self._dropping and packet.keyframe:
-            self._dropping = False
-        if self._dropping:
+            self._gap = "to_keyframe"
+        if self._gap == "to_keyframe" and packet.keyframe:
+            self._gap = "in_step"
+        if self._gap == "to_keyframe":
             self.counters["frames_dropped_gap"] += 1
-        return self._dropping
+        return self._gap == "to_keyframe"
 
     def _latest_only(self) -> None:
         """Live sources only: when the chain is behind, keep the newest decoded
@@ -211,8 +231,8 @@ class DecodeStage(Stage):
     def _decode(self, packet: Packet, payload: Buffer) -> None:
         import av
 
-        self._live = self._delivery.live = packet.live
-        if not self._begun:
+        self._set_source(packet.live)
+        if self.phase == "starting":
             self._begin(packet.live)
             if not packet.live and packet.seq != 0:
                 # frames are numbered from the file's first: a capture mid-file
@@ -273,25 +293,29 @@ class DecodeStage(Stage):
         self._first_error = self._first_error or f"{where}: {error}"
         log.warning("decode error in %s %s: %s", self.stream_id, where, error)
 
+    def _set_source(self, live: bool) -> None:
+        self.source = "live" if live else "file"
+        self._delivery.live = live
+
     def _begin(self, live: bool) -> None:
-        self._begun = True
-        self._live = self._delivery.live = live
+        self.phase = "decoding"
+        self._set_source(live)
         self.epoch = self._live_epoch if live else 0
 
     def _source_status(self, status: StreamStatus) -> None:
         """A live source connected or failed: frames decoded so far go first; a new
         connection starts a new decoder at its first keyframe."""
-        if not self._begun:
+        if self.phase == "starting":
             self._begin(True)  # only live sources report their state
         self._drain_decoder()
-        self._codec, self._codec_key, self._dropping = None, None, False
+        self._codec, self._codec_key, self._gap = None, None, "in_step"
         self._last_packet_seq = status.seq  # it took a place in the packet sequence
         self._capture_ts.clear()
         self._pending.append(status)
 
     def _flush(self, eos: EndOfStream) -> None:
         self._drain_decoder()
-        self._eos = eos
+        self.phase, self._end_reason = "ending", eos.reason
 
     def _keep(self, frames: Iterable[Any]) -> None:
         """Apply sampling and queue the frames that travel on."""
@@ -327,14 +351,14 @@ class DecodeStage(Stage):
             self._delivery.sent(self._seq, emit)
             self._seq += 1
             yield emit
-        if self._eos is not None and not self._eos_sent and not self._pending:
+        if self.phase == "ending" and not self._pending:
             if self._delivery.has_room():
                 eos = EndOfStream(
-                    self.stream_id, self._seq, self._eos.reason, self._seq, self.epoch
+                    self.stream_id, self._seq, self._end_reason, self._seq, self.epoch
                 )
                 emit = Emit("frames", eos)
                 self._delivery.sent(self._seq, emit)
-                self._eos_sent = True
+                self.phase = "ended"
                 yield emit
 
     def _pts(self, frame: Any) -> float:
@@ -376,7 +400,7 @@ class DecodeStage(Stage):
 
     # -- lifecycle -------------------------------------------------------------------
     def finished(self) -> bool:
-        return self._done
+        return self.phase == "done"
 
     def stats(self) -> DecodeStats:
         p50, p99 = self._ages.quantiles()
