@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from benchmarks.chain import chain_config, file_camera, run_chain
+from benchmarks.reference_tracker import Tracker, reference_tracker
 from pipeline.errors import FramechainError
 from pipeline.recording import Frames, recorded_frames
-from stages.track.reference import Tracker, reference_tracker
 
 if TYPE_CHECKING:
     pass

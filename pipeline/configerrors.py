@@ -12,10 +12,9 @@ from __future__ import annotations
 import difflib
 import re
 import types
-import typing
 import unicodedata
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
@@ -29,10 +28,10 @@ _UNION_STEP = re.compile(r"^(int|float|str|bool|bytes|none)$|\[")
 def _unwrap(annotation: Any, node: Any) -> Any:
     """The type a value of ``annotation`` has, for a data ``node``: Annotated and
     Optional stripped, a union of models narrowed by the node's ``kind``."""
-    while typing.get_origin(annotation) is typing.Annotated:
-        annotation = typing.get_args(annotation)[0]
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    if get_origin(annotation) in (Union, types.UnionType):
+        members = [a for a in get_args(annotation) if a is not type(None)]
         members = [_unwrap(a, node) for a in members]
         models = [
             m for m in members if isinstance(m, type) and issubclass(m, BaseModel)
@@ -40,7 +39,7 @@ def _unwrap(annotation: Any, node: Any) -> Any:
         kind = node.get("kind") if isinstance(node, dict) else None
         for model in models:
             field = model.model_fields.get("kind")
-            if field is not None and kind in typing.get_args(field.annotation):
+            if field is not None and kind in get_args(field.annotation):
                 return model
         return members[0] if len(members) == 1 else None
     return annotation
@@ -52,7 +51,7 @@ def keys_at(root: type[BaseModel], loc: Sequence[Any], data: Any) -> list[str]:
     node = data
     for step in loc:
         annotation = _unwrap(annotation, node)
-        origin = typing.get_origin(annotation)
+        origin = get_origin(annotation)
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             if step not in annotation.model_fields:
                 if isinstance(node, dict) and node.get("kind") == step:
@@ -60,9 +59,9 @@ def keys_at(root: type[BaseModel], loc: Sequence[Any], data: Any) -> list[str]:
                 return []
             annotation = annotation.model_fields[step].annotation
         elif origin is dict:
-            annotation = typing.get_args(annotation)[1]
+            annotation = get_args(annotation)[1]
         elif origin in (list, tuple):
-            annotation = typing.get_args(annotation)[0]
+            annotation = get_args(annotation)[0]
         elif isinstance(step, str) and _UNION_STEP.search(step):
             continue
         else:

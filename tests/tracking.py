@@ -9,8 +9,8 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
+from benchmarks.reference_tracker import reference_tracker
 from stages.track.config import TrackerConfig
-from stages.track.reference import reference_tracker
 from stages.track.tracking import make_tracker
 
 Boxes = tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]  # xyxy, confidence

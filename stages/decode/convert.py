@@ -1,15 +1,10 @@
-"""What decode does to each decoded frame: sampling (every Nth, a target rate) and
-conversion to BGR pixels at the configured size."""
+"""What decode does to each decoded frame: sampling (every Nth, a target rate),
+conversion to BGR pixels at the configured size, and the motion gate."""
 
 from __future__ import annotations
 
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
-
-from pipeline.messages import Packet
-from pipeline.transport import Buffer
 
 if TYPE_CHECKING:
     from stages.detect.config import MotionConfig
@@ -122,29 +117,6 @@ class BgrConverter:
         return self._reformatter.reformat(
             frame, format="bgr24", threads=self.threads
         ).to_ndarray()
-
-
-def open_codec(packet: Packet, threads: int) -> Any:
-    """A decoder for the packet's codec and parameters (extradata)."""
-    import av
-
-    codec = av.CodecContext.create(packet.codec, "r")
-    if packet.extradata:
-        codec.extradata = packet.extradata
-    codec.thread_count = threads
-    codec.thread_type = "AUTO" if threads != 1 else "SLICE"
-    return codec
-
-
-def raw_frame(packet: Packet, payload: Buffer) -> Any:
-    """A raw BGR packet (USB) as a frame like a decoder's."""
-    import av
-
-    pixels = np.frombuffer(payload, np.uint8).reshape(packet.height, packet.width, 3)
-    frame = av.VideoFrame.from_ndarray(pixels, format="bgr24")
-    frame.pts = round((packet.pts or 0.0) * 1e6)
-    frame.time_base = MICROS
-    return frame
 
 
 def motion_gate(config: MotionConfig | None) -> MotionGate | None:

@@ -37,9 +37,9 @@ from pipeline.metrics import FrameAges
 from pipeline.shm import StreamRings
 from pipeline.stage import Emit, Received, Stage
 from pipeline.transport import Buffer
-from stages.decode import convert
 from stages.decode.config import DecodeConfig
-from stages.decode.convert import MICROS, BgrConverter, Sampler
+from stages.decode.convert import MICROS, BgrConverter, Sampler, motion_gate
+from stages.decode.decoder import Decoded, PacketDecoder
 from stages.decode.stats import COUNTERS, DecodeStats, decode_problem
 from stages.detect.letterbox import ModelInput
 
@@ -55,10 +55,6 @@ stopping) and the frames decoded so far still go out before the end;
 SourceKind = Literal["file", "live"]
 """A file is read at the chain's pace and never loses a frame; a live source is
 read as it comes, and decode drops frames rather than fall behind."""
-
-GapState = Literal["in_step", "to_keyframe"]
-"""Live sources: ``to_keyframe`` after lost packets, until the next keyframe
-(the decoder cannot continue mid-GOP)."""
 
 
 class DecodeStage(Stage):
@@ -78,15 +74,10 @@ class DecodeStage(Stage):
         self.config = config
         self.ring_prefix = ring_prefix  # None: pixels travel inline
         self.clock = clock or WallClock()
-        self._codec: Any = None
         self._convert = BgrConverter(config.resize, config.threads, model)
-        self._codec_key: tuple[str, bytes | None] | None = None
-        self._last_packet_seq = -1
-        self._capture_ts: dict[int, float] = {}
         # decoded frames (av.VideoFrame, capture time) and in-band status, in order
         self._pending: deque[tuple[Any, float] | StreamStatus] = deque()
         self.source: SourceKind = "file"
-        self._gap: GapState = "in_step"
         self._delivery = DeliveryWindow(
             stream_id,
             self.clock,
@@ -103,11 +94,12 @@ class DecodeStage(Stage):
         self._seq = 0
         self._sampler = Sampler(config.every_nth, config.target_fps)
         self._end_reason = ""  # the source's, or "stopped"
-        self._fps = 0.0
         self._ages = FrameAges(clock=self.clock)
-        self._motion = convert.motion_gate(config.motion)
+        self._motion = motion_gate(config.motion)
         self.counters = dict.fromkeys(COUNTERS, 0)
-        self._first_error = ""  # where and what, for the end-of-run line
+        self._decoder = PacketDecoder(
+            stream_id, config.threads, self.counters, self.clock
+        )
 
     @property
     def _live(self) -> bool:
@@ -197,27 +189,6 @@ class DecodeStage(Stage):
             self.phase = "done"
 
     # -- decoding --------------------------------------------------------------------
-    def _open_codec(self, packet: Packet) -> None:
-        key = (packet.codec, packet.extradata)
-        if self._codec is None or key != self._codec_key:
-            self._codec = convert.open_codec(packet, self.config.threads)
-            self._codec_key = key
-
-    def _after_gap(self, packet: Packet) -> bool:
-        """Live sources only: whether to skip this packet. After packets were lost
-        (capture dropped them, or a new session began) the decoder cannot continue
-        mid-GOP, so the rest of the GOP is dropped up to the next keyframe."""
-        if packet.seq != self._last_packet_seq + 1 and self._gap == "in_step":
-            log.info(
-                "%s lost packets: dropping until the next keyframe", self.stream_id
-            )
-            self._gap = "to_keyframe"
-        if self._gap == "to_keyframe" and packet.keyframe:
-            self._gap = "in_step"
-        if self._gap == "to_keyframe":
-            self.counters["frames_dropped_gap"] += 1
-        return self._gap == "to_keyframe"
-
     def _latest_only(self) -> None:
         """Live sources only: when the chain is behind, keep the newest decoded
         frames and drop the oldest waiting ones, so latency stays bounded
@@ -229,8 +200,6 @@ class DecodeStage(Stage):
             self.counters["frames_dropped_behind"] += 1
 
     def _decode(self, packet: Packet, payload: Buffer) -> None:
-        import av
-
         self._set_source(packet.live)
         if self.phase == "starting":
             self._begin(packet.live)
@@ -241,57 +210,7 @@ class DecodeStage(Stage):
                     f"{self.stream_id}: capture is at packet {packet.seq} of the "
                     "file; restarting to read it from the start"
                 )
-        if packet.seq <= self._last_packet_seq:
-            if not packet.live:
-                return  # capture restarted and replays packets we already decoded
-            self._last_packet_seq, self._codec = packet.seq - 1, None  # new session
-        dropped = packet.live and self._after_gap(packet)
-        self._last_packet_seq = packet.seq
-        self._fps = packet.fps or self._fps or 25.0
-        if dropped:
-            return
-        if packet.codec == "rawvideo":
-            frame = convert.raw_frame(packet, payload)
-            self._capture_ts[frame.pts] = packet.capture_ts
-            self._keep([frame])
-            return
-        if packet.keyframe and packet.extradata is not None:
-            self._open_codec(packet)
-        if self._codec is None:
-            if not packet.keyframe:
-                self.counters["skipped_to_keyframe"] += 1
-                return
-            self._open_codec(packet)
-        av_packet = av.Packet(bytes(payload))
-        pts_us = round(
-            (packet.pts if packet.pts is not None else packet.seq / self._fps) * 1e6
-        )
-        av_packet.pts = av_packet.dts = None if packet.pts is None else pts_us
-        av_packet.time_base = MICROS
-        self._capture_ts[pts_us] = packet.capture_ts
-        if len(self._capture_ts) > 512:
-            self._capture_ts.pop(next(iter(self._capture_ts)))
-        try:
-            frames = self._codec.decode(av_packet)
-        except av.error.FFmpegError as e:
-            self._decode_error(f"packet {packet.seq}", e)
-            return
-        self._keep(frames)
-
-    def _drain_decoder(self) -> None:
-        import av
-
-        if self._codec is not None:
-            try:
-                self._keep(self._codec.decode(None))
-            except av.error.FFmpegError as e:
-                self._decode_error("flush", e)
-
-    def _decode_error(self, where: str, error: Exception) -> None:
-        """Damage costs the frames it touches, not the stream: counted and logged."""
-        self.counters["decode_errors"] += 1
-        self._first_error = self._first_error or f"{where}: {error}"
-        log.warning("decode error in %s %s: %s", self.stream_id, where, error)
+        self._keep(self._decoder.decode(packet, payload))
 
     def _set_source(self, live: bool) -> None:
         self.source = "live" if live else "file"
@@ -307,24 +226,19 @@ class DecodeStage(Stage):
         connection starts a new decoder at its first keyframe."""
         if self.phase == "starting":
             self._begin(True)  # only live sources report their state
-        self._drain_decoder()
-        self._codec, self._codec_key, self._gap = None, None, "in_step"
-        self._last_packet_seq = status.seq  # it took a place in the packet sequence
-        self._capture_ts.clear()
+        self._keep(self._decoder.new_session(status.seq))
         self._pending.append(status)
 
     def _flush(self, eos: EndOfStream) -> None:
-        self._drain_decoder()
+        self._keep(self._decoder.drain())
         self.phase, self._end_reason = "ending", eos.reason
 
-    def _keep(self, frames: Iterable[Any]) -> None:
+    def _keep(self, frames: Decoded) -> None:
         """Apply sampling and queue the frames that travel on."""
-        for frame in frames:
+        for frame, capture_ts in frames:
             self.counters["frames_damaged"] += bool(getattr(frame, "is_corrupt", 0))
-            if not self._sampler.keep(frame, self._fps):
-                continue
-            capture_ts = self._capture_ts.pop(frame.pts, self.clock.now())
-            self._pending.append((frame, capture_ts))
+            if self._sampler.keep(frame, self._decoder.fps):
+                self._pending.append((frame, capture_ts))
         if self._live:
             self._latest_only()
 
@@ -364,7 +278,7 @@ class DecodeStage(Stage):
     def _pts(self, frame: Any) -> float:
         if frame.pts is not None:
             return float(frame.pts * MICROS)
-        return self._seq / self._fps
+        return self._seq / self._decoder.fps
 
     def _frame_message(self, frame: Any, capture_ts: float) -> Emit:
         started = self.clock.now()
@@ -388,7 +302,7 @@ class DecodeStage(Stage):
             pts=pts,
             width=width,
             height=height,
-            fps=self._sampler.fps(self._fps),
+            fps=self._sampler.fps(self._decoder.fps),
             shm=ref,
             timings=(Timing("decode", started, self.clock.now()),),
             motion=self._motion.update(pixels, pts) if self._motion else True,
@@ -411,7 +325,9 @@ class DecodeStage(Stage):
             resent=self._delivery.resent,
             frame_age_out_p50_s=p50,
             frame_age_out_p99_s=p99,
-            problem=decode_problem(self.counters, self._first_error, self._live),
+            problem=decode_problem(
+                self.counters, self._decoder.first_error, self._live
+            ),
             **self.counters,
             motion_frames_gated=self._motion.gated if self._motion else 0,
         )

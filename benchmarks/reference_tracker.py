@@ -1,6 +1,7 @@
 """The ``trackers`` package's ByteTrack configured like ours: the reference our
-port (``stages.track.bytetrack``) is held to by the parity tests and measured
-against by ``framechain bench tracker``. Needs the ``ultralytics`` extra."""
+port (``stages.track.bytetrack``) is measured against by ``framechain bench
+tracker`` and held to by the parity tests (the one benchmarks module the tests
+import: it times nothing). Needs the ``ultralytics`` extra; no stage imports it."""
 
 from __future__ import annotations
 
