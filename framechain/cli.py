@@ -62,7 +62,6 @@ def cmd_stage(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from framechain.app import supervisor_for
-    from framechain.plan import process_kinds
     from framechain.summary import Progress, print_summary, problems
     from pipeline.log import setup_logging
     from pipeline.observability import HealthServer
@@ -75,13 +74,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     runtime_dir, temporary = runtime_folder(loaded, args.runtime_dir)
     if temporary:
         claim(runtime_dir)
-    kinds = process_kinds(loaded)
+    kinds = loaded.registry.process_kinds(loaded.config)
     supervisor = supervisor_for(loaded, runtime_dir)
     signal.signal(signal.SIGTERM, supervisor.request_stop)
     signal.signal(signal.SIGINT, supervisor.request_stop)
     signal.signal(signal.SIGHUP, supervisor.request_reload)
     health = None
-    if loaded.config.http.listen:
+    # with the API on, its service serves health and metrics on the one port
+    if loaded.config.http.listen and not loaded.config.http.api:
         health = HealthServer(loaded.config.http.listen, supervisor.snapshot, kinds)
         health.start()
     progress = Progress(enabled=not args.no_progress, kinds=kinds)

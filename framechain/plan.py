@@ -23,7 +23,7 @@ from pipeline.config import LoadedConfig
 from pipeline.errors import ConfigError
 from pipeline.group import group_plan
 from pipeline.processes import StageRoles
-from pipeline.registry import PlanContext, Process, StageKind
+from pipeline.registry import PlanContext, Process
 from pipeline.stageplan import StagePlan
 from pipeline.topology import Wiring
 from pipeline.transport import CurveKeys, Endpoint, LinkOptions
@@ -159,16 +159,6 @@ def feeders(
         and link.into.name in process.kind.restarts_feeders
     }
     return tuple(p.name for p in processes if any(m.name in fed for m in p.each()))
-
-
-def process_kinds(loaded: LoadedConfig) -> dict[str, StageKind]:
-    """The kind of each stage, by name (metrics, readiness, summary): of every
-    member of a camera group, as of a process of its own."""
-    return {
-        m.name: m.kind
-        for p in loaded.registry.processes(loaded.config)
-        for m in p.each()
-    }
 
 
 def curve_keys(loaded: LoadedConfig, endpoint: str, bind: bool) -> CurveKeys | None:

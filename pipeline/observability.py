@@ -113,6 +113,18 @@ class _Collector:
         return collect(self.snapshot(), self.kinds)
 
 
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def metrics_renderer(snapshot: Snapshot, kinds: Kinds) -> Callable[[], bytes]:
+    """Prometheus text of the snapshot ``snapshot()`` gives at each call."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(snapshot, kinds))
+    return lambda: bytes(generate_latest(registry))
+
+
 _WHY = {
     "unresponsive": "sends no heartbeat",
     "stalled": "makes no progress while input waits for it",
@@ -190,20 +202,13 @@ class HealthServer:
     """Serves /metrics, /healthz and /readyz from a thread of the supervisor."""
 
     def __init__(self, listen: str, snapshot: Snapshot, kinds: Kinds) -> None:
-        from prometheus_client import CollectorRegistry, generate_latest
-
         host, _, port = listen.rpartition(":")
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(_Collector(snapshot, kinds))
+        metrics = metrics_renderer(snapshot, kinds)
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 if self.path == "/metrics":
-                    self._reply(
-                        200,
-                        generate_latest(registry),
-                        "text/plain; version=0.0.4; charset=utf-8",
-                    )
+                    self._reply(200, metrics(), METRICS_CONTENT_TYPE)
                 elif self.path == "/healthz":
                     self._reply(200, b'{"status": "alive"}\n', "application/json")
                 elif self.path == "/readyz":

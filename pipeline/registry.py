@@ -330,6 +330,11 @@ class Registry:
         names = ", ".join(p.name for p in self.processes(config))
         raise KeyError(f"no stage named {name!r}; this config has {names}")
 
+    def process_kinds(self, config: Any) -> dict[str, StageKind]:
+        """The kind of each stage, by name (metrics, readiness, summary): of every
+        member of a camera group, as of a process of its own."""
+        return {m.name: m.kind for p in self.processes(config) for m in p.each()}
+
     def wiring(self, config: Any) -> Wiring:
         """Every link of a validated config's processes."""
         return Wiring.of(

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, field_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from pipeline.configtypes import ConfigPath, StrictModel
+from pipeline.configtypes import ConfigPath, SecretRef, StrictModel
 
 # supervisor.cameras_per_process: auto (docs/benchmarks.md, memory per camera)
 AUTO_GROUP_ABOVE = 4
@@ -125,9 +125,38 @@ def _port_in_range(listen: str | None) -> str | None:
     return listen
 
 
+def loopback(listen: str) -> bool:
+    """Whether ``host:port`` listens on this machine only."""
+    host = listen.rpartition(":")[0].strip("[]")
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
 class HttpConfig(StrictModel):
     listen: Annotated[str | None, AfterValidator(_port_in_range)] = Field(
         default=None,
         pattern=r"^[^:\s]*:\d{1,5}$",
-        description="host:port for /metrics, /healthz and /readyz (off when unset).",
+        description="host:port for /metrics, /healthz and /readyz (off when unset), "
+        "and the API with api: true.",
     )
+    api: bool = Field(
+        default=False,
+        description="Serve the HTTP API (/api/..., /openapi.json) on listen, from a "
+        "service beside the chain.",
+    )
+    token: SecretRef | None = Field(
+        default=None,
+        description="Token every request but /healthz must carry (Authorization: "
+        "Bearer, or as the password of HTTP basic); required when the API listens "
+        "beyond loopback.",
+    )
+
+    @model_validator(mode="after")
+    def _guarded(self) -> HttpConfig:
+        if self.api and self.listen is None:
+            raise ValueError("api: true needs listen (host:port) to serve it on")
+        if self.api and self.token is None and not loopback(self.listen or ""):
+            raise ValueError(
+                f"the API on {self.listen} is reachable beyond this machine: set "
+                "token (${ENV} or a credential file), or listen on 127.0.0.1"
+            )
+        return self

@@ -54,12 +54,11 @@ def test_backoff_rule() -> None:
 def readyz(run: ChainRun) -> Iterator[Callable[[], tuple[int, dict[str, Any]]]]:
     """The run's /readyz, served as ``framechain run`` serves it."""
     from framechain.app import load as load_config
-    from framechain.plan import process_kinds
     from pipeline.observability import HealthServer
 
-    server = HealthServer(
-        "127.0.0.1:0", run.supervisor.snapshot, process_kinds(load_config(run.path))
-    )
+    loaded = load_config(run.path)
+    kinds = loaded.registry.process_kinds(loaded.config)
+    server = HealthServer("127.0.0.1:0", run.supervisor.snapshot, kinds)
     server.start()
 
     def get() -> tuple[int, dict[str, Any]]:

@@ -1,4 +1,5 @@
-"""Reading the SQLite event store back: ``framechain events`` and ``framechain report``.
+"""Reading the SQLite event store back: ``framechain events``, ``framechain
+report`` and the HTTP API share this query layer.
 
 The store is opened read-only (``mode=ro``), so querying a running system never
 blocks or alters the sink writing to it.
@@ -6,6 +7,7 @@ blocks or alters the sink writing to it.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -29,12 +31,66 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 @dataclass(frozen=True)
 class Query:
+    """Which events: each filter a set of accepted values (empty: any), capture
+    time in [since, until). ``newest_first`` with ``before`` pages backwards
+    from a (capture time, event id) cursor, exclusive."""
+
+    ids: Sequence[str] = ()
     cameras: Sequence[str] = ()
     rules: Sequence[str] = ()
     kinds: Sequence[str] = ()
+    classes: Sequence[str] = ()
+    tracks: Sequence[int] = ()
     since: float | None = None
     until: float | None = None
     limit: int | None = None
+    newest_first: bool = False
+    before: tuple[float, str] | None = None
+
+
+def _where(q: Query) -> tuple[str, list[Any]]:
+    where: list[str] = []
+    params: list[Any] = []
+    for column, values in (
+        ("event_id", q.ids),
+        ("stream_id", q.cameras),
+        ("rule", q.rules),
+        ("kind", q.kinds),
+        ("class_name", q.classes),
+        ("track_id", q.tracks),
+    ):
+        if values:
+            where.append(f"{column} IN ({','.join('?' * len(values))})")
+            params.extend(values)
+    if q.since is not None:
+        where.append("capture_ts >= ?")
+        params.append(q.since)
+    if q.until is not None:
+        where.append("capture_ts < ?")
+        params.append(q.until)
+    if q.before is not None:
+        where.append("(capture_ts < ? OR (capture_ts = ? AND event_id < ?))")
+        params.extend((q.before[0], q.before[0], q.before[1]))
+    return (" WHERE " + " AND ".join(where)) if where else "", params
+
+
+def _read(path: Path, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
+    """Rows of a read-only query; no store yet (the chain has not started its
+    sink): no rows.
+
+    Raises:
+        FramechainError: the file is not an event store, or unreadable.
+    """
+    if not path.exists():
+        return []
+    try:
+        with contextlib.closing(
+            sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        ) as db:
+            db.row_factory = sqlite3.Row
+            return [dict(r) for r in db.execute(sql, params)]
+    except sqlite3.Error as e:
+        raise FramechainError(f"cannot read the event store {path}: {e}") from e
 
 
 def parse_time(text: str, now: float | None = None) -> float:
@@ -54,7 +110,7 @@ def parse_time(text: str, now: float | None = None) -> float:
         pass
     try:
         return datetime.fromisoformat(text).timestamp()
-    except ValueError:
+    except (ValueError, OverflowError, OSError):
         raise FramechainError(
             f"cannot read the time {text!r}; give an ISO date-time "
             "(2026-11-23T08:00), a Unix time or a duration back from now (15m, 2h)"
@@ -62,39 +118,37 @@ def parse_time(text: str, now: float | None = None) -> float:
 
 
 def query(path: Path, q: Query) -> list[dict[str, Any]]:
-    """Events matching ``q``, oldest first (by capture time)."""
-    where: list[str] = []
-    params: list[Any] = []
-    for column, values in (
-        ("stream_id", q.cameras),
-        ("rule", q.rules),
-        ("kind", q.kinds),
-    ):
-        if values:
-            where.append(f"{column} IN ({','.join('?' * len(values))})")
-            params.extend(values)
-    if q.since is not None:
-        where.append("capture_ts >= ?")
-        params.append(q.since)
-    if q.until is not None:
-        where.append("capture_ts < ?")
-        params.append(q.until)
-    sql = "SELECT * FROM events"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY capture_ts, stream_id, seq, event_id"
+    """Events matching ``q``, oldest first (by capture time), or newest first."""
+    where, params = _where(q)
+    order = "DESC" if q.newest_first else ""
+    sql = (
+        f"SELECT * FROM events{where} ORDER BY capture_ts {order}, "  # noqa: S608
+        f"event_id {order}"
+    )
     if q.limit:
         sql += f" LIMIT {int(q.limit)}"
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-            db.row_factory = sqlite3.Row
-            rows = [dict(r) for r in db.execute(sql, params)]
-    except sqlite3.Error as e:
-        raise FramechainError(f"cannot read the event store {path}: {e}") from e
+    rows = _read(path, sql, params)
     for row in rows:
         row["data"] = json.loads(row["data"]) if row.get("data") else {}
         row["low_confidence"] = bool(row.get("low_confidence", 0))
     return rows
+
+
+def counts(
+    path: Path, q: Query, bucket_s: int, directional: Sequence[str]
+) -> list[dict[str, Any]]:
+    """How many events, per time bucket of ``bucket_s`` (aligned to the epoch),
+    camera, rule, kind, class and direction (for the ``directional`` kinds, ''
+    for the others), oldest bucket first."""
+    where, params = _where(q)
+    marks = ",".join("?" * len(directional)) or "NULL"
+    sql = (
+        "SELECT CAST(capture_ts / ? AS INTEGER) * ? AS start, stream_id AS camera, "  # noqa: S608
+        f"rule, kind, class_name, CASE WHEN kind IN ({marks}) THEN direction "
+        f"ELSE '' END AS direction, COUNT(*) AS count FROM events{where} "
+        "GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6"
+    )
+    return _read(path, sql, [bucket_s, bucket_s, *directional, *params])
 
 
 def local_time(ts: float) -> str:

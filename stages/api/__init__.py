@@ -1,0 +1,1 @@
+"""The HTTP API: a service beside the chain that answers what it sees."""

@@ -1,0 +1,12 @@
+"""What the API service reports in its heartbeats."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class ApiStats(msgspec.Struct, kw_only=True):
+    requests: int = 0
+    unauthorized: int = 0  # answered 401
+    server_errors: int = 0  # answered 5xx
+    listening: str = ""  # host:port once serving
