@@ -348,6 +348,7 @@ def test_generated_requests_get_no_server_error_and_valid_answers(
             text=True,
             timeout=240,
             env={**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_HOOKS": ""},
+            cwd=tmp_path,  # its cache folder goes there, not into the work tree
         )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
 
