@@ -1,9 +1,5 @@
-"""``framechain`` command line: run, stage, validate, schema, events, report,
-replay, keys, bench, export.
-
-The only place that prints to the terminal and turns errors into exit codes: 0 done,
-1 failed, 2 invalid config.
-"""
+"""The ``framechain`` command line (the only module that prints to the terminal
+and turns errors into exit codes: 0 done, 1 failed, 2 invalid config)."""
 
 from __future__ import annotations
 
@@ -21,6 +17,30 @@ from framechain.rundir import claim, runtime_folder, sweep_runtime_folders
 from pipeline.errors import ConfigError, FramechainError
 
 log = logging.getLogger("framechain")
+
+HELP = """Turns camera streams into analytics events: line crossings, zone visits,
+crowds, counts. A chain of processes (capture, decode, detect, track, sinks) runs
+from one YAML config; events go to SQLite, JSON Lines, MQTT or a webhook.
+
+Exit status: 0 done, 1 failed, 2 invalid config."""
+
+EXAMPLES = """examples:
+  framechain run configs/demo.yaml              run a chain until its sources end
+  framechain validate my.yaml                   check a config, one line per problem
+  framechain events runs/demo/events.db --since 2h --kind line_crossing
+  framechain report my.yaml --since 1d --out counts.png
+  framechain schema > event.schema.json         what an event holds
+
+docs: README.md, docs/events.md, docs/operations.md"""
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"framechain {version('framechain')}"
+    except PackageNotFoundError:
+        return "framechain (not installed: run from a source tree)"
 
 
 def _load(path: str) -> Any:
@@ -204,7 +224,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="framechain", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="framechain",
+        description=HELP,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=_version())
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
 

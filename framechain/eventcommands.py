@@ -65,9 +65,12 @@ def _store_path(source: str) -> Path:
 
 
 def cmd_events(args: argparse.Namespace) -> int:
-    from stages.sinks.eventstore import query, render
+    from stages.sinks.eventstore import query, render, unknown_filter
 
-    rows = query(_store_path(args.source), _event_query(args))
+    path, chosen = _store_path(args.source), _event_query(args)
+    rows = query(path, chosen)
+    if not rows and (why := unknown_filter(path, chosen)):
+        raise FramechainError(why)
     sys.stdout.write(render(rows, args.format))
     return 0
 

@@ -137,13 +137,24 @@ def test_events_cli_filters_and_formats(annotated_run) -> None:
         "events", str(db), "--kind", "line_crossing", "--format", "json"
     )
     assert result.returncode == 0, result.stderr
-    rows = json.loads(result.stdout)
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert {r["event_id"] for r in rows} == {e["event_id"] for e in crossings}
     assert [r["capture_ts"] for r in rows] == sorted(r["capture_ts"] for r in rows)
     result = framechain("events", str(db), "--rule", "left", "--format", "csv")
     table = list(csv.DictReader(io.StringIO(result.stdout)))
     assert len(table) == sum(e["rule"] == "left" for e in stored)
     assert {r["kind"] for r in table} <= {"zone_occupancy", "zone_enter", "zone_exit"}
+    assert {r["low_confidence"] for r in table} <= {"true", "false"}
+    result = framechain(
+        "events", str(db), "--camera", "nope", "--kind", "line_crossing"
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: no camera 'nope' in {db}; it holds: "
+        + ", ".join(sorted({e["stream_id"] for e in stored}))
+    ]
+    result = framechain("events", str(db), "--kind", "line_crosing")
+    assert result.returncode == 1 and "it holds: line_crossing" in result.stderr
     middle = sorted(e["capture_ts"] for e in stored)[len(stored) // 2]
     result = framechain("events", str(db), "--since", str(middle), "--limit", "5")
     assert result.returncode == 0 and result.stdout.splitlines()[-1] == "5 events"

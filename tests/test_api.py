@@ -215,7 +215,7 @@ def test_the_api_answers_for_a_running_chain_and_agrees_with_the_store(
     # the same service alone on the finished store
     with _alone(config, tmp_path) as alone:
         stored = framechain("events", str(tmp_path / "events.db"), "--format", "json")
-        every = json.loads(stored.stdout)
+        every = [json.loads(line) for line in stored.stdout.splitlines()]
         through_api = _all_events(alone)
         assert [e["event_id"] for e in through_api] == [
             e["event_id"] for e in reversed(every)
@@ -231,7 +231,7 @@ def test_the_api_answers_for_a_running_chain_and_agrees_with_the_store(
             "--format",
             "json",
         )
-        want = [e["event_id"] for e in json.loads(chosen.stdout)]
+        want = [json.loads(line)["event_id"] for line in chosen.stdout.splitlines()]
         got = _all_events(alone, "&camera=west&kind=line_crossing", limit=4)
         assert want and [e["event_id"] for e in reversed(got)] == want
         track = every[0]["track_id"]

@@ -151,20 +151,56 @@ def counts(
     return _read(path, sql, [bucket_s, bucket_s, *directional, *params])
 
 
+def _csv_value(value: Any) -> Any:
+    return ("true" if value else "false") if isinstance(value, bool) else value
+
+
+def unknown_filter(path: Path, q: Query) -> str | None:
+    """Why a query found nothing, when it names a camera, rule or kind the store
+    has never held: one line listing the ones it has (None otherwise)."""
+    for column, what, wanted in (
+        ("stream_id", "camera", q.cameras),
+        ("rule", "rule", q.rules),
+        ("kind", "kind", q.kinds),
+    ):
+        if not wanted:
+            continue
+        held = [
+            row["value"]
+            for row in _read(
+                path,
+                f"SELECT DISTINCT {column} AS value FROM events ORDER BY 1",  # noqa: S608
+                (),
+            )
+        ]
+        missing = [w for w in wanted if w not in held]
+        if missing:
+            names = ", ".join(map(repr, missing))
+            return f"no {what} {names} in {path}; it holds: {', '.join(held) or 'none'}"
+    return None
+
+
 def local_time(ts: float) -> str:
     return datetime.fromtimestamp(ts).isoformat(sep=" ", timespec="milliseconds")
 
 
 def render(rows: list[dict[str, Any]], fmt: str) -> str:
-    """``table`` (for people), ``json`` (one array) or ``csv`` (every column)."""
+    """``table`` (for people), ``json`` (JSON Lines: one event a line, as the
+    jsonl sink writes them) or ``csv`` (every column; flags as true/false,
+    ``data`` as JSON)."""
     if fmt == "json":
-        return json.dumps(rows, indent=1) + "\n"
+        return "".join(json.dumps(row) + "\n" for row in rows)
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=COLUMNS, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
-            writer.writerow({**row, "data": json.dumps(row["data"])})
+            writer.writerow(
+                {
+                    **{k: _csv_value(v) for k, v in row.items()},
+                    "data": json.dumps(row["data"]),
+                }
+            )
         return out.getvalue()
     header = ("time", "camera", "rule", "kind", "track", "class", "dir", "value")
     table = [header] + [
