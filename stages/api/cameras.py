@@ -4,6 +4,7 @@ its rates, measured between status snapshots (the stages report counts)."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -18,7 +19,8 @@ RATE_WINDOW_S = 5.0
 
 class CameraBoard:
     """Reads the status file at most every ``every_s`` and keeps a few seconds
-    of snapshots, to give each camera's frame rates in and out."""
+    of snapshots, to give each camera's frame rates in and out. Requests run on
+    several threads: the history is read and changed under a lock."""
 
     def __init__(
         self,
@@ -34,12 +36,17 @@ class CameraBoard:
         self.every_s = every_s
         self._history: deque[tuple[float, dict[str, Any]]] = deque()
         self._read_at = 0.0
+        self._lock = threading.Lock()
 
     def names(self) -> list[str]:
         return list(self.rules)
 
     def snapshot(self) -> dict[str, Any] | None:
         """The supervisor's last snapshot, or None when it is stale or missing."""
+        with self._lock:
+            return self._snapshot()
+
+    def _snapshot(self) -> dict[str, Any] | None:
         now = time.monotonic()
         if now - self._read_at >= self.every_s:
             self._read_at = now
@@ -97,9 +104,10 @@ class CameraBoard:
         }
 
     def _rate(self, stage: str, counter: str) -> float:
-        if len(self._history) < 2:
-            return 0.0
-        (t0, first), (t1, last) = self._history[0], self._history[-1]
+        with self._lock:
+            if len(self._history) < 2:
+                return 0.0
+            (t0, first), (t1, last) = self._history[0], self._history[-1]
         done = _stats(last["stages"], stage).get(counter, 0) - _stats(
             first["stages"], stage
         ).get(counter, 0)
