@@ -307,9 +307,3 @@ def build_app(settings: ApiSettings) -> Any:
 
 class _Invalid(Exception):
     """A filter names what does not exist: 422 with the known values."""
-
-
-def openapi_of(app: Any) -> dict[str, Any]:
-    """The OpenAPI document of an app ``build_app`` made."""
-    document: dict[str, Any] = app.app.openapi()
-    return document
