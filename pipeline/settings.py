@@ -131,6 +131,27 @@ def loopback(listen: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
 
 
+class PreviewConfig(StrictModel):
+    """The API's live pictures of each camera (latest.jpg, stream.mjpeg)."""
+
+    width: int = Field(
+        default=640,
+        ge=64,
+        le=3840,
+        description="Picture width in pixels (never above the camera's own).",
+    )
+    fps: float = Field(
+        default=5.0, gt=0, le=30, description="Pictures per second at most."
+    )
+    jpeg_quality: int = Field(default=75, ge=10, le=100, description="JPEG quality.")
+    streams_per_client: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Live streams one client address may hold open at once.",
+    )
+
+
 class HttpConfig(StrictModel):
     listen: Annotated[str | None, AfterValidator(_port_in_range)] = Field(
         default=None,
@@ -148,6 +169,10 @@ class HttpConfig(StrictModel):
         description="Token every request but /healthz must carry (Authorization: "
         "Bearer, or as the password of HTTP basic); required when the API listens "
         "beyond loopback.",
+    )
+    preview: PreviewConfig = Field(
+        default_factory=PreviewConfig,
+        description="Live annotated pictures: drawn only while someone watches.",
     )
 
     @model_validator(mode="after")

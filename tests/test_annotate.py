@@ -21,7 +21,7 @@ from conftest import ASSETS, end_run, framechain, free_port, read_events, spawn_
 from conftest import CROWD_LEFT_HALF as ZONE
 from conftest import CROWD_LINE as LINE
 
-LINE_RGB = (255, 215, 0)  # stages.annotate.stage.LINE_COLOUR, as RGB
+LINE_RGB = (255, 215, 0)  # stages.annotate.drawing.LINE_COLOUR, as RGB
 CLIP_FRAMES = 460
 
 

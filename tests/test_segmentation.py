@@ -165,7 +165,7 @@ def test_compiled_detector_survives_a_short_startup_timeout(
 
 def test_annotation_tints_only_the_masks() -> None:
     """Masks are drawn as a tint in each track's colour over exactly their pixels."""
-    from stages.annotate.stage import paint_masks
+    from stages.annotate.drawing import paint_masks
 
     image = np.full((120, 160, 3), 128, np.uint8)
     dense = np.zeros((2, 120, 160), bool)

@@ -24,10 +24,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from pipeline.convert import to_supervision
 from pipeline.detections import Detections
 from pipeline.errors import FramechainError, PermanentError
-from pipeline.messages import Detected, Overlay
+from pipeline.messages import Detected
 from pipeline.retention import Pruned, RetentionConfig, prune_files
 from pipeline.stage import Emit, Received, Stage
 from stages.annotate.config import AnnotateConfig
@@ -35,9 +34,6 @@ from stages.annotate.stats import AnnotateStats
 
 log = logging.getLogger(__name__)
 
-LINE_COLOUR = (0, 215, 255)  # BGR
-ZONE_COLOUR = (255, 160, 0)
-CROWD_COLOUR = (0, 0, 255)
 # a step back in the frames' times longer than this is a new clock, not disorder
 CLOCK_RESTART_MS = 1000
 
@@ -174,8 +170,7 @@ class AnnotateStage(Stage):
         self.config = config
         self._writer: SegmentedVideo | None = None
         self._server: Any = None
-        self._annotators: list[Any] = []
-        self._labels: Any = None
+        self._painter: Any = None
         self.counters: dict[str, int] = {"frames": 0, "published": 0}
         self._stopping = False
 
@@ -183,22 +178,10 @@ class AnnotateStage(Stage):
         return stream_id == self.stream_id
 
     def setup(self) -> None:
-        import supervision as sv
+        from stages.annotate.drawing import Painter
 
         cfg = self.config
-        by_track = sv.ColorLookup.TRACK
-        self._annotators = [sv.BoxAnnotator(thickness=2, color_lookup=by_track)]
-        if cfg.trace_frames:
-            self._annotators.append(
-                sv.TraceAnnotator(
-                    trace_length=cfg.trace_frames,
-                    position=sv.Position.BOTTOM_CENTER,
-                    color_lookup=by_track,
-                )
-            )
-        self._labels = sv.LabelAnnotator(
-            text_scale=0.5, text_padding=3, color_lookup=by_track
-        )
+        self._painter = Painter(cfg.trace_frames)
         if cfg.video is not None:
             self._writer = SegmentedVideo(str(cfg.video), cfg.segment_s, cfg.retention)
         if cfg.http_port is not None:
@@ -239,7 +222,7 @@ class AnnotateStage(Stage):
             wants_jpeg = self._server is not None and self._server.latest.wanted
             if self._writer is None and not wants_jpeg:
                 continue
-            image = self.draw(
+            image = self._painter.draw(
                 pixels, detections, message.names, message.overlay, message.labels
             )
             self.counters["frames"] += 1
@@ -258,52 +241,6 @@ class AnnotateStage(Stage):
                     self._server.latest.publish(jpeg.tobytes())
                     self.counters["published"] += 1
         return ()
-
-    def draw(
-        self,
-        pixels: np.ndarray,
-        detections: Detections,
-        names: tuple[str, ...],
-        overlay: Overlay | None,
-        labels: tuple[str, ...] = (),
-    ) -> np.ndarray:
-        image = pixels.copy()
-        for zone in overlay.zones if overlay is not None else ():
-            colour = CROWD_COLOUR if zone.crowd else ZONE_COLOUR
-            points = np.array(zone.polygon, np.int32)
-            cv2.polylines(image, [points], True, colour, 2)
-            x, y = points.min(axis=0)
-            _label(image, f"{zone.name}: {zone.count}", (x + 4, y + 18), colour)
-        for line in overlay.lines if overlay is not None else ():
-            start = (int(line.start[0]), int(line.start[1]))
-            end = (int(line.end[0]), int(line.end[1]))
-            cv2.line(image, start, end, LINE_COLOUR, 2)
-            _label(
-                image,
-                f"{line.name} in {line.count_in} out {line.count_out}",
-                (min(start[0], end[0]) + 4, min(start[1], end[1]) - 8),
-                LINE_COLOUR,
-            )
-        if detections.masks is not None and len(detections):
-            paint_masks(image, detections)
-        if len(detections):
-            sv_detections = to_supervision(detections)
-            for annotator in self._annotators:
-                image = annotator.annotate(image, sv_detections)
-            secondary = detections.data.get("label", np.full(len(detections), -1))
-            texts = [
-                f"#{t} {names[c] if 0 <= c < len(names) else c} {p:.2f}"
-                + (f" {labels[k]}" if 0 <= k < len(labels) else "")
-                for t, c, p, k in zip(
-                    detections.tracker_id.tolist(),  # type: ignore[union-attr]
-                    detections.class_id.tolist(),
-                    detections.confidence.tolist(),
-                    secondary.tolist(),
-                    strict=True,
-                )
-            ]
-            image = self._labels.annotate(image, sv_detections, labels=texts)
-        return image
 
     def stop(self) -> Iterable[Emit]:
         """Nothing queued here is worth waiting for (the link is lossy)."""
@@ -325,32 +262,3 @@ class AnnotateStage(Stage):
             self._writer.close()
         if self._server is not None:
             self._server.close()
-
-
-def paint_masks(image: np.ndarray, detections: Detections, alpha: float = 0.45) -> None:
-    """Tint each instance mask in its track's colour, in place, touching only the
-    pixels inside the masks' boxes."""
-    import supervision as sv
-
-    assert detections.masks is not None
-    palette = sv.ColorPalette.DEFAULT
-    ids = (
-        detections.tracker_id
-        if detections.tracker_id is not None
-        else np.arange(len(detections))
-    )
-    colours = ids.tolist()
-    for i, rows, columns, inside in detections.masks.in_frame(*image.shape[:2]):
-        region = image[rows, columns]
-        colour = np.array(palette.by_idx(colours[i]).as_bgr(), np.float32)
-        region[inside] = (region[inside] * (1 - alpha) + colour * alpha).astype(
-            np.uint8
-        )
-
-
-def _label(
-    image: np.ndarray, text: str, origin: tuple[int, int], colour: tuple[int, int, int]
-) -> None:
-    x, y = max(0, int(origin[0])), max(14, int(origin[1]))
-    cv2.putText(image, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 3)
-    cv2.putText(image, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.55, colour, 1)

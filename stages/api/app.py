@@ -1,7 +1,9 @@
-"""The API's routes (FastAPI): cameras, events, counts, the config, health and
-metrics, behind one token. Everything is read: events from the SQLite store
-(read-only, through the query layer ``framechain events`` uses), the chain's
-state from the supervisor's status file. Nothing here can hold the chain back.
+"""The API's routes (FastAPI): cameras, their live pictures, events with their
+snapshots, counts, the config, health and metrics, behind one token. Everything
+is read: events from the SQLite store (read-only, through the query layer
+``framechain events`` uses), the chain's state from the supervisor's status
+file, pictures from the track stages' lossy previews. Nothing here can hold the
+chain back.
 """
 
 from __future__ import annotations
@@ -17,13 +19,19 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from fastapi import FastAPI, Query, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import (
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+)
 from pydantic import Field, create_model
 
 from pipeline.errors import FramechainError
 from pipeline.observability import METRICS_CONTENT_TYPE, readiness
 from stages.api.cameras import CameraBoard
-from stages.api.models import Camera, Counts, Problem, event_model
+from stages.api.live import LivePictures
+from stages.api.models import Camera, Counts, Problem, event_model, problem
+from stages.api.pictures import add_picture_routes
 from stages.api.stats import ApiStats
 from stages.sinks import eventstore
 
@@ -52,6 +60,9 @@ class ApiSettings:
     directional: tuple[str, ...]
     config: dict[str, Any]
     metrics: Callable[[], bytes]
+    live: LivePictures
+    snapshot_dirs: dict[str, Path]
+    """Each camera's snapshot folder: the only place snapshots are served from."""
     token: str | None = None
     stats: ApiStats = field(default_factory=ApiStats)
 
@@ -103,10 +114,6 @@ class _Guard:
                 return False
             return hmac.compare_digest(decoded.partition(b":")[2], self._token)
         return False
-
-
-def _problem(status: int, detail: str) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status)
 
 
 def _json(body: Any) -> Response:
@@ -186,7 +193,7 @@ def build_app(settings: ApiSettings) -> Any:
 
     @app.exception_handler(FramechainError)
     async def _store_failed(_request: Request, error: FramechainError) -> Response:
-        return _problem(503, str(error))
+        return problem(503, str(error))
 
     @app.get("/healthz", responses={503: {"model": Problem}})
     def healthz() -> dict[str, str]:
@@ -200,7 +207,7 @@ def build_app(settings: ApiSettings) -> Any:
         """200 while every stage runs (see docs/operations.md), else 503."""
         snapshot = board.snapshot()
         if snapshot is None:
-            return _problem(503, "the chain's supervisor is not running")
+            return problem(503, "the chain's supervisor is not running")
         status, body = readiness(snapshot, settings.process_kinds)
         return JSONResponse(body, status_code=status)
 
@@ -225,10 +232,12 @@ def build_app(settings: ApiSettings) -> Any:
         """One camera."""
         found = [c for c in board.cameras() if c["name"] == name]
         if not found:
-            return _problem(
+            return problem(
                 404, f"no camera {name!r}; known: {', '.join(board.names())}"
             )
         return _json(found[0])
+
+    add_picture_routes(app, settings, errors)
 
     @app.get("/api/events", response_model=page, responses=errors)
     def events(
@@ -251,7 +260,7 @@ def build_app(settings: ApiSettings) -> Any:
             before = _uncursor(cursor) if cursor else None
             chosen = selection(camera, rule, kind, since, until)
         except (_Invalid, ValueError) as e:
-            return _problem(422, str(e))
+            return problem(422, str(e))
         rows = eventstore.query(
             settings.store,
             eventstore.Query(
@@ -272,7 +281,7 @@ def build_app(settings: ApiSettings) -> Any:
         """One event by its id."""
         rows = eventstore.query(settings.store, eventstore.Query(ids=(event_id,)))
         if not rows:
-            return _problem(404, f"no event {event_id!r}")
+            return problem(404, f"no event {event_id!r}")
         return _json(rows[0])
 
     @app.get("/api/counts", response_model=Counts, responses=errors)
@@ -288,7 +297,7 @@ def build_app(settings: ApiSettings) -> Any:
         try:
             chosen = selection(camera, rule, kind, since, until)
         except _Invalid as e:
-            return _problem(422, str(e))
+            return problem(422, str(e))
         rows = eventstore.counts(
             settings.store,
             eventstore.Query(**chosen),

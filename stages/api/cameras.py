@@ -55,7 +55,14 @@ class CameraBoard:
                 written = float(status.get("written", 0.0))
                 if not self._history or written > self._history[-1][0]:
                     self._history.append((written, status))
-                while self._history and written - self._history[0][0] > RATE_WINDOW_S:
+                # one snapshot older than the window is kept: rates span at
+                # least the window, however seldom the board is asked (two
+                # snapshots a moment apart may fall between the stages'
+                # heartbeats and show no progress)
+                while (
+                    len(self._history) > 2
+                    and written - self._history[1][0] > RATE_WINDOW_S
+                ):
                     self._history.popleft()
         if not self._history or time.time() - self._history[-1][0] > STALE_S:
             return None
@@ -73,6 +80,15 @@ class CameraBoard:
             self._camera(name, health.get(name, {}), stages, frames[name] / detected)
             for name in self.rules
         ]
+
+    def state(self, name: str) -> str:
+        """One camera's state in words, for an error line: online, offline
+        (and why), unknown."""
+        found = [c for c in self.cameras() if c["name"] == name]
+        if not found:
+            return "unknown"
+        camera = found[0]
+        return camera["state"] + (f" ({camera['reason']})" if camera["reason"] else "")
 
     def _camera(
         self,

@@ -20,6 +20,7 @@ from pipeline.registry import (
 )
 from pipeline.stageplan import StagePlan
 from pipeline.topology import Port
+from pipeline.transport import LinkOptions
 from stages.api.stats import ApiStats
 
 
@@ -50,10 +51,12 @@ def _plan(context: PlanContext, instance: Instance) -> StagePlan:
     http = config.http
 
     def settings() -> Any:
+        from pipeline.demand import Demand
         from pipeline.observability import metrics_renderer
         from pipeline.statusfile import read_status
         from stages.api.app import ApiSettings
         from stages.api.cameras import CameraBoard
+        from stages.api.live import LivePictures
         from stages.api.redact import redact
 
         board = CameraBoard(
@@ -76,6 +79,12 @@ def _plan(context: PlanContext, instance: Instance) -> StagePlan:
                 lambda: board.snapshot() or {"status": "stopped", "stages": {}},
                 loaded.registry.process_kinds(config),
             ),
+            live=LivePictures(Demand(context.runtime_dir, "preview"), http.preview),
+            snapshot_dirs={
+                name: (Path(camera.snapshots.directory) / name).resolve()
+                for name, camera in config.cameras.items()
+                if camera.snapshots is not None
+            },
             token=http.token.get_secret_value() if http.token else None,
         )
 
@@ -100,6 +109,16 @@ def _metrics(name: str, stats: StatsView, _chain: StatsView) -> Iterable[Sample]
     yield Sample(
         "api_server_errors", "counter", "HTTP API 5xx answers", {}, api.server_errors
     )
+    yield Sample(
+        "api_pictures_drawn",
+        "counter",
+        "Live pictures drawn for latest.jpg and stream.mjpeg viewers",
+        {},
+        api.pictures_drawn,
+    )
+    yield Sample(
+        "api_live_streams", "gauge", "stream.mjpeg answers open", {}, api.live_streams
+    )
 
 
 def _summary(_loaded: Any, _target: str, stats: StatsView) -> list[str]:
@@ -113,8 +132,18 @@ KIND = StageKind(
     scope="single",
     instances=_instances,
     plan=_plan,
-    # new events as they are produced, best effort: for the event stream
-    ports=(Port("feed", "feed", "in", link="events"),),
+    ports=(
+        # new events as they are produced, best effort: for the event stream
+        Port("feed", "feed", "in", link="events"),
+        # each camera's small previews, while someone watches its live picture
+        Port(
+            "preview",
+            "preview",
+            "in",
+            endpoint="preview",
+            options=LinkOptions(hwm=8, linger_ms=0),
+        ),
+    ),
     resolve=_resolve,
     metrics=_metrics,
     summary=_summary,

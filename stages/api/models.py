@@ -8,6 +8,7 @@ from functools import cache
 from typing import Any, Literal
 
 import msgspec
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from pipeline.messages import Event
@@ -87,6 +88,11 @@ class Counts(BaseModel):
     bucket: Literal["minute", "hour", "day"]
     bucket_s: int
     counts: list[CountRow]
+
+
+def problem(status: int, detail: str) -> JSONResponse:
+    """An error answer: ``Problem``'s shape."""
+    return JSONResponse({"detail": detail}, status_code=status)
 
 
 class Problem(BaseModel):

@@ -12,8 +12,10 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from pipeline.errors import PermanentError
+from pipeline.messages import Detected
 from pipeline.stage import Emit, Received, Stage
 from stages.api.app import ApiSettings
+from stages.api.live import LivePictures
 from stages.api.stats import ApiStats
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,7 @@ class ApiStage(Stage):
         self._stats = ApiStats()
         self._server: Any = None
         self._thread: threading.Thread | None = None
+        self._live: LivePictures | None = None
 
     def setup(self) -> None:
         import uvicorn
@@ -37,6 +40,7 @@ class ApiStage(Stage):
 
         settings = self._settings()
         settings.stats = self._stats
+        self._live = settings.live
         host, _, port = self.listen.rpartition(":")
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -73,8 +77,16 @@ class ApiStage(Stage):
         log.info("API on http://%s", self._stats.listening)
 
     def process(self, batch: Sequence[Received]) -> Iterable[Emit]:
-        """The event feed is taken and let go: the event stream (next slice)
-        will serve it; taking it keeps track's best-effort copies moving."""
+        """Previews are drawn for the live pictures. The event feed is taken and
+        let go: the event stream (a later slice) will serve it; taking it keeps
+        track's best-effort copies moving."""
+        live = self._live
+        for item in batch:
+            if item.port == "preview" and live is not None:
+                if isinstance(item.message, Detected) and item.message.pixels:
+                    live.offer(item.message, item.parts)
+        if live is not None:
+            self._stats.pictures_drawn = live.drawn
         return ()
 
     def tick(self, now: float) -> Iterable[Emit]:

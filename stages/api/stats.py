@@ -10,3 +10,5 @@ class ApiStats(msgspec.Struct, kw_only=True):
     unauthorized: int = 0  # answered 401
     server_errors: int = 0  # answered 5xx
     listening: str = ""  # host:port once serving
+    pictures_drawn: int = 0  # live pictures drawn from the track stages' previews
+    live_streams: int = 0  # stream.mjpeg answers open now

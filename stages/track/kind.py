@@ -13,6 +13,7 @@ from pydantic import Field
 
 from pipeline.checkpoint import CheckpointFile
 from pipeline.config import ResolveContext, load_config
+from pipeline.demand import DemandProbe, demand_path
 from pipeline.errors import ConfigError
 from pipeline.metrics import frame_age_samples, frames_dropped, frames_through
 from pipeline.registry import (
@@ -46,6 +47,15 @@ PORTS = (
     # a copy of each new event for the services beside the chain, dropped
     # whenever one cannot take it: a service never holds counting back
     Port("feed", "feed", "out", link="events", best_effort=True),
+    # small copies of tracked frames for the API's live pictures, made only
+    # while someone watches (pipeline.demand), dropped rather than queued
+    Port(
+        "preview",
+        "preview",
+        "out",
+        options=LinkOptions(hwm=2, linger_ms=0),
+        lossy=True,
+    ),
     # tracked frames with their pixels and overlay, for whoever draws them: two
     # frames queued at most, dropped rather than ever slow counting
     Port(
@@ -99,9 +109,11 @@ def _plan(context: PlanContext, instance: Instance) -> StagePlan:
     sinks = context.wiring.targets(name, "events")
     annotate = context.wiring.connected(name, "annotate")
     feed = context.wiring.connected(name, "feed")
+    preview = context.wiring.connected(name, "preview")
     kinds = loaded.registry.implementations("rule")
 
     def build() -> Any:
+        from stages.track.preview import PreviewTap
         from stages.track.stage import TrackStage
 
         return TrackStage(
@@ -113,6 +125,12 @@ def _plan(context: PlanContext, instance: Instance) -> StagePlan:
             aggregate_s=camera.aggregate_s,
             annotate=annotate,
             feed=feed,
+            preview=PreviewTap(
+                config.http.preview,
+                DemandProbe(demand_path(context.runtime_dir, "preview", camera_name)),
+            )
+            if preview
+            else None,
             privacy=camera.privacy,
             kinds=kinds,
             recovery=Recovery(
@@ -208,6 +226,14 @@ def _metrics(name: str, stats: StatsView, _chain: StatsView) -> Iterable[Sample]
         PRUNED_HELP,
         {"store": f"snapshots.{camera}", "what": "snapshots"},
         track.snapshots_pruned,
+    )
+    yield Sample(
+        "previews",
+        "counter",
+        "Small copies of tracked frames made for the API's live pictures (only "
+        "while someone watches)",
+        {"camera": camera},
+        track.previews,
     )
     yield Sample(
         "checkpoints",

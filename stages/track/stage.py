@@ -40,6 +40,7 @@ from pipeline.stage import Emit, Received, Stage
 from pipeline.state import StateError, encode
 from stages.track.config import PrivacyConfig, SnapshotConfig, TrackerConfig
 from stages.track.engine import RuleEngine
+from stages.track.preview import PreviewTap
 from stages.track.recovery import (
     STATE_FORMAT,
     Recovery,
@@ -81,10 +82,12 @@ class TrackStage(Stage):
         clock: Clock | None = None,
         recovery: Recovery | None = None,
         feed: bool = False,
+        preview: PreviewTap | None = None,
     ) -> None:
         """``load_rules`` re-reads this camera's rules from the config file (SIGHUP).
         ``feed``: each new event also goes out on the best-effort ``feed`` port,
-        to the services beside the chain.
+        to the services beside the chain. ``preview``: small copies of tracked
+        frames on the ``preview`` port while the API's viewers want them.
         ``kinds``: the rule class of each rule config (default: the built-in ones).
         ``clock``: the time frame ages are measured against. ``recovery``: the
         sinks and the checkpoint (default: one sink on port ``events.sink``,
@@ -105,7 +108,7 @@ class TrackStage(Stage):
         self._last_input = float("-inf")  # a restarted decode waits for Resume
         self._last_resume = float("-inf")
         self.tracking = Tracking(stream_id, tracker)
-        self.taps = MediaTaps(stream_id, snapshots, annotate, privacy)
+        self.taps = MediaTaps(stream_id, snapshots, annotate, privacy, preview)
         self.engine = RuleEngine(
             stream_id,
             rules,
@@ -341,6 +344,7 @@ class TrackStage(Stage):
         if self.taps.annotate and pixels is not None:
             overlay = self.engine.overlay()
             emits.append(self.taps.annotated(message, tracked, pixels, overlay))
+        emits.extend(self.taps.preview(message, parts, tracked, self.engine.overlay))
         return events
 
     def _measure(self, frame: Frame) -> None:

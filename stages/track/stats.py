@@ -28,6 +28,7 @@ class TrackStats(msgspec.Struct, kw_only=True):
     snapshots_written: int = 0
     snapshots_failed: int = 0
     snapshots_pruned: int = 0  # deleted by retention
+    previews: int = 0  # small copies for the API's live pictures (while watched)
     frame_age_p50_s: float = 0.0
     frame_age_p99_s: float = 0.0
     latency: HistogramReport | None = None

@@ -1,6 +1,6 @@
 """Media taps of one camera: what the track stage does with a frame's pixels besides
-counting — privacy redaction, each track's best crop (snapshots) and the tracked
-frame handed to the annotate stage.
+counting — privacy redaction, each track's best crop (snapshots), the tracked
+frame handed to the annotate stage and the small preview for the API.
 
 All of it runs before the frame is acknowledged: the shared-memory slot the pixels
 sit in is reused by decode once it is.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -24,6 +24,7 @@ from pipeline.stage import Emit
 from stages.track.config import PrivacyConfig, SnapshotConfig
 
 if TYPE_CHECKING:
+    from stages.track.preview import PreviewTap
     from stages.track.snapshots import SnapshotStore
 
 log = logging.getLogger(__name__)
@@ -53,13 +54,16 @@ class MediaTaps:
         snapshots: SnapshotConfig | None = None,
         annotate: bool = False,
         privacy: PrivacyConfig | None = None,
+        preview: PreviewTap | None = None,
     ) -> None:
         """``annotate``: emit tracked frames with pixels on the ``annotate`` port.
-        ``privacy``: hide these classes in those frames and in snapshots."""
+        ``privacy``: hide these classes in those frames, previews and snapshots.
+        ``preview``: small copies on the ``preview`` port while wanted."""
         self.stream_id = stream_id
         self.snapshot_config = snapshots
         self.annotate = annotate
         self.privacy = privacy
+        self.preview_tap = preview
         self.snapshots: SnapshotStore | None = None
         self._private_classes = np.empty(0, np.int32)
         self._reader = RingReader()
@@ -100,7 +104,7 @@ class MediaTaps:
 
     def _view(self, message: Detected, parts: Sequence[Any]) -> np.ndarray | None:
         frame = message.frame
-        shape = (frame.height, frame.width, 3)
+        shape = frame.pixel_shape
         try:
             if message.pixels:
                 return np.frombuffer(parts[-1], np.uint8).reshape(shape)
@@ -170,6 +174,30 @@ class MediaTaps:
         own = pixels if self.privacy is not None else pixels.copy()
         return Emit("annotate", header, [*tracked.to_parts(), own.data])
 
+    def preview(
+        self,
+        message: Detected,
+        parts: Sequence[Any],
+        tracked: Detections,
+        overlay: Callable[[], Overlay],
+    ) -> tuple[Emit, ...]:
+        """A preview of this frame when one is due (someone watches)."""
+        tap = self.preview_tap
+        if tap is None or not tap.due():
+            return ()
+        pixels = self._view(message, parts)
+        if pixels is None:
+            return ()
+        return (tap.preview(message, pixels, tracked, overlay(), self._redactor()),)
+
+    def _redactor(self) -> Callable[[np.ndarray, Detections], np.ndarray] | None:
+        privacy = self.privacy
+        if privacy is None:
+            return None
+        from stages.track.privacy import redact
+
+        return lambda image, found: redact(image, found, self._private_classes, privacy)
+
     def stats(self) -> dict[str, int]:
         """Counters for the track stage's ``TrackStats``."""
         return {
@@ -177,6 +205,7 @@ class MediaTaps:
             "snapshots_written": self.snapshots.written if self.snapshots else 0,
             "snapshots_failed": self.snapshots.failed if self.snapshots else 0,
             "snapshots_pruned": self.snapshots.pruned.files if self.snapshots else 0,
+            "previews": self.preview_tap.made if self.preview_tap else 0,
         }
 
     def close(self) -> None:
