@@ -177,6 +177,7 @@ class ResolveContext:
     base_dir: Path
     resolved: Mapping[str, Any]
     lines: Lines
+    registry: Registry | None = None
 
     def problem(self, path: tuple[Any, ...], message: str) -> str:
         return format_problem(*display(path, self.lines, None), message)
@@ -246,7 +247,7 @@ def _validate(
     for kind in registry.kinds():
         if kind.resolve is None or kind.name in resolved:
             continue
-        context = ResolveContext(config, environ, base_dir, resolved, lines)
+        context = ResolveContext(config, environ, base_dir, resolved, lines, registry)
         try:
             resolved[kind.name] = kind.resolve(context)
         except ConfigError:

@@ -54,6 +54,7 @@ class Packet(msgspec.Struct, frozen=True, array_like=True, tag="packet"):
     total_frames: int
     extradata: bytes | None = None
     live: bool = False
+    dts: float | None = None  # decode time, seconds (None: the demuxer gave none)
 
 
 class Frame(msgspec.Struct, frozen=True, array_like=True, tag="frame"):

@@ -1,5 +1,5 @@
 """framechain's stage kinds, one subpackage each (capture, decode, detect, track,
-sinks, annotate, api), each holding its config next to its implementation and a
+sinks, annotate, api, record), each holding its config next to its implementation and a
 ``kind`` module that registers it."""
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ def register(registry: Registry) -> None:
     from stages.capture import kind as capture
     from stages.decode import kind as decode
     from stages.detect import kind as detect
+    from stages.record import kind as record
     from stages.sinks import kind as sinks
     from stages.track import kind as track
 
-    for module in (capture, decode, detect, track, annotate, sinks, api):
+    for module in (capture, decode, detect, track, annotate, sinks, api, record):
         module.register(registry)

@@ -63,6 +63,8 @@ class ApiSettings:
     live: LivePictures
     snapshot_dirs: dict[str, Path]
     """Each camera's snapshot folder: the only place snapshots are served from."""
+    clips: dict[str, Any] = field(default_factory=dict)
+    """Each camera's clip settings (``stages.record.config.ClipConfig``)."""
     token: str | None = None
     stats: ApiStats = field(default_factory=ApiStats)
 

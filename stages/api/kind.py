@@ -22,20 +22,16 @@ from pipeline.stageplan import StagePlan
 from pipeline.topology import Port
 from pipeline.transport import LinkOptions
 from stages.api.stats import ApiStats
+from stages.sinks.eventstore import store_config
 
 
 def _instances(config: Any) -> list[Instance]:
     return [Instance("", config.http)] if config.http.api else []
 
 
-def _store(config: Any) -> Any:
-    """The first sqlite sink: the store the API reads events from."""
-    return next((s for s in config.sinks if s.kind == "sqlite"), None)
-
-
 def _resolve(context: ResolveContext) -> None:
     """Raises ConfigError: the API is on and no sqlite sink keeps events."""
-    if context.config.http.api and _store(context.config) is None:
+    if context.config.http.api and store_config(context.config) is None:
         raise ConfigError(
             context.problem(
                 ("http", "api"),
@@ -58,6 +54,7 @@ def _plan(context: PlanContext, instance: Instance) -> StagePlan:
         from stages.api.cameras import CameraBoard
         from stages.api.live import LivePictures
         from stages.api.redact import redact
+        from stages.record.kind import clip_cameras
 
         board = CameraBoard(
             lambda: read_status(context.runtime_dir),
@@ -69,7 +66,7 @@ def _plan(context: PlanContext, instance: Instance) -> StagePlan:
         )
         kinds = loaded.registry.events.all()
         return ApiSettings(
-            store=Path(_store(config).path),
+            store=Path(store_config(config).path),
             board=board,
             process_kinds=loaded.registry.process_kinds(config),
             event_kinds=tuple(k.name for k in kinds),
@@ -85,6 +82,7 @@ def _plan(context: PlanContext, instance: Instance) -> StagePlan:
                 for name, camera in config.cameras.items()
                 if camera.snapshots is not None
             },
+            clips=clip_cameras(config),
             token=http.token.get_secret_value() if http.token else None,
         )
 

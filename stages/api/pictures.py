@@ -1,9 +1,10 @@
 """The API's pictures: each camera's live annotated picture (latest.jpg,
-stream.mjpeg, from ``stages.api.live``) and each event's snapshot, served only
-from the camera's snapshot folder."""
+stream.mjpeg, from ``stages.api.live``), each event's snapshot, served only from
+the camera's snapshot folder, and each event's clip (``stages.record``)."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
 from stages.api.models import Problem, problem
+from stages.record.config import clip_path, wants_clip
 from stages.sinks import eventstore
 
 if TYPE_CHECKING:
@@ -24,6 +26,11 @@ PICTURE_WAIT_S = 5.0
 preview comes within a check of the demand file and a frame)."""
 FRESH_S = 2.0
 NO_STORE = {"Cache-Control": "no-store"}
+CLIP_LATE_S = 30.0
+"""A clip not there this long after its post-roll: the recorder did not make it."""
+MP4: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"video/mp4": {}}, "description": "An MP4 clip."}
+}
 JPEG: dict[int | str, dict[str, Any]] = {
     200: {"content": {"image/jpeg": {}}, "description": "A JPEG picture."}
 }
@@ -156,3 +163,44 @@ def add_picture_routes(
                 404, f"event {event_id!r}'s snapshot was deleted (retention)"
             )
         return FileResponse(file, media_type="image/jpeg", headers=NO_STORE)
+
+    @app.get(
+        "/api/events/{event_id}/clip.mp4",
+        response_class=FileResponse,
+        responses={**MP4, **errors},
+    )
+    def event_clip(event_id: str) -> Response:
+        """The event's clip, from clips.pre_s before it to post_s after, copied
+        from the camera's stream. 404 with Retry-After while its post-roll is
+        still being recorded."""
+        rows = eventstore.query(settings.store, eventstore.Query(ids=(event_id,)))
+        if not rows:
+            return problem(404, f"no event {event_id!r}")
+        event = rows[0]
+        camera = event["stream_id"]
+        clips = settings.clips.get(camera)
+        if clips is None or not wants_clip(clips, event["kind"], event["track_id"]):
+            return problem(
+                404,
+                f"event {event_id!r} gets no clip (cameras.{camera}.clips is off, "
+                "or its kinds leave this one out)",
+            )
+        path = clip_path(clips.directory, camera, event_id)
+        if path.is_file():
+            return FileResponse(path, media_type="video/mp4", headers=NO_STORE)
+        ready = event["capture_ts"] + clips.post_s
+        if time.time() < ready + CLIP_LATE_S:
+            wait = max(1, math.ceil(ready - time.time()) + 1)
+            return JSONResponse(
+                {
+                    "detail": f"the clip of {event_id!r} is being recorded; "
+                    f"try again in {wait} s"
+                },
+                status_code=404,
+                headers={"Retry-After": str(wait)},
+            )
+        return problem(
+            404,
+            f"the clip of {event_id!r} is not there: deleted by retention, or not "
+            "recorded (the recorder was down; see framechain_clips_missed_total)",
+        )

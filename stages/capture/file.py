@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 
 # demux errors in a row after which a damaged file is read no further
 MAX_READ_ERRORS = 16
+CONNECT_WAIT_S = 5.0
+"""The first packet waits this long at most for the consumers to connect."""
 # a jump in the timestamps of more frame times than this is reported: packets lost
 # to damage (or a recorder that paused)
 GAP_FRAMES = 5
@@ -62,9 +65,18 @@ class CaptureStage(Stage):
     """Reads one source and emits ``Packet`` messages, then ``EndOfStream``."""
 
     def __init__(
-        self, stream_id: str, source: FileSourceConfig, clock: Clock | None = None
+        self,
+        stream_id: str,
+        source: FileSourceConfig,
+        clock: Clock | None = None,
+        record: bool = False,
     ) -> None:
+        """``record``: each packet also goes to the recorder (``record`` port)."""
         self.stream_id = stream_id
+        self.record = record
+        self._ready: Callable[[str], bool] | None = None
+        self._connect_deadline: float | None = None
+        self._sent = False
         self.source = source
         self.clock = clock or WallClock()
         self._packets: Iterator[tuple[Packet, bytes, float | None]] | None = None
@@ -169,6 +181,9 @@ class CaptureStage(Stage):
                     total_frames=self._total_frames,
                     extradata=extradata if packet.is_keyframe else None,
                     live=self.source.live,
+                    dts=float(packet.dts * packet.time_base)
+                    if packet.dts is not None
+                    else None,
                 )
                 self._seq += 1
                 yield message, bytes(packet), due
@@ -206,8 +221,28 @@ class CaptureStage(Stage):
         due = self._start_wall + due_s - self._start_due
         return max(0.0, due - self.clock.monotonic())
 
+    def outputs_ready(self, ready: Callable[[str], bool]) -> None:
+        self._ready = ready
+
+    def _connecting(self) -> bool:
+        """Whether to hold the first packet: a consumer has not connected yet
+        (decode, the recorder), for at most ``CONNECT_WAIT_S``. A file has all
+        its packets at once; a camera's first ones would be dropped at a
+        queue nobody reads yet, and with them the first keyframe."""
+        if self._sent or self._ready is None:
+            return False
+        if self._connect_deadline is None:
+            self._connect_deadline = time.monotonic() + CONNECT_WAIT_S
+        ports = ("packets", "record") if self.record else ("packets",)
+        waiting = not all(self._ready(port) for port in ports)
+        return waiting and time.monotonic() < self._connect_deadline
+
     def next_awake(self) -> float | None:
-        return None if self._pending is None else self._wait_s(self._pending[2])
+        if self._pending is None:
+            return None
+        if not self._sent:
+            return 0.05
+        return self._wait_s(self._pending[2])
 
     def produce(self) -> Iterable[Emit]:
         if self._done or self._packets is None:
@@ -225,13 +260,19 @@ class CaptureStage(Stage):
                         + "; check that it is a whole video file"
                     ) from None
                 return self._end("error" if self._read_errors else "eof")
-        if self._wait_s(pending[2]) > 0:
+        if self._connecting() or self._wait_s(pending[2]) > 0:
             self._pending = pending
             return ()
         self._pending = None
+        self._sent = True
         packet, payload, _ = pending
         # captured when it leaves, as a camera's packet would be
         packet = msgspec.structs.replace(packet, capture_ts=self.clock.now())
+        if self.record:
+            return (
+                Emit("packets", packet, (payload,)),
+                Emit("record", packet, (payload,)),
+            )
         return (Emit("packets", packet, (payload,)),)
 
     def _end(self, reason: str) -> Sequence[Emit]:

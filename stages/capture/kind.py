@@ -20,6 +20,7 @@ from pipeline.registry import (
 )
 from pipeline.stageplan import RuntimeStats, StagePlan
 from pipeline.topology import Port
+from pipeline.transport import LinkOptions
 from stages.capture.file import CaptureStage, FileSourceConfig
 from stages.capture.live import (
     HttpSourceConfig,
@@ -32,23 +33,37 @@ from stages.capture.stats import FileCaptureStats, LiveCaptureStats
 PORTS = (
     # capture binds: a restarted decode reconnects to the capture it restarts
     Port("packets", "packets", "out", link="packets", binds=True, endpoint="out"),
+    # a copy of each packet for the recorder beside the chain (event clips),
+    # dropped whenever it cannot take it: recording never holds capture back
+    Port(
+        "record",
+        "recorded",
+        "out",
+        link="packets",
+        options=LinkOptions(hwm=256, linger_ms=0),
+        best_effort=True,
+    ),
 )
 
 
 def _plan(context: PlanContext, instance: Instance) -> StagePlan:
     camera, source = instance.target, instance.config.source
     name = f"capture.{camera}"
+    # the recorder serves every camera; only those with clips send it packets
+    record = context.wiring.connected(name, "record") and (
+        getattr(instance.config, "clips", None) is not None
+    )
     if not isinstance(source, FileSourceConfig):
         # a live source never waits for the chain: full queues drop packets
         return StagePlan(
             name,
-            lambda: LiveCaptureStage(camera, source),
+            lambda: LiveCaptureStage(camera, source, record=record),
             lossy_ports=frozenset({"packets"}),
         )
     lossy = frozenset({"packets"}) if source.live else frozenset()
     return StagePlan(
         name,
-        lambda: CaptureStage(camera, source),
+        lambda: CaptureStage(camera, source, record=record),
         lossy_ports=lossy,
     )
 

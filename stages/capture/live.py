@@ -212,8 +212,16 @@ class Connection(threading.Thread):
 class LiveCaptureStage(Stage):
     """Emits ``Packet``s of a live source and ``StreamStatus`` on every change."""
 
-    def __init__(self, stream_id: str, source: Any, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        stream_id: str,
+        source: Any,
+        clock: Clock | None = None,
+        record: bool = False,
+    ) -> None:
+        """``record``: each packet also goes to the recorder (``record`` port)."""
         self.stream_id = stream_id
+        self.record = record
         self.source = source
         self.clock = clock or WallClock()
         self._items: queue.Queue[tuple[str, Any]] = queue.Queue(_QUEUE_ITEMS)
@@ -258,7 +266,10 @@ class LiveCaptureStage(Stage):
             except queue.Empty:
                 break
             if what == "packet":
-                emits.append(self._packet(item))
+                packet = self._packet(item)
+                emits.append(packet)
+                if self.record:
+                    emits.append(Emit("record", packet.message, packet.parts))
             elif what == "online":
                 self._info = item
                 emits += self._status("online", "connected", "")
@@ -283,6 +294,7 @@ class LiveCaptureStage(Stage):
             total_frames=-1,
             extradata=info.extradata if raw.keyframe else None,
             live=True,
+            dts=raw.dts,
         )
         self._seq += 1
         self.counters["packets"] += 1

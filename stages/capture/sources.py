@@ -41,6 +41,7 @@ class RawPacket:
     payload: bytes
     pts: float | None
     keyframe: bool
+    dts: float | None = None
 
 
 def classify(error: BaseException, opened: bool) -> SourceFailure:
@@ -142,7 +143,12 @@ class AvReader:
                     if packet.pts is not None
                     else None
                 )
-                yield RawPacket(bytes(packet), pts, bool(packet.is_keyframe))
+                dts = (
+                    float(packet.dts * packet.time_base)
+                    if packet.dts is not None
+                    else None
+                )
+                yield RawPacket(bytes(packet), pts, bool(packet.is_keyframe), dts)
         except (av.error.FFmpegError, OSError) as e:
             raise classify(e, opened=True) from None
         raise SourceFailure("eof", "the stream ended")

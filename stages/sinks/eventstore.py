@@ -93,6 +93,37 @@ def _read(path: Path, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
         raise FramechainError(f"cannot read the event store {path}: {e}") from e
 
 
+def store_config(config: Any) -> Any:
+    """The first sqlite sink of a config: the store the services beside the
+    chain read (None without one)."""
+    return next((s for s in config.sinks if s.kind == "sqlite"), None)
+
+
+def after(path: Path, rowid: int, limit: int = 500) -> list[dict[str, Any]]:
+    """The events stored after row ``rowid``, oldest first, with their ``row``:
+    how a service beside the chain follows the store."""
+    return _read(
+        path,
+        "SELECT rowid AS row, event_id, stream_id, kind, track_id, capture_ts, pts "
+        "FROM events WHERE rowid > ? ORDER BY rowid LIMIT ?",
+        (rowid, limit),
+    )
+
+
+def last_row(path: Path, before: float | None = None) -> int:
+    """The newest row of the store, or of its events captured ``before`` a
+    time (0 when there is none, or no store yet)."""
+    if before is None:
+        rows = _read(path, "SELECT max(rowid) AS row FROM events", ())
+    else:
+        rows = _read(
+            path,
+            "SELECT max(rowid) AS row FROM events WHERE capture_ts < ?",
+            (before,),
+        )
+    return int(rows[0]["row"] or 0) if rows else 0
+
+
 def parse_time(text: str, now: float | None = None) -> float:
     """``2026-11-23T08:00``, ``2026-11-23 08:00:00`` (local time), a Unix time, or a
     duration back from now: ``90s``, ``15m``, ``2h``, ``7d``.
