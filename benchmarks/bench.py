@@ -38,6 +38,7 @@ SUITES = (
     "tracker",
     "memory",
     "pixels",
+    "api",
 )
 # the baselines each suite runs, and the packages they need (framechain[ultralytics])
 BASELINE_PACKAGES = {
@@ -59,7 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "backends (one model in every runtime), idle (CPU of cameras that send "
         "nothing), tracker (our ByteTrack vs the trackers package's), memory (RSS "
         "and PSS per stage kind and per camera), pixels (ms per frame of each "
-        "step from the decoder to the model input, full-size and model-size)",
+        "step from the decoder to the model input, full-size and model-size), api "
+        "(8 cameras with and without 4 clients watching and polling; /api/events "
+        "latency on a million events)",
     )
     parser.add_argument(
         "--clip",
@@ -281,6 +284,10 @@ def run_bench(args: argparse.Namespace) -> int:
             table = endurance.suite_idle(args, model)
         elif args.suite == "tracker":
             table = tracker.suite_tracker(args, model, clip)
+        elif args.suite == "api":
+            from benchmarks.api import suite_api
+
+            table = suite_api(args, model, clip)
         elif args.suite == "backends":
             models = [_resolve(m, args.models_dir) for m in args.models.split(",")]
             table = benchsuite.suite_backends(args, models, shape)

@@ -268,6 +268,11 @@ def _parser() -> argparse.ArgumentParser:
     schema.add_argument(
         "config", nargs="?", help="add the event kinds of this config's plugins"
     )
+    schema.add_argument(
+        "--api",
+        action="store_true",
+        help="the HTTP API's reference in Markdown instead (docs/api.md)",
+    )
     schema.set_defaults(func=cmd_schema)
 
     events = sub.add_parser("events", help="query stored events")

@@ -1,5 +1,6 @@
 """The commands that read what the chain produced: ``events`` and ``report``
-over the event store, and ``schema``, the events' JSON Schema."""
+over the event store, and ``schema``, the events' JSON Schema (or the HTTP
+API's reference)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,13 @@ def _registry(source: str | None) -> Any:
 def cmd_schema(args: argparse.Namespace) -> int:
     from pipeline.eventschema import render_json_schema
 
-    sys.stdout.write(render_json_schema(_registry(args.config).events.all()))
+    kinds = _registry(args.config).events.all()
+    if args.api:
+        from stages.api.apidoc import openapi_document, render_markdown
+
+        sys.stdout.write(render_markdown(openapi_document([k.name for k in kinds])))
+        return 0
+    sys.stdout.write(render_json_schema(kinds))
     return 0
 
 

@@ -327,6 +327,21 @@ class Event(msgspec.Struct, frozen=True, array_like=True, tag="event"):
             "on, else ''."
         ),
     ] = ""
+    snapshot_url: Annotated[
+        str,
+        msgspec.Meta(
+            description="The snapshot on the HTTP API (http.public_url) when "
+            "snapshots and the API are on, else ''."
+        ),
+    ] = ""
+    clip_url: Annotated[
+        str,
+        msgspec.Meta(
+            description="The event's clip on the HTTP API when the camera has "
+            "clips and the API is on, else ''; it answers 404 with Retry-After "
+            "until the post-roll is recorded."
+        ),
+    ] = ""
 
 
 class Heartbeat(msgspec.Struct, frozen=True, array_like=True, tag="heartbeat"):

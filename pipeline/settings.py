@@ -3,6 +3,7 @@ kinds bring their own config models; ``config.py`` joins them all into one tree.
 
 from __future__ import annotations
 
+import socket
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
@@ -170,10 +171,27 @@ class HttpConfig(StrictModel):
         "Bearer, or as the password of HTTP basic); required when the API listens "
         "beyond loopback.",
     )
+    public_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="The API's address as other machines reach it "
+        "(https://edge-01.example:9410, a proxy's path allowed): events carry their "
+        "snapshot and clip URLs under it. Default: http://<listen, with this "
+        "host's name for 0.0.0.0>.",
+    )
     preview: PreviewConfig = Field(
         default_factory=PreviewConfig,
         description="Live annotated pictures: drawn only while someone watches.",
     )
+
+    def base_url(self) -> str:
+        """The URL the API's paths go under, without a trailing slash."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host, _, port = (self.listen or "").rpartition(":")
+        if host in ("", "0.0.0.0", "::", "[::]"):  # noqa: S104
+            host = socket.gethostname()
+        return f"http://{host}:{port}"
 
     @model_validator(mode="after")
     def _guarded(self) -> HttpConfig:

@@ -7,12 +7,15 @@ OpenAPI document by schemathesis."""
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -178,6 +181,27 @@ def test_the_api_answers_for_a_running_chain_and_agrees_with_the_store(
             return status == 200 and len(page["events"]) >= 5
 
         wait_until(enough_events, 180, "line crossings through the API")
+        # the event stream: every event stored from now on, once, in the order
+        # it was stored, as stored; resumed after Last-Event-ID
+        stream = _EventStream(port)
+        streamed = stream.read(12)
+        stream.close()
+        ids = [i for i, _ in streamed]
+        stored = _rows_after(tmp_path / "events.db", ids[0], ids[-1])
+        assert [i for i, _ in stored] == ids
+        for (_, got), (_, row) in zip(streamed, stored, strict=True):
+            assert got["event_id"] == row["event_id"]
+            assert got["capture_ts"] == row["capture_ts"]
+            assert got["data"] == json.loads(row["data"])
+        resumed = _EventStream(port, last=ids[4])
+        assert resumed.read(3) == streamed[5:8]
+        resumed.close()
+        crossings = _EventStream(port, "?kind=line_crossing&camera=west")
+        assert all(
+            e["kind"] == "line_crossing" and e["stream_id"] == "west"
+            for _, e in crossings.read(3)
+        )
+        crossings.close()
         status, cameras, _ = _get(port, "/api/cameras")
         assert [c["name"] for c in cameras] == ["east", "west"]
         for camera in cameras:
@@ -259,6 +283,52 @@ def test_the_api_answers_for_a_running_chain_and_agrees_with_the_store(
         assert sum(n for (_, _, w), n in api.items() if w.endswith(" in")) > 0
 
 
+class _EventStream:
+    """One /api/events/stream answer, read message by message."""
+
+    def __init__(self, port: int, query: str = "", last: int | None = None) -> None:
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        if last is not None:
+            headers["Last-Event-ID"] = str(last)
+        self.connection.request("GET", f"/api/events/stream{query}", headers=headers)
+        self.response = self.connection.getresponse()
+        assert self.response.status == 200, self.response.read()
+        assert self.response.getheader("content-type", "").startswith(
+            "text/event-stream"
+        )
+
+    def read(self, count: int) -> list[tuple[int, dict[str, Any]]]:
+        """The next ``count`` messages: (id, event)."""
+        messages: list[tuple[int, dict[str, Any]]] = []
+        fields: dict[str, str] = {}
+        while len(messages) < count:
+            line = self.response.readline().decode().rstrip("\n")
+            if line:
+                key, _, value = line.partition(":")
+                fields[key] = value.removeprefix(" ")
+            elif "data" in fields:
+                messages.append((int(fields["id"]), json.loads(fields["data"])))
+                fields = {}
+            else:
+                fields = {}  # retry, or a keep-alive comment
+        return messages
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def _rows_after(db: Path, first: int, last: int) -> list[tuple[int, dict[str, Any]]]:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
+        connection.row_factory = sqlite3.Row
+        rows = connection.execute(
+            "SELECT rowid AS _row, * FROM events WHERE rowid BETWEEN ? AND ? "
+            "ORDER BY rowid",
+            (first, last),
+        ).fetchall()
+    return [(r["_row"], {k: r[k] for k in r.keys() if k != "_row"}) for r in rows]
+
+
 class _alone:
     """``framechain stage api`` without a supervisor, on the config's store."""
 
@@ -310,7 +380,8 @@ def test_generated_requests_get_no_server_error_and_valid_answers(
     """schemathesis against /openapi.json of the API on a store of real events:
     no 5xx on any generated request, every answer valid against its schema. The
     probes (/healthz, /readyz, /metrics) and the live pictures rightly answer
-    503 here, with no supervisor: the running chain's tests ask them."""
+    503 here, with no supervisor, and the event stream never ends (a fuzzer
+    cannot read it): the running chain's tests ask them."""
     from conftest import run_to_end
 
     config = _config(tmp_path, free_port(), "127.0.0.1")
@@ -336,7 +407,7 @@ def test_generated_requests_get_no_server_error_and_valid_answers(
                 "--max-time",
                 "45",
                 "--exclude-path-regex",
-                r"^/(healthz|readyz|metrics)$|/(latest\.jpg|stream\.mjpeg)$",
+                r"^/(healthz|readyz|metrics)$|/(latest\.jpg|stream\.mjpeg|stream)$",
                 "--workers",
                 "1",
                 "--seed",
@@ -391,3 +462,99 @@ def test_secrets_are_masked_wherever_they_hide() -> None:
         assert secret not in text
     assert shown["source"]["url"] == "rtsp://viewer:***@10.0.0.21/stream1?token=***&x=1"
     assert shown["count"] == 3 and shown["sinks"][0]["url"] == "http://h/"
+
+
+@pytest.mark.slow
+def test_the_api_killed_or_frozen_leaves_the_chain_s_events_as_without_it(
+    tmp_path: Path,
+) -> None:
+    """The API service killed -9 while a client watches a live picture and the
+    event stream, then SIGSTOPped for 30 s: the chain's events are those of a
+    run without the API, field for field."""
+    from conftest import run_to_end, stage_pid
+
+    clip = tmp_path / "crowd-twice.mp4"  # 38 s played as it was filmed
+    subprocess.run(
+        [
+            *("ffmpeg", "-v", "error", "-stream_loop", "1"),
+            *("-i", str(ASSETS / "crowd.mp4"), "-c", "copy", str(clip)),
+        ],
+        check=True,
+        timeout=60,
+    )
+
+    def config(folder: Path, api: bool) -> Path:
+        folder.mkdir()
+        document = {
+            "models_dir": str(ASSETS),
+            "cameras": {
+                "east": {
+                    "source": {"kind": "file", "path": str(clip), "realtime": api},
+                    "rules": [CROWD_LINE, CROWD_LEFT_HALF],
+                    "snapshots": {"directory": str(folder / "snapshots")},
+                }
+            },
+            "detector": {"model": "yolo11n.onnx", "imgsz": 320},
+            "sinks": [{"kind": "sqlite", "path": str(folder / "events.db")}],
+            # a frozen service is left frozen for the 30 s
+            "supervisor": {"heartbeat_timeout_s": 60, "stop_timeout_s": 3},
+        }
+        if api:
+            document["http"] = {"listen": f"127.0.0.1:{port}", "api": True}
+        path = folder / "chain.yaml"
+        path.write_text(yaml.safe_dump(document, sort_keys=False))
+        return path
+
+    def comparable(db: Path) -> dict[str, dict[str, Any]]:
+        with sqlite3.connect(db) as connection:
+            connection.row_factory = sqlite3.Row
+            rows = connection.execute("SELECT * FROM events").fetchall()
+        ignored = {"capture_ts", "snapshot", "snapshot_url"}
+        return {
+            r["event_id"]: {k: r[k] for k in r.keys() if k not in ignored} for r in rows
+        }
+
+    port = free_port()
+    run_to_end(config(tmp_path / "alone", api=False), _env(), timeout=300)
+    beside = spawn_run(config(tmp_path / "beside", api=True), _env())
+    db = tmp_path / "beside" / "events.db"
+    try:
+        wait_until(
+            lambda: _get(port, "/healthz", token=None)[0] == 200,
+            90,
+            "the API",
+            alive=lambda: beside.poll() is None,
+        )
+        watching = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        watching.request(
+            "GET",
+            "/api/cameras/east/stream.mjpeg",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+        assert watching.getresponse().status == 200
+        stream = _EventStream(port)
+        stream.read(3)
+        pid = stage_pid("api", beside.pid)
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        wait_until(
+            lambda: stage_pid("api", beside.pid) not in (None, pid),
+            30,
+            "the API restarted",
+            alive=lambda: beside.poll() is None,
+        )
+        restarted = stage_pid("api", beside.pid)
+        assert restarted is not None
+        wait_until(lambda: _get(port, "/healthz", token=None)[0] == 200, 30, "API")
+        os.kill(restarted, signal.SIGSTOP)
+        time.sleep(30)
+        os.kill(restarted, signal.SIGCONT)
+        _, stderr = beside.communicate(timeout=180)
+        watching.close()
+        stream.close()
+    finally:
+        end_run(beside)
+    assert beside.returncode == 0, stderr[-3000:]
+    alone = comparable(tmp_path / "alone" / "events.db")
+    assert len(alone) > 40
+    assert comparable(db) == alone

@@ -11,6 +11,7 @@ import json
 import re
 import sqlite3
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -218,9 +219,12 @@ def test_event_snapshots_are_served_from_the_snapshot_folder_only(
         )
         event = crossing_with_snapshot()
         assert event is not None
-        status, jpeg, headers = _get(
-            port, f"/api/events/{event['event_id']}/snapshot.jpg"
-        )
+        # the event carries its snapshot's URL on the API
+        base = f"http://127.0.0.1:{port}"
+        quoted = urllib.parse.quote(event["event_id"], safe=":")
+        assert event["snapshot_url"] == f"{base}/api/events/{quoted}/snapshot.jpg"
+        assert event["clip_url"] == ""  # no clips on this camera
+        status, jpeg, headers = _get(port, event["snapshot_url"].removeprefix(base))
         assert status == 200 and headers["content-type"] == "image/jpeg"
         assert jpeg == Path(event["snapshot"]).read_bytes()
         _picture(jpeg)

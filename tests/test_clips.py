@@ -14,6 +14,7 @@ import signal
 import sqlite3
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from functools import cache
 from pathlib import Path
@@ -181,6 +182,10 @@ def test_clips_are_served_and_survive_restarts_of_the_recorder_and_capture(
     try:
         wait_until(lambda: len(_crossings(db)) >= 1, 120, "a crossing", alive=alive)
         fresh = _crossings(db)[-1]
+        quoted = urllib.parse.quote(fresh["event_id"], safe=":")
+        assert fresh["clip_url"] == (
+            f"http://127.0.0.1:{port}/api/events/{quoted}/clip.mp4"
+        )
         status, body, headers = _get(port, f"/api/events/{fresh['event_id']}/clip.mp4")
         if status == 404:  # its post-roll is still being recorded
             assert b"being recorded" in body, body

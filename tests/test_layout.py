@@ -317,3 +317,16 @@ def test_an_unknown_plugin_is_one_line(tmp_path: Path) -> None:
         "error: plugins: cannot import 'no_such_plugin_here' (No module named "
         "'no_such_plugin_here'); install it or put it on PYTHONPATH"
     ]
+
+
+def test_the_api_reference_is_generated_from_the_openapi_document() -> None:
+    """docs/api.md is what `framechain schema --api` renders from the service's
+    own OpenAPI document: no path or type there that the service lacks."""
+    from framechain.app import builtin_registry
+    from stages.api.apidoc import openapi_document, render_markdown
+
+    kinds = [k.name for k in builtin_registry().events.all()]
+    document = (REPO / "docs" / "api.md").read_text()
+    assert document == render_markdown(openapi_document(kinds)), (
+        "docs/api.md is stale: framechain schema --api > docs/api.md"
+    )

@@ -186,6 +186,12 @@ def check_discovery(subscriber: Subscriber) -> None:
     assert set(configs) == expected
     for topic, config in configs.items():
         assert topic.split("/")[2] == config["unique_id"]
+        # the current scheme: default_entity_id, with the domain; no object_id
+        assert (
+            config["default_entity_id"]
+            == f"{topic.split('/')[1]}.{topic.split('/')[2]}"
+        )
+        assert "object_id" not in config
         assert config["state_topic"].startswith("framechain/crowd/")
         assert config["availability_topic"] == "framechain/status"
         assert config["device"]["identifiers"] == ["framechain_crowd"]
@@ -313,3 +319,29 @@ def test_a_forwarding_sink_waits_out_its_backoff_on_the_clock(tmp_path: Path) ->
     stats = sink.stats()
     assert len(sink.tries) == 3 and stats.spooled == 0 and stats.delivered == 3
     sink.close()
+
+
+def test_each_camera_s_last_snapshot_is_a_home_assistant_image_by_url() -> None:
+    """Where the API serves snapshots, every event that has one keeps the
+    camera's retained snapshot_url topic current, and discovery announces an
+    image entity reading its URL from there."""
+    from pipeline.messages import Event
+    from stages.sinks.mqtt import MqttSink, MqttSinkConfig
+
+    sink = MqttSink(
+        MqttSinkConfig(kind="mqtt", host="127.0.0.1"), ["door"], pictures=["door"]
+    )
+    ((topic, config),) = sink.discovery_messages()
+    assert topic == "homeassistant/image/framechain_door_last_event/config"
+    assert config["default_entity_id"] == "image.framechain_door_last_event"
+    assert config["url_topic"] == "framechain/door/snapshot_url"
+    assert config["availability_topic"] == "framechain/status"
+    url = "http://edge:9410/api/events/door:mid:line_crossing:3:12/snapshot.jpg"
+    event = Event(
+        "door:mid:line_crossing:3:12", "door", "mid", "line_crossing", 12, 0.5,
+        time.time(), 3, snapshot="/s/door/3.jpg", snapshot_url=url,
+    )  # fmt: skip
+    assert ("framechain/door/snapshot_url", url.encode(), True) in sink.messages(event)
+    bare = Event("door:camera:camera_online:-1:0", "door", "camera",
+                 "camera_online", 0, 0.0, time.time())  # fmt: skip
+    assert all(not t.endswith("snapshot_url") for t, _, _ in sink.messages(bare))

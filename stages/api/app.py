@@ -32,7 +32,9 @@ from stages.api.cameras import CameraBoard
 from stages.api.live import LivePictures
 from stages.api.models import Camera, Counts, Problem, event_model, problem
 from stages.api.pictures import add_picture_routes
+from stages.api.rules import add_rule_routes
 from stages.api.stats import ApiStats
+from stages.api.stream import add_stream_routes
 from stages.sinks import eventstore
 
 TrackId = Annotated[int, Field(ge=-1, le=2**62)]
@@ -65,6 +67,9 @@ class ApiSettings:
     """Each camera's snapshot folder: the only place snapshots are served from."""
     clips: dict[str, Any] = field(default_factory=dict)
     """Each camera's clip settings (``stages.record.config.ClipConfig``)."""
+    config_path: Path | None = None
+    """The config file, which PUT .../rules edits; None: rules are read-only."""
+    registry: Any = None
     token: str | None = None
     stats: ApiStats = field(default_factory=ApiStats)
 
@@ -240,6 +245,9 @@ def build_app(settings: ApiSettings) -> Any:
         return _json(found[0])
 
     add_picture_routes(app, settings, errors)
+    # before /api/events/{event_id}, which would take "stream" for an id
+    add_stream_routes(app, settings, errors, known)
+    add_rule_routes(app, settings, errors)
 
     @app.get("/api/events", response_model=page, responses=errors)
     def events(
@@ -316,5 +324,5 @@ def build_app(settings: ApiSettings) -> Any:
     return _Guard(app, settings)
 
 
-class _Invalid(Exception):
+class _Invalid(ValueError):
     """A filter names what does not exist: 422 with the known values."""

@@ -26,7 +26,7 @@ class CameraBoard:
         self,
         read: Callable[[], dict[str, Any] | None],
         kinds: Kinds,
-        rules: Mapping[str, Sequence[tuple[str, str]]],
+        rules: dict[str, Sequence[tuple[str, str]]],
         every_s: float = 0.5,
     ) -> None:
         """``rules``: each camera's (rule name, rule kind), in config order."""

@@ -83,6 +83,8 @@ def _plan(context: PlanContext, instance: Instance) -> StagePlan:
                 if camera.snapshots is not None
             },
             clips=clip_cameras(config),
+            config_path=loaded.path,
+            registry=loaded.registry,
             token=http.token.get_secret_value() if http.token else None,
         )
 
@@ -131,8 +133,6 @@ KIND = StageKind(
     instances=_instances,
     plan=_plan,
     ports=(
-        # new events as they are produced, best effort: for the event stream
-        Port("feed", "feed", "in", link="events"),
         # each camera's small previews, while someone watches its live picture
         Port(
             "preview",

@@ -16,7 +16,6 @@ import asyncio
 import logging
 import threading
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +26,7 @@ from pipeline.demand import Demand
 from pipeline.detections import Detections
 from pipeline.messages import Detected
 from pipeline.settings import PreviewConfig
+from stages.api.slots import ClientSlots
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class LivePictures:
         self._pictures: dict[str, Picture] = {}
         self._painters: dict[str, Any] = {}
         self._lock = threading.Lock()
-        self._streams: Counter[str] = Counter()
+        self.slots = ClientSlots(config.streams_per_client)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed: asyncio.Event | None = None
         self.drawn = 0
@@ -128,21 +128,3 @@ class LivePictures:
                 await asyncio.wait_for(self._changed.wait(), left)
             except TimeoutError:
                 return None
-
-    def open_stream(self, client: str) -> bool:
-        """Counts one more stream for ``client``; False when it has its share."""
-        with self._lock:
-            if self._streams[client] >= self.config.streams_per_client:
-                return False
-            self._streams[client] += 1
-            return True
-
-    def close_stream(self, client: str) -> None:
-        with self._lock:
-            self._streams[client] -= 1
-            if self._streams[client] <= 0:
-                del self._streams[client]
-
-    def streams(self) -> int:
-        with self._lock:
-            return sum(self._streams.values())

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
+from pipeline.eventlinks import CLIP, ROUTE, SNAPSHOT
 from stages.api.models import Problem, problem
 from stages.record.config import clip_path, wants_clip
 from stages.sinks import eventstore
@@ -97,13 +98,13 @@ def add_picture_routes(
         if refusal is not None:
             return refusal
         client = request.client.host if request.client is not None else ""
-        if not live.open_stream(client):
+        if not live.slots.take(client):
             return problem(
                 429,
                 f"{live.config.streams_per_client} live streams are open from "
                 f"{client} (http.preview.streams_per_client); close one first",
             )
-        settings.stats.live_streams = live.streams()
+        settings.stats.live_streams = live.slots.total()
 
         async def parts() -> AsyncIterator[bytes]:
             seq = 0
@@ -121,8 +122,8 @@ def add_picture_routes(
                         + b"\r\n"
                     )
             finally:
-                live.close_stream(client)
-                settings.stats.live_streams = live.streams()
+                live.slots.give_back(client)
+                settings.stats.live_streams = live.slots.total()
 
         return StreamingResponse(
             parts(),
@@ -131,7 +132,7 @@ def add_picture_routes(
         )
 
     @app.get(
-        "/api/events/{event_id}/snapshot.jpg",
+        ROUTE + SNAPSHOT,
         response_class=FileResponse,
         responses={**JPEG, **errors},
     )
@@ -165,7 +166,7 @@ def add_picture_routes(
         return FileResponse(file, media_type="image/jpeg", headers=NO_STORE)
 
     @app.get(
-        "/api/events/{event_id}/clip.mp4",
+        ROUTE + CLIP,
         response_class=FileResponse,
         responses={**MP4, **errors},
     )

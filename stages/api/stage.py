@@ -1,5 +1,5 @@
 """The API service's process: uvicorn serving ``stages.api.app`` from a thread,
-while the runtime's loop takes the event feed and sends heartbeats. The socket
+while the runtime's loop takes the previews and sends heartbeats. The socket
 is bound here first, so a port in use is one line, not a thread's traceback."""
 
 from __future__ import annotations
@@ -77,9 +77,8 @@ class ApiStage(Stage):
         log.info("API on http://%s", self._stats.listening)
 
     def process(self, batch: Sequence[Received]) -> Iterable[Emit]:
-        """Previews are drawn for the live pictures. The event feed is taken and
-        let go: the event stream (a later slice) will serve it; taking it keeps
-        track's best-effort copies moving."""
+        """Previews are drawn for the live pictures (the event stream follows
+        the store, not a feed)."""
         live = self._live
         for item in batch:
             if item.port == "preview" and live is not None:

@@ -92,6 +92,9 @@ def read_segment(path: Path) -> tuple[StreamHeader, list[Stored]]:
     return header, records
 
 
+SLACK_S = 2.0
+"""Capture times against stream times: the window's segments are chosen this
+much wider."""
 RUN_BREAK_S = 5.0
 """Times stepping this far past an event's: another run of the stream's times."""
 
@@ -223,12 +226,14 @@ class CameraBuffer:
         clip is cut where its frames are; capture times only find the event's
         packet. None when the buffer holds nothing of it."""
         self.flush()
-        reach = pre_s + post_s + SEGMENT_S + 60
-        chosen = [
-            s
-            for s in self.segments
-            if s.last_ts >= at_ts - reach and s.first_ts <= at_ts + reach
-        ]
+        # segments start at keyframes: from the last one begun before the
+        # window (capture and stream times differ by a little) to the window's end
+        start_ts, end_ts = at_ts - pre_s - SLACK_S, at_ts + post_s + SLACK_S
+        first = max(
+            (i for i, s in enumerate(self.segments) if s.first_ts <= start_ts),
+            default=0,
+        )
+        chosen = [s for s in self.segments[first:] if s.first_ts <= end_ts]
         records: list[Stored] = []
         header: StreamHeader | None = None
         for segment in chosen:

@@ -110,6 +110,19 @@ def after(path: Path, rowid: int, limit: int = 500) -> list[dict[str, Any]]:
     )
 
 
+def stored_after(
+    path: Path, rowid: int, limit: int = 500
+) -> list[tuple[int, dict[str, Any]]]:
+    """(row, event) of the events stored after row ``rowid``, in the order they
+    were stored: how the API's event stream follows the store."""
+    rows = _read(
+        path,
+        "SELECT rowid AS _row, * FROM events WHERE rowid > ? ORDER BY rowid LIMIT ?",
+        (rowid, limit),
+    )
+    return [(int(row.pop("_row")), _event(row)) for row in rows]
+
+
 def last_row(path: Path, before: float | None = None) -> int:
     """The newest row of the store, or of its events captured ``before`` a
     time (0 when there is none, or no store yet)."""
@@ -158,11 +171,14 @@ def query(path: Path, q: Query) -> list[dict[str, Any]]:
     )
     if q.limit:
         sql += f" LIMIT {int(q.limit)}"
-    rows = _read(path, sql, params)
-    for row in rows:
-        row["data"] = json.loads(row["data"]) if row.get("data") else {}
-        row["low_confidence"] = bool(row.get("low_confidence", 0))
-    return rows
+    return [_event(row) for row in _read(path, sql, params)]
+
+
+def _event(row: dict[str, Any]) -> dict[str, Any]:
+    """A stored row as the event it holds: data decoded, flags true/false."""
+    row["data"] = json.loads(row["data"]) if row.get("data") else {}
+    row["low_confidence"] = bool(row.get("low_confidence", 0))
+    return row
 
 
 def counts(

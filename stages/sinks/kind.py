@@ -138,7 +138,13 @@ def _mqtt(loaded: LoadedConfig, config: Any, streams: list[str]) -> EventSink:
         camera: [(rule.name, kinds.of(type(rule))) for rule in cam.rules]
         for camera, cam in loaded.config.cameras.items()
     }
-    return MqttSink(config, streams, kinds.all(), rules)
+    # events carry snapshot URLs where the API serves them
+    pictures = [
+        camera
+        for camera, cam in loaded.config.cameras.items()
+        if loaded.config.http.api and cam.snapshots is not None
+    ]
+    return MqttSink(config, streams, kinds.all(), rules, pictures)
 
 
 def register(registry: Registry) -> None:

@@ -8,10 +8,15 @@ Topic layout (``prefix`` defaults to ``framechain``; documented in docs/events.m
 - ``<prefix>/<camera>/<rule>/occupancy``: a zone's current occupancy, retained.
 - ``<prefix>/<camera>/<rule>/crowd``: ``ON`` / ``OFF`` for a crowd rule, retained.
 - ``<prefix>/<camera>/status``: ``online`` / ``offline`` (the camera), retained.
+- ``<prefix>/<camera>/snapshot_url``: the URL of the last event's snapshot on the
+  HTTP API, retained, when the API and snapshots are on.
 - ``<prefix>/status``: ``online`` / ``offline`` (this sink; the broker publishes
   ``offline`` as our last will), retained; the availability topic of every sensor.
 - ``<discovery_prefix>/sensor|binary_sensor/framechain_<camera>_<rule>_<what>/config``:
-  Home Assistant MQTT discovery for every state topic with an entity, retained.
+  Home Assistant MQTT discovery for every state topic with an entity, retained
+  (``default_entity_id``, the scheme that replaced ``object_id``), and
+  ``<discovery_prefix>/image/framechain_<camera>_last_event/config``: an image
+  entity showing the last event's snapshot, by its URL.
 
 Delivery: every event is spooled to disk first and removed only once the broker has
 acknowledged (PUBACK) every message it produced, in order. Each connection uses a
@@ -24,7 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Literal
 
 import msgspec
@@ -36,6 +41,9 @@ from pipeline.messages import Event
 from stages.sinks.forward import ForwardingSink, ForwardingSinkConfig
 
 log = logging.getLogger(__name__)
+
+SNAPSHOT_URL = "snapshot_url"
+"""The retained topic under each camera with its last event's snapshot URL."""
 
 
 class MqttSinkConfig(ForwardingSinkConfig):
@@ -156,13 +164,16 @@ class MqttSink(ForwardingSink):
         kinds: Sequence[EventKindSpec] = (),
         rules: Mapping[str, Sequence[tuple[str, Sequence[EventKindSpec]]]]
         | None = None,
+        pictures: Collection[str] = (),
     ) -> None:
         """``kinds``: the registered event kinds (their state topics); ``rules``:
-        per camera, each rule's name and event kinds, for discovery."""
+        per camera, each rule's name and event kinds, for discovery;
+        ``pictures``: the cameras whose events carry snapshot URLs."""
         super().__init__(config, streams, f"MQTT broker {config.host}:{config.port}")
         self.config = config
         self.kinds = {spec.name: spec for spec in kinds}
         self.rules = rules or {}
+        self.pictures = tuple(pictures)
         self.prefix = config.topic_prefix.rstrip("/")
         self.status_topic = f"{self.prefix}/status"
         self._connection: _Connection | None = None
@@ -264,6 +275,8 @@ class MqttSink(ForwardingSink):
             value = state.value(event)
             if value is not None:
                 out.append((f"{camera}/{state.path(event.rule)}", value.encode(), True))
+        if event.snapshot_url:
+            out.append((f"{camera}/{SNAPSHOT_URL}", event.snapshot_url.encode(), True))
         return out
 
     def _announce(self) -> None:
@@ -279,35 +292,57 @@ class MqttSink(ForwardingSink):
     def discovery_messages(self) -> list[tuple[str, dict[str, Any]]]:
         """Home Assistant MQTT discovery: one entity per retained state topic of
         each rule's event kinds (a line's in and out counters, a zone's
-        occupancy, a crowd's binary sensor), grouped in a device per camera."""
+        occupancy, a crowd's binary sensor), and the last event's snapshot as
+        an image, grouped in a device per camera."""
         messages: dict[str, tuple[str, dict[str, Any]]] = {}
+
+        def entity(
+            camera: str, component: str, unique: str, settings: dict[str, Any]
+        ) -> None:
+            messages[unique] = (
+                f"{self.config.discovery_prefix}/{component}/{unique}/config",
+                {
+                    "unique_id": unique,
+                    "default_entity_id": f"{component}.{unique}",
+                    "availability_topic": self.status_topic,
+                    "device": {
+                        "identifiers": [f"framechain_{camera}"],
+                        "name": f"framechain {camera}",
+                        "manufacturer": "framechain",
+                        "model": "video analytics camera",
+                    },
+                    **settings,
+                },
+            )
+
         for camera, rules in self.rules.items():
-            device = {
-                "identifiers": [f"framechain_{camera}"],
-                "name": f"framechain {camera}",
-                "manufacturer": "framechain",
-                "model": "video analytics camera",
-            }
             for rule, specs in rules:
                 for state in (state for spec in specs for state in spec.states):
-                    entity = state.entity
-                    if entity is None:
+                    shown = state.entity
+                    if shown is None:
                         continue
                     path = state.path(rule)
-                    unique = f"framechain_{camera}_{path.replace('/', '_')}"
-                    messages[unique] = (
-                        f"{self.config.discovery_prefix}/{entity.component}/"
-                        f"{unique}/config",
+                    entity(
+                        camera,
+                        shown.component,
+                        f"framechain_{camera}_{path.replace('/', '_')}",
                         {
-                            "unique_id": unique,
-                            "object_id": unique,
                             "state_topic": f"{self.prefix}/{camera}/{path}",
-                            "availability_topic": self.status_topic,
-                            "device": device,
-                            **entity.settings,
-                            "name": entity.name.replace("{rule}", rule),
+                            **shown.settings,
+                            "name": shown.name.replace("{rule}", rule),
                         },
                     )
+        for camera in self.pictures:
+            entity(
+                camera,
+                "image",
+                f"framechain_{camera}_last_event",
+                {
+                    "url_topic": f"{self.prefix}/{camera}/{SNAPSHOT_URL}",
+                    "content_type": "image/jpeg",
+                    "name": "last event",
+                },
+            )
         return list(messages.values())
 
     def close(self) -> None:

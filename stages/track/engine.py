@@ -18,6 +18,7 @@ import numpy as np
 
 from pipeline.detections import Detections
 from pipeline.eventkinds import EventKindSpec
+from pipeline.eventlinks import EventLinks
 from pipeline.messages import (
     EndOfStream,
     Event,
@@ -91,8 +92,10 @@ class RuleEngine:
         lost_track_s: float,
         aggregate_s: float | None = None,
         snapshot_path: Callable[[int, int], str] | None = None,
+        links: EventLinks | None = None,
     ) -> None:
         """``rule_types``: the rule class of each rule config model;
+        ``links``: the URLs of events' media on the HTTP API, when it is on.
         ``snapshot_path``: the snapshot file of a track (id, epoch), when snapshots
         are on."""
         self.stream_id = stream_id
@@ -106,6 +109,7 @@ class RuleEngine:
         }
         self.lost_track_s = lost_track_s
         self.snapshot_path = snapshot_path
+        self.links = links
         self.rules: list[RuleConfig] = list(rules)
         self.states: list[Rule] = [self._state(rule) for rule in self.rules]
         self._settings = [rule.model_dump_json() for rule in self.rules]
@@ -358,10 +362,12 @@ class RuleEngine:
                 payload["label"] = self.labels[info.label]
         if track_id >= 0 and self.snapshot_path is not None:
             snapshot = self.snapshot_path(track_id, frame.epoch)
+        identity = event_id(
+            self.stream_id, rule_name, kind, track_id, frame.seq, frame.epoch
+        )
+        links = self.links
         return Event(
-            event_id=event_id(
-                self.stream_id, rule_name, kind, track_id, frame.seq, frame.epoch
-            ),
+            event_id=identity,
             stream_id=self.stream_id,
             rule=rule_name,
             kind=kind,
@@ -377,6 +383,8 @@ class RuleEngine:
             confidence=confidence,
             low_confidence=low,
             snapshot=snapshot,
+            snapshot_url=links.snapshot(identity) if links and snapshot else "",
+            clip_url=links.clip(identity, kind, track_id) if links else "",
         )
 
     def _counts_event(self, frame: Frame, report: CountsData) -> Event:

@@ -15,6 +15,7 @@ from pipeline.checkpoint import CheckpointFile
 from pipeline.config import ResolveContext, load_config
 from pipeline.demand import DemandProbe, demand_path
 from pipeline.errors import ConfigError
+from pipeline.eventlinks import EventLinks
 from pipeline.metrics import frame_age_samples, frames_dropped, frames_through
 from pipeline.registry import (
     Instance,
@@ -32,6 +33,7 @@ from pipeline.retention import PRUNED_HELP
 from pipeline.stageplan import RUN_ID_VARIABLE, RuntimeStats, StagePlan
 from pipeline.topology import FULL_FRAMES, Port
 from pipeline.transport import LinkOptions
+from stages.record.config import wants_clip
 from stages.track.config import PrivacyConfig, SnapshotConfig, TrackerConfig
 from stages.track.events import TRACK_EVENTS
 from stages.track.recovery import Recovery
@@ -101,6 +103,17 @@ def fingerprint(config: Any, camera: Any) -> str:
     return hashlib.sha256(msgspec.json.encode(parts)).hexdigest()[:16]
 
 
+def _links(config: Any, camera: Any) -> EventLinks | None:
+    """The URLs of the camera's events' media, when the API serves them."""
+    if not config.http.api:
+        return None
+    clips = getattr(camera, "clips", None)  # the record kind's section
+    return EventLinks(
+        config.http.base_url(),
+        (lambda kind, track: wants_clip(clips, kind, track)) if clips else None,
+    )
+
+
 def _plan(context: PlanContext, instance: Instance) -> StagePlan:
     loaded = context.loaded
     config = loaded.config
@@ -131,6 +144,7 @@ def _plan(context: PlanContext, instance: Instance) -> StagePlan:
             )
             if preview
             else None,
+            links=_links(config, camera),
             privacy=camera.privacy,
             kinds=kinds,
             recovery=Recovery(

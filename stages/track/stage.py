@@ -24,6 +24,7 @@ from pipeline.checkpoint import CheckpointHeader
 from pipeline.clock import Clock, WallClock
 from pipeline.detections import Detections
 from pipeline.errors import FramechainError
+from pipeline.eventlinks import EventLinks
 from pipeline.messages import (
     Detected,
     EndOfStream,
@@ -83,11 +84,13 @@ class TrackStage(Stage):
         recovery: Recovery | None = None,
         feed: bool = False,
         preview: PreviewTap | None = None,
+        links: EventLinks | None = None,
     ) -> None:
         """``load_rules`` re-reads this camera's rules from the config file (SIGHUP).
         ``feed``: each new event also goes out on the best-effort ``feed`` port,
         to the services beside the chain. ``preview``: small copies of tracked
         frames on the ``preview`` port while the API's viewers want them.
+        ``links``: the URLs of events' snapshots and clips on the API.
         ``kinds``: the rule class of each rule config (default: the built-in ones).
         ``clock``: the time frame ages are measured against. ``recovery``: the
         sinks and the checkpoint (default: one sink on port ``events.sink``,
@@ -116,6 +119,7 @@ class TrackStage(Stage):
             tracker.lost_track_s,
             aggregate_s,
             self.taps.snapshot_path if snapshots is not None else None,
+            links,
         )
         self._names: tuple[str, ...] = ()
         self._done = False
