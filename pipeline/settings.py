@@ -50,6 +50,14 @@ class SupervisorConfig(StrictModel):
         le=3600,
         description="A starting stage silent this long is restarted.",
     )
+    service_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="How far below the chain's stages the services beside it (API, "
+        "recorder) run, as a nice value: on a box the chain keeps busy it counts "
+        "first, and live pictures and answers slow down (0: the same priority).",
+    )
     watch_config: bool = Field(
         default=True,
         description="Reload rules when the config file changes (as on SIGHUP).",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import signal
 import sqlite3
 import time
 import urllib.parse
@@ -185,6 +186,14 @@ def test_live_pictures_are_drawn_only_while_watched(tmp_path: Path) -> None:
         assert made > 0
         time.sleep(3)
         assert _metric(port, "framechain_previews_total") == made
+
+        # stopped while a viewer watches: the stream ends, nothing is cut off
+        streams.append(_Stream(port))
+        streams[-1].pictures(1.0)
+        run.send_signal(signal.SIGTERM)
+        _, stderr = run.communicate(timeout=120)
+        assert run.returncode == 0, stderr[-3000:]
+        assert "Traceback" not in stderr and "Exception in ASGI" not in stderr
     finally:
         for each in streams:
             each.close()

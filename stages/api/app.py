@@ -72,6 +72,9 @@ class ApiSettings:
     registry: Any = None
     token: str | None = None
     stats: ApiStats = field(default_factory=ApiStats)
+    closing: bool = False
+    """Set as the service stops: the answers that stream end by themselves
+    (within a second), so none is cut off by the server."""
 
 
 class _Guard:

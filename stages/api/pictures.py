@@ -109,7 +109,7 @@ def add_picture_routes(
         async def parts() -> AsyncIterator[bytes]:
             seq = 0
             try:
-                while True:
+                while not settings.closing:
                     live.want(name)
                     picture = await live.newer(name, seq, 1.0)
                     if picture is None:

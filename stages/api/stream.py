@@ -105,7 +105,7 @@ def add_stream_routes(
             row, quiet_since = start, time.monotonic()
             try:
                 yield b"retry: 2000\n\n"
-                while True:
+                while not settings.closing:
                     try:
                         stored = await asyncio.to_thread(
                             eventstore.stored_after, settings.store, row, PAGE

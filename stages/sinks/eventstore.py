@@ -69,7 +69,8 @@ def _where(q: Query) -> tuple[str, list[Any]]:
         where.append("capture_ts < ?")
         params.append(q.until)
     if q.before is not None:
-        where.append("(capture_ts < ? OR (capture_ts = ? AND event_id < ?))")
+        # a range on capture_ts the index can seek to, ties broken by id
+        where.append("capture_ts <= ? AND (capture_ts < ? OR event_id < ?)")
         params.extend((q.before[0], q.before[0], q.before[1]))
     return (" WHERE " + " AND ".join(where)) if where else "", params
 
