@@ -91,6 +91,7 @@ class ApiStage(Stage):
                     live.offer(item.message, item.parts)
         if live is not None:
             self._stats.pictures_drawn = live.drawn
+            self._stats.previews_refused = live.refused
         return ()
 
     def tick(self, now: float) -> Iterable[Emit]:

@@ -12,3 +12,4 @@ class ApiStats(msgspec.Struct, kw_only=True):
     listening: str = ""  # host:port once serving
     pictures_drawn: int = 0  # live pictures drawn from the track stages' previews
     live_streams: int = 0  # stream.mjpeg answers open now
+    previews_refused: int = 0  # previews whose parts did not fit their header

@@ -55,19 +55,27 @@ def _split(data: bytes, size: int) -> bytes:
     return bytes(out)
 
 
+def _units(data: bytes, at: int, count: int, units: list[bytes]) -> int:
+    """Appends ``count`` NAL units, each after its 2-byte length, read from
+    ``at``; returns where they end."""
+    for _ in range(count):
+        length = int.from_bytes(data[at : at + 2], "big")
+        units.append(data[at + 2 : at + 2 + length])
+        at += 2 + length
+    return at
+
+
 def _avcc(data: bytes) -> tuple[int, bytes]:
     """(NAL length size, SPS and PPS in Annex B) of an ``avcC`` record."""
     if len(data) < 7 or data[0] != 1:
         raise ValueError("H.264 extradata is neither Annex B nor avcC")
     size = (data[4] & 3) + 1
-    units, at = [], 5
+    units: list[bytes] = []
+    at = 5
     for mask in (0x1F, 0xFF):  # the SPS count (low 5 bits), then the PPS count
         count = data[at] & mask
         at += 1
-        for _ in range(count):
-            length = int.from_bytes(data[at : at + 2], "big")
-            units.append(data[at + 2 : at + 2 + length])
-            at += 2 + length
+        at = _units(data, at, count, units)
         if at > len(data):
             raise ValueError("H.264 avcC extradata is cut short")
     return size, b"".join(START + u for u in units)
@@ -78,14 +86,11 @@ def _hvcc(data: bytes) -> tuple[int, bytes]:
     if len(data) < 23:
         raise ValueError("HEVC extradata is neither Annex B nor hvcC")
     size = (data[21] & 3) + 1
-    units, at = [], 23
+    units: list[bytes] = []
+    at = 23
     for _ in range(data[22]):
         count = int.from_bytes(data[at + 1 : at + 3], "big")
-        at += 3
-        for _ in range(count):
-            length = int.from_bytes(data[at : at + 2], "big")
-            units.append(data[at + 2 : at + 2 + length])
-            at += 2 + length
+        at = _units(data, at + 3, count, units)
     if at > len(data):
         raise ValueError("HEVC hvcC extradata is cut short")
     return size, b"".join(START + u for u in units)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 import struct
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -282,10 +281,6 @@ class CameraBuffer:
             else:
                 kept.append(segment)
         self.segments = kept
-
-    def idle_s(self) -> float:
-        """Seconds since the newest packet was captured (by the capture clock)."""
-        return time.time() - self.newest_ts if self.newest_ts else float("inf")
 
     def close(self) -> None:
         self._close()

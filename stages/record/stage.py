@@ -139,11 +139,14 @@ class RecordStage(Stage):
     def _poll(self) -> bool:
         """New events from the store become pending clips."""
         try:
-            if self._after < 0 or self._after > eventstore.last_row(self.store):
+            rows = [] if self._after < 0 else eventstore.after(self.store, self._after)
+            if not rows and (
+                self._after < 0 or self._after > eventstore.last_row(self.store)
+            ):
                 # a first start, or a store that was replaced: from the events
-                # whose video a buffer may still hold
+                # whose video a buffer may still hold (the next poll reads them)
                 self._after = eventstore.last_row(self.store, time.time() - KEEP_S)
-            rows = eventstore.after(self.store, self._after)
+                return True
         except FramechainError as e:
             if str(e) != self._store_problem:
                 log.warning("clips wait for the event store: %s", e)
@@ -220,6 +223,7 @@ class RecordStage(Stage):
         buffers = self.buffers.values()
         stats.packets = sum(b.packets for b in buffers)
         stats.gaps = sum(b.gaps for b in buffers)
+        stats.skipped = sum(b.skipped for b in buffers)
         stats.clips_pruned = sum(p.files for p in self._pruned.values())
         return stats
 
