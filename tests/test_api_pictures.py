@@ -6,6 +6,7 @@ file from outside the camera's snapshot folder."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import re
@@ -210,14 +211,18 @@ def test_event_snapshots_are_served_from_the_snapshot_folder_only(
     try:
 
         def crossing_with_snapshot() -> dict[str, Any] | None:
-            if not db.exists():
+            # the file appears before the sink has created its table
+            try:
+                with contextlib.closing(
+                    sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+                ) as connection:
+                    connection.row_factory = sqlite3.Row
+                    row = connection.execute(
+                        "SELECT * FROM events WHERE kind = 'line_crossing' "
+                        "AND snapshot != '' LIMIT 1"
+                    ).fetchone()
+            except sqlite3.Error:
                 return None
-            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
-                connection.row_factory = sqlite3.Row
-                row = connection.execute(
-                    "SELECT * FROM events WHERE kind = 'line_crossing' "
-                    "AND snapshot != '' LIMIT 1"
-                ).fetchone()
             return dict(row) if row else None
 
         wait_until(
