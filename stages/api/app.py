@@ -29,6 +29,12 @@ from pydantic import Field, create_model
 from pipeline.errors import FramechainError
 from pipeline.observability import METRICS_CONTENT_TYPE, readiness
 from stages.api.cameras import CameraBoard
+from stages.api.console import (
+    COOKIE,
+    add_console_routes,
+    is_console_path,
+    session_value,
+)
 from stages.api.live import LivePictures
 from stages.api.models import Camera, Counts, Problem, event_model, problem
 from stages.api.pictures import add_picture_routes
@@ -42,8 +48,9 @@ BUCKETS = {"minute": 60, "hour": 3600, "day": 86400}
 MAX_PAGE = 1000
 WHEN = "ISO time (2026-11-23T08:00), Unix time, or back from now (15m, 2h, 7d)"
 CURSOR = "The next of the page before: the page after it"
-OPEN_PATHS = frozenset({"/healthz"})
-"""Answered without the token: what a load balancer or an orchestrator probes."""
+OPEN_PATHS = frozenset({"/healthz", "/api/session"})
+"""Answered without the token: what a load balancer or an orchestrator probes,
+and the console's sign-in (besides its files, ``console.is_console_path``)."""
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -87,6 +94,16 @@ class _Guard:
         self.settings = settings
         token = settings.token
         self._token = token.encode() if token is not None else None
+        self._session = session_value(token) if token is not None else None
+
+    def _session_cookie(self, header: bytes) -> bool:
+        """The console's session cookie (``stages.api.console``), when sent."""
+        assert self._session is not None
+        for pair in header.split(b";"):
+            name, _, value = pair.strip().partition(b"=")
+            if name == COOKIE.encode() and hmac.compare_digest(value, self._session):
+                return True
+        return False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -94,13 +111,24 @@ class _Guard:
             return
         stats = self.settings.stats
         stats.requests += 1
-        if self._token is not None and scope["path"] not in OPEN_PATHS:
-            if not self._allowed(dict(scope["headers"]).get(b"authorization", b"")):
+        path = scope["path"]
+        if (
+            self._token is not None
+            and path not in OPEN_PATHS
+            and not is_console_path(path)
+        ):
+            headers = dict(scope["headers"])
+            if not self._allowed(headers):
                 stats.unauthorized += 1
+                # the Basic challenge only to an address typed in a browser: a
+                # console's fetch or picture answered with it would pop up the
+                # browser's own password box over the console's sign-in
+                typed = headers.get(b"sec-fetch-mode", b"navigate") == b"navigate"
+                challenge = 'Bearer, Basic realm="framechain"' if typed else "Bearer"
                 response = JSONResponse(
                     {"detail": "a token is needed: Authorization: Bearer <token>"},
                     status_code=401,
-                    headers={"WWW-Authenticate": 'Bearer, Basic realm="framechain"'},
+                    headers={"WWW-Authenticate": challenge},
                 )
                 await response(scope, receive, send)
                 return
@@ -112,9 +140,11 @@ class _Guard:
 
         await self.app(scope, receive, counted)
 
-    def _allowed(self, header: bytes) -> bool:
-        assert self._token is not None
-        scheme, _, value = header.partition(b" ")
+    def _allowed(self, headers: dict[bytes, bytes]) -> bool:
+        assert self._token is not None and self._session is not None
+        if self._session_cookie(headers.get(b"cookie", b"")):
+            return True
+        scheme, _, value = headers.get(b"authorization", b"").partition(b" ")
         if scheme.lower() == b"bearer":
             return hmac.compare_digest(value.strip(), self._token)
         if scheme.lower() == b"basic":
@@ -251,6 +281,7 @@ def build_app(settings: ApiSettings) -> Any:
     # before /api/events/{event_id}, which would take "stream" for an id
     add_stream_routes(app, settings, errors, known)
     add_rule_routes(app, settings, errors)
+    add_console_routes(app, settings, errors)
 
     @app.get("/api/events", response_model=page, responses=errors)
     def events(

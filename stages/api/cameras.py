@@ -112,6 +112,8 @@ class CameraBoard:
             "frames": int(track.get("frames", 0)),
             "fps_in": self._rate(f"decode.{name}", "frames"),
             "fps_out": self._rate(f"track.{name}", "frames"),
+            "width": int(track.get("frame_width", 0)),
+            "height": int(track.get("frame_height", 0)),
             "frame_age_p50_s": float(track.get("frame_age_p50_s", 0.0)),
             "frame_age_p99_s": float(track.get("frame_age_p99_s", 0.0)),
             "dropped": _dropped(stages, name),

@@ -65,6 +65,11 @@ class Camera(BaseModel):
     frames: int = Field(description="Frames tracked.")
     fps_in: float = Field(description="Frames per second decoded and sent on.")
     fps_out: float = Field(description="Frames per second tracked.")
+    width: int = Field(
+        description="The camera's frame width: rules are in its pixels; 0 until "
+        "a frame is tracked."
+    )
+    height: int = Field(description="The camera's frame height.")
     frame_age_p50_s: float
     frame_age_p99_s: float
     dropped: dict[str, int] = Field(description="Frames dropped, by where and why.")

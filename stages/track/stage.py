@@ -392,6 +392,8 @@ class TrackStage(Stage):
             frame_age_p99_s=p99,
             latency=self._latency.report(),
             counts=dict(self.engine.counts),
+            frame_width=self._last_frame.width if self._last_frame else 0,
+            frame_height=self._last_frame.height if self._last_frame else 0,
         )
 
     def close(self) -> None:

@@ -1,0 +1,264 @@
+"""The browser console against a real chain of two looped cameras, in Debian's
+headless Chromium: its files served safely without the token, sign-in trading
+the token for a cookie (a wrong one keeps the sign-in page), and the live grid
+whose tiles move and show each camera's health, one camera large on a click."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+from browser import DESKTOP, PHONE, chromium, keep_screenshot, new_page
+from conftest import (
+    ASSETS,
+    CROWD_LINE,
+    chain_env,
+    end_run,
+    free_port,
+    spawn_run,
+    wait_until,
+)
+
+TOKEN = "console-test-token-0123456789"
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+
+class Chain:
+    def __init__(self, port: int, tmp: Path, process: Any) -> None:
+        self.port, self.tmp, self.process = port, tmp, process
+        self.base = f"http://127.0.0.1:{port}"
+
+    def get(
+        self, path: str, headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes, dict[str, str]]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
+        try:
+            connection.request("GET", path, headers=headers or {})
+            response = connection.getresponse()
+            headers_in = {k.lower(): v for k, v in response.getheaders()}
+            return response.status, response.read(), headers_in
+        finally:
+            connection.close()
+
+    def post_json(self, path: str, body: str) -> tuple[int, bytes, dict[str, str]]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
+        try:
+            connection.request(
+                "POST", path, body, headers={"Content-Type": "application/json"}
+            )
+            response = connection.getresponse()
+            headers_in = {k.lower(): v for k, v in response.getheaders()}
+            return response.status, response.read(), headers_in
+        finally:
+            connection.close()
+
+    def metric(self, name: str) -> float:
+        status, body, _ = self.get("/metrics", {"Authorization": f"Bearer {TOKEN}"})
+        assert status == 200
+        found = re.search(rf"^{name}(?:{{[^}}]*}})? (\S+)$", body.decode(), re.M)
+        assert found, name
+        return float(found.group(1))
+
+
+def _config(tmp: Path, port: int) -> Path:
+    def looped(clip: str) -> dict[str, Any]:
+        return {"kind": "file", "path": str(ASSETS / clip), "live": True, "loop": True}
+
+    config = {
+        "models_dir": str(ASSETS),
+        "cameras": {
+            "east": {
+                "source": looped("crowd.mp4"),
+                "rules": [CROWD_LINE],
+                "snapshots": {"directory": str(tmp / "snapshots")},
+            },
+            "west": {"source": looped("traffic.mp4")},
+        },
+        "detector": {"model": "yolo11n.onnx", "imgsz": 320},
+        "sinks": [{"kind": "sqlite", "path": str(tmp / "events.db")}],
+        "http": {
+            "listen": f"127.0.0.1:{port}",
+            "api": True,
+            "token": "${CONSOLE_TOKEN}",
+            "preview": {"width": 480, "fps": 4},
+        },
+    }
+    path = tmp / "console.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
+    tmp = tmp_path_factory.mktemp("console")
+    port = free_port()
+    process = spawn_run(_config(tmp, port), {**chain_env(), "CONSOLE_TOKEN": TOKEN})
+    running = Chain(port, tmp, process)
+
+    def both_online() -> bool:
+        try:
+            status, body, _ = running.get(
+                "/api/cameras", {"Authorization": f"Bearer {TOKEN}"}
+            )
+        except OSError:
+            return False
+        return status == 200 and body.count(b'"state":"online"') == 2
+
+    try:
+        wait_until(
+            both_online, 120, "both cameras online", lambda: process.poll() is None
+        )
+        yield running
+    finally:
+        end_run(process)
+
+
+def _sign_in(page: Any, chain: Chain, token: str = TOKEN) -> None:
+    page.goto(chain.base + "/")
+    page.fill("#token", token)
+    page.click("form.sign-in button[type=submit]")
+
+
+def _picture(png: bytes) -> np.ndarray:
+    image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_GRAYSCALE)
+    assert image is not None
+    return image.astype(np.int16)
+
+
+def test_console_files_are_served_without_the_token_and_nothing_else(
+    chain: Chain,
+) -> None:
+    status, body, headers = chain.get("/")
+    assert status == 200 and b'src="console/js/main.js"' in body
+    assert "script-src 'self'" in headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    status, _, headers = chain.get("/console/js/main.js")
+    assert status == 200 and headers["content-type"].startswith("text/javascript")
+    for forged in (
+        "/console/../app.py",
+        "/console/%2e%2e/app.py",
+        "/console/js/../../app.py",
+        "/console/%2e%2e/%2e%2e/pipeline/settings.py",
+        "/console/nothing.js",
+    ):
+        status, body, _ = chain.get(forged)
+        assert status in (401, 404), (forged, status)
+        assert b"import" not in body
+    # data still needs the token; a browser's own fetches are never offered Basic
+    # (whose password box would cover the console's sign-in)
+    status, _, headers = chain.get("/api/cameras")
+    assert status == 401 and "Basic" in headers["www-authenticate"]
+    status, _, headers = chain.get("/api/cameras", {"Sec-Fetch-Mode": "cors"})
+    assert status == 401 and headers["www-authenticate"] == "Bearer"
+
+
+def test_the_token_is_traded_for_a_cookie_that_opens_the_api(chain: Chain) -> None:
+    status, body, _ = chain.get("/api/session")
+    assert status == 200 and body == b'{"signed_in":false,"token_needed":true}'
+    started = time.monotonic()
+    status, body, headers = chain.post_json("/api/session", '{"token": "guess"}')
+    assert status == 200 and b'"signed_in":false' in body
+    assert "set-cookie" not in headers
+    assert time.monotonic() - started >= 0.9  # guessing is slow
+    status, body, headers = chain.post_json("/api/session", f'{{"token": "{TOKEN}"}}')
+    assert status == 200 and b'"signed_in":true' in body
+    cookie = headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie
+    value = cookie.split(";")[0]
+    assert TOKEN not in value
+    status, body, _ = chain.get("/api/cameras", {"Cookie": value})
+    assert status == 200
+    cameras = {c["name"]: c for c in json.loads(body)}
+    assert (cameras["east"]["width"], cameras["east"]["height"]) == (800, 450)
+    status, _, _ = chain.get("/api/cameras", {"Cookie": value[:-4] + "0000"})
+    assert status == 401
+    status, body, _ = chain.get("/api/session", {"Cookie": value})
+    assert body == b'{"signed_in":true,"token_needed":true}'
+
+
+def test_a_wrong_or_stale_token_shows_the_sign_in_page(chain: Chain) -> None:
+    with chromium() as browser:
+        watched = new_page(browser)
+        page = watched.page
+        _sign_in(page, chain, "not-the-token")
+        page.wait_for_selector(".refused:not(:empty)")
+        assert page.is_visible("#token") and page.locator(".tile").count() == 0
+        keep_screenshot(page, "sign-in-refused-1280x800")
+        page.fill("#token", TOKEN)
+        page.click("form.sign-in button[type=submit]")
+        page.wait_for_selector(".tile")
+        assert page.locator(".tile").count() == 2
+        # a cookie from before the token changed: back to the sign-in page
+        page.context.clear_cookies()
+        page.context.add_cookies(
+            [{"name": "framechain_session", "value": "0" * 64, "url": chain.base}]
+        )
+        page.reload()
+        page.wait_for_selector("#token")
+        _sign_in(page, chain)
+        page.wait_for_selector(".tile")
+        page.click("#sign-out")
+        page.wait_for_selector("#token")
+        page.reload()
+        page.wait_for_selector("#token")  # signed out for good
+        watched.assert_clean()
+
+
+def test_live_tiles_move_and_show_health_and_one_camera_opens_large(
+    chain: Chain,
+) -> None:
+    with chromium() as browser:
+        for viewport, name in ((DESKTOP, "1280x800"), (PHONE, "390x844")):
+            watched = new_page(browser, viewport)
+            page = watched.page
+            _sign_in(page, chain)
+            for camera in ("east", "west"):
+                page.wait_for_function(
+                    "c => Number(document.querySelector("
+                    "`.tile[data-camera=${c}] img`)?.dataset.pictures) >= 2",
+                    arg=camera,
+                )
+            tiles = {
+                c: page.locator(f".tile[data-camera={c}]") for c in ("east", "west")
+            }
+            before = {c: _picture(t.screenshot()) for c, t in tiles.items()}
+            page.wait_for_timeout(2500)
+            after = {c: _picture(t.screenshot()) for c, t in tiles.items()}
+            for camera in tiles:
+                change = float(np.abs(after[camera] - before[camera]).mean())
+                assert change > 1.0, f"tile {camera} did not move ({change:.2f})"
+                health = tiles[camera].locator(".health")
+                assert health.get_attribute("data-state") == "online"
+                assert re.search(r"online · [\d.]+ fps · age \d+", health.inner_text())
+            keep_screenshot(page, f"live-grid-{name}")
+            watched.assert_clean()
+            page.context.close()
+
+        watched = new_page(browser)
+        page = watched.page
+        _sign_in(page, chain)
+        page.click(".tile[data-camera=east]")
+        page.wait_for_function(
+            "() => document.querySelector('img.large')?.naturalWidth === 480"
+        )
+        assert page.url.endswith("#/live/east")
+        wait_until(
+            lambda: chain.metric("framechain_api_live_streams") == 1, 10, "one stream"
+        )
+        keep_screenshot(page, "live-camera-1280x800")
+        page.click("text=← All cameras")
+        page.wait_for_selector(".tile")
+        # leaving the large view closes its stream (its slot is free again)
+        wait_until(
+            lambda: chain.metric("framechain_api_live_streams") == 0, 10, "no stream"
+        )
+        watched.assert_clean()
