@@ -1,7 +1,9 @@
 """The browser console against a real chain of two looped cameras, in Debian's
 headless Chromium: its files served safely without the token, sign-in trading
 the token for a cookie (a wrong one keeps the sign-in page), and the live grid
-whose tiles move and show each camera's health, one camera large on a click."""
+whose tiles move and show each camera's health, one camera large on a click;
+the event list filling and growing from the event stream, its filters held in
+the address, an event opening its snapshot and playing its clip to the end."""
 
 from __future__ import annotations
 
@@ -80,8 +82,19 @@ def _config(tmp: Path, port: int) -> Path:
                 "source": looped("crowd.mp4"),
                 "rules": [CROWD_LINE],
                 "snapshots": {"directory": str(tmp / "snapshots")},
+                "clips": {"directory": str(tmp / "clips"), "pre_s": 2, "post_s": 2},
             },
-            "west": {"source": looped("traffic.mp4")},
+            "west": {
+                "source": looped("traffic.mp4"),
+                "rules": [
+                    {
+                        "kind": "zone",
+                        "name": "road",
+                        "polygon": [[0, 0], [640, 0], [640, 360], [0, 360]],
+                        "classes": ["car"],
+                    }
+                ],
+            },
         },
         "detector": {"model": "yolo11n.onnx", "imgsz": 320},
         "sinks": [{"kind": "sqlite", "path": str(tmp / "events.db")}],
@@ -111,7 +124,11 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
             )
         except OSError:
             return False
-        return status == 200 and body.count(b'"state":"online"') == 2
+        if status != 200:
+            return False
+        cameras = json.loads(body)
+        # online, and tracked frames reported (the frame size comes with them)
+        return all(c["state"] == "online" and c["width"] > 0 for c in cameras)
 
     try:
         wait_until(
@@ -261,4 +278,77 @@ def test_live_tiles_move_and_show_health_and_one_camera_opens_large(
         wait_until(
             lambda: chain.metric("framechain_api_live_streams") == 0, 10, "no stream"
         )
+        watched.assert_clean()
+
+
+def test_events_fill_grow_filter_and_open_with_snapshot_and_clip(
+    chain: Chain,
+) -> None:
+    status, body, _ = chain.get(
+        "/api/event-kinds", {"Authorization": f"Bearer {TOKEN}"}
+    )
+    kinds = {k["name"]: k for k in json.loads(body)}
+    assert status == 200 and kinds["line_crossing"]["directions"] == ["in", "out"]
+    # the event stream filters by class as the list does
+    connection = http.client.HTTPConnection("127.0.0.1", chain.port, timeout=60)
+    connection.request(
+        "GET",
+        "/api/events/stream?class=car",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    stream = connection.getresponse()
+    classes = []
+    while len(classes) < 3:  # east's person crossings come as often, filtered out
+        line = stream.readline()
+        if line.startswith(b"data: "):
+            classes.append(json.loads(line[6:])["class_name"])
+    assert classes == ["car"] * 3
+    connection.close()
+    with chromium() as browser:
+        watched = new_page(browser)
+        page = watched.page
+        _sign_in(page, chain)
+        page.wait_for_selector(".tile")
+        page.click("nav a[data-view=events]")
+        page.wait_for_selector(".events li")
+        first = page.locator(".events li").count()
+        # new events come from the event stream, at the top, while watched
+        page.wait_for_selector(".events li.new", timeout=60_000)
+        assert page.locator(".events li").count() > first
+        keep_screenshot(page, "events-1280x800")
+
+        page.select_option("select[name=kind]", "line_crossing")
+        page.wait_for_url(re.compile(r"#/events\?kind=line_crossing$"))
+        page.wait_for_selector(".events li")
+        # the address holds the filter: a reload (a shared link) shows the same
+        page.reload()
+        page.wait_for_selector(".events li")
+        assert page.input_value("select[name=kind]") == "line_crossing"
+        whats = page.locator(".events li .what").all_inner_texts()
+        assert whats
+        assert all(w.startswith("line crossing · mid · person") for w in whats)
+
+        # the oldest crossing shown: its clip's post-roll is long recorded
+        page.locator(".events li a").last.click()
+        page.wait_for_selector("dialog.event[open]")
+        assert "#/events/east%3Amid%3Aline_crossing" in page.url
+        page.wait_for_function(
+            "() => document.querySelector('dialog .media img')?.naturalWidth > 0"
+        )
+        page.wait_for_selector("dialog video", timeout=30_000)
+        duration = page.evaluate(
+            """() => new Promise((done, failed) => {
+                const video = document.querySelector("dialog video");
+                video.addEventListener("ended", () => done(video.duration));
+                video.addEventListener("error", () => failed("the clip did not play"));
+                video.playbackRate = 4;
+                video.play();
+            })"""
+        )
+        # at least the post-roll (the pre-roll is short for an event at the start)
+        assert duration >= 2.0
+        keep_screenshot(page, "event-1280x800")
+        page.keyboard.press("Escape")
+        page.wait_for_url(re.compile(r"#/events\?kind=line_crossing$"))
+        assert not page.is_visible("dialog.event")
         watched.assert_clean()

@@ -36,7 +36,14 @@ from stages.api.console import (
     session_value,
 )
 from stages.api.live import LivePictures
-from stages.api.models import Camera, Counts, Problem, event_model, problem
+from stages.api.models import (
+    Camera,
+    Counts,
+    EventKind,
+    Problem,
+    event_model,
+    problem,
+)
 from stages.api.pictures import add_picture_routes
 from stages.api.rules import add_rule_routes
 from stages.api.stats import ApiStats
@@ -349,6 +356,25 @@ def build_app(settings: ApiSettings) -> Any:
             settings.directional,
         )
         return _json({"bucket": bucket, "bucket_s": BUCKETS[bucket], "counts": rows})
+
+    @app.get("/api/event-kinds", response_model=list[EventKind])
+    def event_kinds() -> Response:
+        """Every kind of event this framechain stores: the kind filter's values."""
+        specs = (
+            {k.name: k for k in settings.registry.events.all()}
+            if settings.registry
+            else {}
+        )
+        return _json(
+            [
+                {
+                    "name": name,
+                    "description": specs[name].description if name in specs else "",
+                    "directions": list(specs[name].directions) if name in specs else [],
+                }
+                for name in settings.event_kinds
+            ]
+        )
 
     @app.get("/api/config", response_model=dict[str, Any])
     def config() -> Response:

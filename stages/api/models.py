@@ -79,6 +79,12 @@ class Camera(BaseModel):
     rules: list[Rule]
 
 
+class EventKind(BaseModel):
+    name: str
+    description: str
+    directions: list[str] = Field(description="The values of direction it uses.")
+
+
 class CountRow(BaseModel):
     start: float = Field(description="Bucket start, Unix time.")
     camera: str

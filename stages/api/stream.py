@@ -63,6 +63,7 @@ def add_stream_routes(
         camera: Annotated[list[str] | None, Query()] = None,
         rule: Annotated[list[str] | None, Query()] = None,
         kind: Annotated[list[str] | None, Query()] = None,
+        class_name: Annotated[list[str] | None, Query(alias="class")] = None,
         last_event_id: Annotated[
             str | None,
             Header(
@@ -77,7 +78,7 @@ def add_stream_routes(
             kinds = set(known("kind", kind, list(settings.event_kinds)))
         except ValueError as e:
             return problem(422, str(e))
-        rules = set(rule or ())
+        rules, classes = set(rule or ()), set(class_name or ())
         try:
             start = (
                 int(last_event_id)
@@ -99,6 +100,7 @@ def add_stream_routes(
                 (not cameras or event["stream_id"] in cameras)
                 and (not kinds or event["kind"] in kinds)
                 and (not rules or event["rule"] in rules)
+                and (not classes or event["class_name"] in classes)
             )
 
         async def messages() -> AsyncIterator[bytes]:

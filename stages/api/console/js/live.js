@@ -96,7 +96,7 @@ async function showGrid(main, signal) {
     grid.append(tile);
     followPictures(img, camera.name, fps, signal);
   }
-  await followHealth(badges, signal);
+  followHealth(badges, signal);
 }
 
 async function showCamera(main, name, signal) {
@@ -116,10 +116,11 @@ async function showCamera(main, name, signal) {
     img);
   // leaving the view closes the stream: its slot (streams_per_client) is freed
   signal.addEventListener("abort", () => img.removeAttribute("src"), { once: true });
-  await followHealth(new Map([[name, badge]]), signal, cameraPath(name));
+  followHealth(new Map([[name, badge]]), signal, cameraPath(name));
 }
 
 export async function showLive(main, where, signal) {
   if (where.parts[0]) await showCamera(main, where.parts[0], signal);
   else await showGrid(main, signal);
+  return {};
 }

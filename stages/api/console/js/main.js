@@ -1,16 +1,21 @@
 // The console's router: the address (#/view/part?filters) names what is shown,
-// so every view can be shared and reloaded. Each view gets an AbortSignal that
-// ends its loops and live connections when another view replaces it.
+// so every view can be shared and reloaded. A view is built by show(main, where,
+// signal), which returns once the view is on screen (its loops go on by
+// themselves) with an optional update(where) that takes a new address of its
+// own; the AbortSignal ends its loops and live connections when another view
+// replaces it.
 
 import { getJson, sendJson, SignInNeeded, ApiError } from "./api.js";
+import { showEvents } from "./events.js";
 import { showLive } from "./live.js";
 import { showSignIn } from "./signin.js";
 
-const views = { live: showLive };
+const views = { live: showLive, events: showEvents };
 const main = document.getElementById("view");
 const problemLine = document.getElementById("problem");
 const signOut = document.getElementById("sign-out");
 let leaving = null;
+let current = null; // the view shown: { name, handle }
 
 export function parseRoute() {
   const [path, query = ""] = location.hash.replace(/^#\/?/, "").split("?");
@@ -36,6 +41,7 @@ export function report(error) {
 }
 
 function leave() {
+  current = null;
   leaving?.abort();
   leaving = new AbortController();
   main.replaceChildren();
@@ -62,18 +68,21 @@ async function route() {
   }
   signOut.hidden = !session.token_needed;
   const where = parseRoute();
-  const show = views[where.name];
   for (const link of document.querySelectorAll("nav a")) {
     if (link.dataset.view === where.name) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
+  // a view may take a change of its own address (an event opened over its
+  // list) without being built again
+  if (current?.name === where.name && current.handle?.update?.(where)) return;
+  const show = views[where.name];
   const signal = leave();
   if (!show) {
     showProblem(`no view ${where.name}: try Live, Events, Counts or Rules`);
     return;
   }
   try {
-    await show(main, where, signal);
+    current = { name: where.name, handle: await show(main, where, signal) };
   } catch (error) {
     if (!signal.aborted) report(error);
   }

@@ -16,6 +16,9 @@ export function showSignIn(main, signal, signedIn) {
   const form = el("form", { class: "sign-in", "aria-labelledby": "sign-in-title" },
     el("h1", { id: "sign-in-title" }, "Sign in"),
     why,
+    // for password managers: the token is a password with no user name
+    el("input", { type: "text", name: "username", autocomplete: "username",
+      value: "framechain", hidden: true }),
     el("label", { for: "token" }, "Token"),
     input,
     button,
