@@ -3,10 +3,12 @@ headless Chromium: its files served safely without the token, sign-in trading
 the token for a cookie (a wrong one keeps the sign-in page), and the live grid
 whose tiles move and show each camera's health, one camera large on a click;
 the event list filling and growing from the event stream, its filters held in
-the address, an event opening its snapshot and playing its clip to the end."""
+the address, an event opening its snapshot and playing its clip to the end; the
+counts charts showing exactly what /api/counts answers, and as CSV."""
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import re
@@ -23,6 +25,7 @@ from browser import DESKTOP, PHONE, chromium, keep_screenshot, new_page
 from conftest import (
     ASSETS,
     CROWD_LINE,
+    REPO,
     chain_env,
     end_run,
     free_port,
@@ -149,6 +152,22 @@ def _picture(png: bytes) -> np.ndarray:
     image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_GRAYSCALE)
     assert image is not None
     return image.astype(np.int16)
+
+
+def test_vendored_files_are_the_published_ones() -> None:
+    """What console/vendor holds is byte for byte what its README says was
+    copied from the registry's package: no hand edit slips in unseen."""
+    vendor = REPO / "stages" / "api" / "console" / "vendor"
+    listed = re.findall(
+        r"^\| (\S+) \|.*\| ([0-9a-f]{64}) \|$",
+        (vendor / "README.md").read_text(),
+        re.M,
+    )
+    assert {name for name, _ in listed} == {
+        p.name for p in vendor.iterdir() if p.name != "README.md"
+    }
+    for name, digest in listed:
+        assert hashlib.sha256((vendor / name).read_bytes()).hexdigest() == digest, name
 
 
 def test_console_files_are_served_without_the_token_and_nothing_else(
@@ -351,4 +370,61 @@ def test_events_fill_grow_filter_and_open_with_snapshot_and_clip(
         page.keyboard.press("Escape")
         page.wait_for_url(re.compile(r"#/events\?kind=line_crossing$"))
         assert not page.is_visible("dialog.event")
+        watched.assert_clean()
+
+
+def _table(page: Any, rule: str) -> tuple[list[str], dict[int, list[int]]]:
+    card = page.locator(f".rule-counts[data-rule={rule}]")
+    names = card.locator("details thead th").all_text_contents()[1:]
+    rows = {}
+    for row in card.locator("details tbody tr").all():
+        cells = row.locator("td").all_text_contents()
+        rows[int(row.get_attribute("data-start"))] = [int(c) for c in cells]
+    return names, rows
+
+
+def test_counts_charts_show_what_the_api_counts_and_download_as_csv(
+    chain: Chain,
+) -> None:
+    with chromium() as browser:
+        watched = new_page(browser)
+        page = watched.page
+        _sign_in(page, chain)
+        page.wait_for_selector(".tile")
+        page.click("nav a[data-view=counts]")
+        page.wait_for_selector(".rule-counts[data-rule=mid] .chart canvas")
+        page.wait_for_selector(".rule-counts[data-rule=road] .chart canvas")
+        query = page.locator(".cards").get_attribute("data-query")
+        assert query and "since=" in query and "until=" in query
+        names, shown = _table(page, "mid")
+        assert names == ["in", "out"]
+        time.sleep(2)  # an event of the pinned range still on its way is stored
+        status, body, _ = chain.get("/" + query, {"Authorization": f"Bearer {TOKEN}"})
+        assert status == 200
+        expected: dict[int, list[int]] = {start: [0, 0] for start in shown}
+        for row in json.loads(body)["counts"]:
+            if row["camera"] == "east" and row["rule"] == "mid":
+                expected[row["start"]][names.index(row["direction"])] += row["count"]
+        assert shown == expected
+        assert sum(map(sum, shown.values())) > 0
+        road_names, road = _table(page, "road")
+        assert road_names and sum(map(sum, road.values())) > 0
+        keep_screenshot(page, "counts-1280x800")
+
+        with page.expect_download() as download:
+            page.click(".rule-counts[data-rule=mid] a.download")
+        lines = Path(download.value.path()).read_text().splitlines()
+        assert lines[0] == "bucket_start,in,out"
+        assert [list(map(int, line.split(",")[1:])) for line in lines[1:]] == [
+            shown[start] for start in sorted(shown)
+        ]
+
+        page.select_option("select[name=bucket]", "hour")
+        page.wait_for_url(re.compile(r"bucket=hour&range=24h"))
+        page.wait_for_function(
+            "() => document.querySelector('.cards')?.dataset.query?.includes('hour')"
+        )
+        _, hourly = _table(page, "mid")
+        assert len(hourly) in (24, 25)  # the first hour begins before the range
+        assert sum(map(sum, hourly.values())) > 0
         watched.assert_clean()

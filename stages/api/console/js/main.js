@@ -6,11 +6,12 @@
 // replaces it.
 
 import { getJson, sendJson, SignInNeeded, ApiError } from "./api.js";
+import { showCounts } from "./counts.js";
 import { showEvents } from "./events.js";
 import { showLive } from "./live.js";
 import { showSignIn } from "./signin.js";
 
-const views = { live: showLive, events: showEvents };
+const views = { live: showLive, events: showEvents, counts: showCounts };
 const main = document.getElementById("view");
 const problemLine = document.getElementById("problem");
 const signOut = document.getElementById("sign-out");
