@@ -70,6 +70,16 @@ def _rules_counted(db: Path) -> set[str]:
             return set()
 
 
+def _get(port: int, path: str) -> tuple[int, Any]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
 def _tracked(port: int) -> bool:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
@@ -133,7 +143,13 @@ def test_a_put_rule_counts_on_the_next_frames_and_keeps_the_comments(
         assert "start: [0, 330]" in text
         # the lines it did not change are as they were written
         assert "    source: {kind: file, path:" in text
-        assert "      - {kind: line" not in text  # the old rule went with the list
+        # the rule it did not change is as written, its comment with it
+        assert (
+            "# people crossing the middle of the picture\n      - {kind: line" in text
+        )
+        assert "name: mid, start: [0, 300]" in text
+        status, written = _get(port, "/api/cameras/east/rules")
+        assert status == 200 and written == {"camera": "east", "rules": [MID, UPPER]}
         wait_until(
             lambda: "upper" in _rules_counted(db),
             120,

@@ -4,7 +4,9 @@ the token for a cookie (a wrong one keeps the sign-in page), and the live grid
 whose tiles move and show each camera's health, one camera large on a click;
 the event list filling and growing from the event stream, its filters held in
 the address, an event opening its snapshot and playing its clip to the end; the
-counts charts showing exactly what /api/counts answers, and as CSV."""
+counts charts showing exactly what /api/counts answers, and as CSV; a line drawn
+with the mouse in the rule editor, saved, kept with the config file's comments,
+and counting on the next frames."""
 
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ from conftest import (
 )
 
 TOKEN = "console-test-token-0123456789"
+COMMENT = "# the console's test chain: two looped clips played as live"
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
@@ -109,7 +112,9 @@ def _config(tmp: Path, port: int) -> Path:
         },
     }
     path = tmp / "console.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    text = yaml.safe_dump(config, sort_keys=False)
+    text = text.replace("  east:\n", "  east:  # the crowd: people walking\n")
+    path.write_text(f"{COMMENT}\n{text}")
     return path
 
 
@@ -427,4 +432,85 @@ def test_counts_charts_show_what_the_api_counts_and_download_as_csv(
         _, hourly = _table(page, "mid")
         assert len(hourly) in (24, 25)  # the first hour begins before the range
         assert sum(map(sum, hourly.values())) > 0
+        watched.assert_clean()
+
+
+def test_a_line_drawn_in_the_editor_is_saved_and_counts(chain: Chain) -> None:
+    """Last in this module: it adds a rule to the shared chain's config."""
+    config = chain.tmp / "console.yaml"
+    with chromium() as browser:
+        watched = new_page(browser)
+        page = watched.page
+        _sign_in(page, chain)
+        page.wait_for_selector(".tile")
+        page.click("nav a[data-view=rules]")
+        page.wait_for_url(re.compile(r"#/rules/east$"))
+        page.wait_for_selector(".overlay g.rule.line[data-rule=mid] .arrow")
+        page.wait_for_function(
+            "() => document.querySelector('.stage img')?.naturalWidth > 0"
+        )
+        box = page.locator(".overlay").bounding_box()
+        assert box is not None
+
+        def screen(x: float, y: float) -> tuple[float, float]:  # frame px → page
+            return box["x"] + x * box["width"] / 800, box["y"] + y * box["height"] / 450
+
+        page.click("text=Draw a line")
+        # low in the picture: a new line counts people's feet (bottom_center)
+        page.mouse.move(*screen(20, 400))
+        page.mouse.down()
+        page.mouse.move(*screen(400, 402), steps=5)
+        page.mouse.move(*screen(780, 400), steps=5)
+        page.mouse.up()
+        page.wait_for_selector(".overlay g.rule.line[data-rule=line-1] .arrow")
+        page.fill("#rule-name", "drawn")
+        page.press("#rule-name", "Tab")
+        # drag its end; the numbers follow
+        end = page.locator(".overlay g[data-rule=drawn] circle.handle[data-point='1']")
+        handle = end.bounding_box()
+        assert handle is not None
+        page.mouse.move(
+            handle["x"] + handle["width"] / 2, handle["y"] + handle["height"] / 2
+        )
+        page.mouse.down()
+        page.mouse.move(*screen(790, 410), steps=4)
+        page.mouse.up()
+        end_x = float(page.input_value("input[aria-label='drawn point 2 x']"))
+        end_y = float(page.input_value("input[aria-label='drawn point 2 y']"))
+        assert abs(end_x - 790) <= 3 and abs(end_y - 410) <= 3
+        start_x = float(page.input_value("input[aria-label='drawn point 1 x']"))
+        assert abs(start_x - 20) <= 3
+        # a zone: its corners clicked, Enter closes it
+        page.click("text=Draw a zone")
+        for corner in ((450, 60), (780, 60), (780, 200)):
+            page.mouse.click(*screen(*corner))
+        page.keyboard.press("Enter")
+        page.wait_for_selector(".overlay g.rule.zone[data-rule=zone-1] polygon")
+        assert page.input_value("#rule-name") == "zone-1"
+        keep_screenshot(page, "rules-drawn-1280x800")
+
+        page.click("button.primary:text('Save')")
+        page.wait_for_function(
+            "() => document.querySelector('.save-status')?.textContent"
+            ".startsWith('Saved')"
+        )
+        text = config.read_text()
+        assert COMMENT in text and "# the crowd: people walking" in text
+        assert "name: drawn" in text and "name: mid" in text
+        assert "name: zone-1" in text
+        # counting with the chain's next frames, shown beside the rule
+        page.wait_for_function(
+            "() => /(in|out) [1-9]/.test(document.querySelector("
+            "'.rule-count[data-rule=drawn]')?.textContent || '')",
+            timeout=120_000,
+        )
+        status, body, _ = chain.get(
+            "/api/counts?bucket=day&camera=east&rule=drawn",
+            {"Authorization": f"Bearer {TOKEN}"},
+        )
+        assert status == 200 and sum(r["count"] for r in json.loads(body)["counts"])
+        keep_screenshot(page, "rules-counting-1280x800")
+        page.set_viewport_size(PHONE)
+        page.wait_for_timeout(300)
+        keep_screenshot(page, "rules-390x844")
         watched.assert_clean()

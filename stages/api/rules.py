@@ -34,6 +34,13 @@ if TYPE_CHECKING:
     from stages.api.app import ApiSettings
 
 
+class WrittenRules(BaseModel):
+    """The camera's rules as its config file writes them."""
+
+    camera: str
+    rules: list[dict[str, Any]]
+
+
 class RulesAnswer(BaseModel):
     """The camera's rules as the config now holds them, defaults filled in."""
 
@@ -46,6 +53,28 @@ def add_rule_routes(
     app: FastAPI, settings: ApiSettings, errors: dict[int | str, dict[str, Any]]
 ) -> None:
     lock = threading.Lock()  # one edit of the file at a time
+
+    @app.get(
+        "/api/cameras/{name}/rules",
+        response_model=WrittenRules,
+        responses=errors,
+    )
+    def get_rules(name: str) -> Response:
+        """The camera's rules as the config file writes them (no defaults
+        filled in): what a rule editor changes and PUTs back."""
+        if name not in settings.board.names():
+            return problem(
+                404,
+                f"no camera {name!r}; known: {', '.join(settings.board.names())}",
+            )
+        if settings.config_path is None:
+            return problem(503, "this API was started without its config file")
+        try:
+            rules = written_rules(settings.config_path, name)
+        except (OSError, ValueError) as e:
+            return problem(503, f"cannot read {settings.config_path.name}: {e}")
+        body = WrittenRules(camera=name, rules=rules)
+        return Response(body.model_dump_json(), media_type="application/json")
 
     @app.put(
         "/api/cameras/{name}/rules",
@@ -149,7 +178,8 @@ def _write_rules(path: Path, registry: Any, camera: str, rules: list[Any]) -> An
     yaml.width = 4096  # lines stay as they were written, not re-wrapped
     yaml.indent(mapping=2, sequence=4, offset=2)  # lists indented under their key
     document = yaml.load(path.read_text())
-    document["cameras"][camera]["rules"] = [_flow_points(r) for r in rules]
+    section = document["cameras"][camera]
+    section["rules"] = _merged_rules(section.get("rules"), rules)
     text = io.StringIO()
     yaml.dump(document, text)
     # beside it, so relative paths in it mean the same while it is checked
@@ -162,6 +192,53 @@ def _write_rules(path: Path, registry: Any, camera: str, rules: list[Any]) -> An
     finally:
         candidate.unlink(missing_ok=True)
     return loaded
+
+
+def written_rules(path: Path, camera: str) -> list[Any]:
+    """The camera's rules as the config file writes them (no defaults filled in):
+    what an editor changes and sends back."""
+    import yaml
+
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(str(e).splitlines()[0]) from None
+    section = (document.get("cameras") or {}).get(camera) or {}
+    rules = section.get("rules") or []
+    return rules if isinstance(rules, list) else []
+
+
+def _merged_rules(old: Any, new: list[Any]) -> Any:
+    """The new rules, each written over the file's rule of the same name where
+    there is one, so what the file says of its own about a rule (its comments,
+    its layout, its keys' order) stays wherever the rule did not change."""
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    existing = {
+        rule.get("name"): rule
+        for rule in (old if isinstance(old, list) else [])
+        if isinstance(rule, CommentedMap)
+    }
+    return CommentedSeq(
+        _merged(existing.pop(rule["name"]), rule)
+        if rule.get("name") in existing
+        else _flow_points(rule)
+        for rule in new
+    )
+
+
+def _merged(old: Any, new: Any) -> Any:
+    from ruamel.yaml.comments import CommentedMap
+
+    if isinstance(old, CommentedMap) and isinstance(new, dict):
+        for key in [k for k in old if k not in new]:
+            del old[key]
+        for key, value in new.items():
+            old[key] = _merged(old[key], value) if key in old else _flow_points(value)
+        return old
+    if type(old) is not bool and type(new) is not bool and old == new:
+        return old  # as the file wrote it: its quotes, its flow style
+    return _flow_points(new)
 
 
 def _flow_points(value: Any) -> Any:

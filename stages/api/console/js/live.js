@@ -29,13 +29,13 @@ function showHealth(badge, camera) {
   badge.dataset.state = camera.state;
 }
 
-async function previewRate() {
+export async function previewRate() {
   const config = await getJson("api/config");
   return config?.http?.preview?.fps || 2;
 }
 
 /** Keeps ``img`` showing the camera's newest picture until ``signal`` ends. */
-async function followPictures(img, camera, fps, signal) {
+export async function followPictures(img, camera, fps, signal) {
   let shown = null;
   while (!signal.aborted) {
     const started = performance.now();

@@ -7,11 +7,12 @@
 
 import { getJson, sendJson, SignInNeeded, ApiError } from "./api.js";
 import { showCounts } from "./counts.js";
+import { showEditor } from "./editor.js";
 import { showEvents } from "./events.js";
 import { showLive } from "./live.js";
 import { showSignIn } from "./signin.js";
 
-const views = { live: showLive, events: showEvents, counts: showCounts };
+const views = { live: showLive, events: showEvents, counts: showCounts, rules: showEditor };
 const main = document.getElementById("view");
 const problemLine = document.getElementById("problem");
 const signOut = document.getElementById("sign-out");
