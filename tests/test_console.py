@@ -435,6 +435,52 @@ def test_counts_charts_show_what_the_api_counts_and_download_as_csv(
         watched.assert_clean()
 
 
+def test_every_page_fits_a_phone_and_works_from_the_keyboard(chain: Chain) -> None:
+    with chromium() as browser:
+        watched = new_page(browser, PHONE)
+        page = watched.page
+        page.goto(chain.base + "/")
+        page.wait_for_selector("#token")
+        # signed in, an event opened and closed, without the mouse
+        page.keyboard.type(TOKEN)
+        page.keyboard.press("Enter")
+        page.wait_for_selector(".tile")
+        for view, ready in (
+            ("live", ".tile img[data-pictures]"),
+            ("events", ".events li"),
+            ("counts", ".rule-counts .chart canvas"),
+            ("rules", ".overlay g.rule"),
+        ):
+            page.goto(f"{chain.base}/#/{view}")
+            page.wait_for_selector(ready)
+            page.wait_for_timeout(300)
+            overflow = page.evaluate(
+                "() => document.documentElement.scrollWidth - window.innerWidth"
+            )
+            assert overflow <= 0, f"{view} is {overflow} px wider than a phone"
+            keep_screenshot(page, f"{view}-390x844")
+
+        page.goto(f"{chain.base}/#/live")
+        page.wait_for_selector(".tile")
+        page.locator("a.brand").focus()
+        for _ in range(2):  # from the brand: Live, Events
+            page.keyboard.press("Tab")
+        assert page.evaluate("() => document.activeElement.textContent") == "Events"
+        page.keyboard.press("Enter")
+        page.wait_for_selector(".events li a")
+        for _ in range(40):
+            page.keyboard.press("Tab")
+            if page.evaluate("() => document.activeElement.closest('.events')"):
+                break
+        else:
+            raise AssertionError("no event is reached with Tab")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("dialog.event[open]")
+        page.keyboard.press("Escape")
+        page.wait_for_function("() => !document.querySelector('dialog.event[open]')")
+        watched.assert_clean()
+
+
 def test_a_line_drawn_in_the_editor_is_saved_and_counts(chain: Chain) -> None:
     """Last in this module: it adds a rule to the shared chain's config."""
     config = chain.tmp / "console.yaml"
