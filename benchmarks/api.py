@@ -84,36 +84,79 @@ def run_clients(port: int, cameras: list[str], clients: int) -> None:
         for camera in cameras:
             threading.Thread(target=watch, args=(camera,), daemon=True).start()
         threading.Thread(target=poll, daemon=True).start()
+    print("ready", flush=True)
     signal.sigwait({signal.SIGTERM, signal.SIGINT})
 
 
-def _throughput(config: dict[str, Any], tmp: Path, with_clients: bool) -> float:
+def _throughput(config: dict[str, Any], tmp: Path, clients: list[str] | None) -> float:
+    """Frames tracked per second, all cameras, of one run of the chain with the
+    API on; ``clients``: the ``python -m`` arguments of a process that reads the
+    API meanwhile (its port appended), or None."""
     from benchmarks.chain import run_chain
 
     port = _port()
     config = {**config, "http": {"listen": f"127.0.0.1:{port}", "api": True}}
-    clients = None
-    if with_clients:
-        clients = subprocess.Popen(
+    reader = None
+    if clients is not None:
+        reader = subprocess.Popen(
             [
                 # at the lowest priority: they stand for browsers on other
                 # machines, whose reading is no cost of this one
                 *("nice", "-n", "19"),
-                *(sys.executable, "-m", "benchmarks.api", "--clients", str(port)),
-                *(str(CLIENTS), *config["cameras"]),
-            ]
+                *(sys.executable, "-m", *clients, str(port)),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
         )
+        # started before the chain (browsers take seconds to): the runs
+        # compare serving the clients, not starting them
+        assert reader.stdout is not None
+        if reader.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"the clients ({' '.join(clients)}) did not start")
     try:
         result = run_chain(config, tmp)
     finally:
-        if clients is not None:
-            clients.terminate()
-            clients.wait(10)
+        if reader is not None:
+            reader.terminate()
+            reader.wait(30)
     if result.code != 0:
         raise RuntimeError("the chain failed during the API benchmark")
     return sum(
         float(result.stats[f"track.{camera}"]["fps"]) for camera in config["cameras"]
     )
+
+
+def compare(
+    args: Any, model: Path, clip: Path, clients: list[str], who: str
+) -> list[str]:
+    """The chain's throughput without and with ``clients``, alternating, as a
+    table and a ratio of medians."""
+    from benchmarks.chain import chain_config, file_camera
+
+    names = [f"cam{i}" for i in range(CAMERAS)]
+    runs: dict[bool, list[float]] = {False: [], True: []}
+    with tempfile.TemporaryDirectory() as folder:
+        for repeat in range(args.repeats):
+            for watched in (False, True) if repeat % 2 == 0 else (True, False):
+                tmp = Path(folder) / f"run-{repeat}-{int(watched)}"
+                tmp.mkdir()
+                config = chain_config(
+                    model, {n: file_camera(clip) for n in names}, tmp, args.imgsz
+                )
+                runs[watched].append(
+                    _throughput(config, tmp, [*clients, *names] if watched else None)
+                )
+    bare, watched_fps = (statistics.median(runs[k]) for k in (False, True))
+    return [
+        "| clients | frames/s, all cameras (median) | runs |",
+        "|---|---|---|",
+        f"| none | {bare:.1f} | {', '.join(f'{v:.1f}' for v in runs[False])} |",
+        f"| {who} | {watched_fps:.1f} | {', '.join(f'{v:.1f}' for v in runs[True])} |",
+        "",
+        f"Throughput with them: {watched_fps / bare:.3f} of without "
+        f"({100 * (1 - watched_fps / bare):+.1f} % lost; target at most 3 %).",
+        "",
+    ]
 
 
 def _store(path: Path, cameras: int, events: int) -> None:
@@ -231,40 +274,22 @@ def _latencies(tmp: Path, cameras: int, model: Path) -> dict[str, tuple[float, f
 
 
 def suite_api(args: Any, model: Path, clip: Path) -> str:
-    from benchmarks.chain import chain_config, file_camera
-
-    names = [f"cam{i}" for i in range(CAMERAS)]
     lines = [
         f"## framechain bench api ({CAMERAS} cameras, {clip.name}, {model.name} at "
         f"{args.imgsz}, {args.repeats} alternating runs each)",
         "",
     ]
-    runs: dict[bool, list[float]] = {False: [], True: []}
+    if args.repeats:
+        lines += compare(
+            args,
+            model,
+            clip,
+            ["benchmarks.api", "--clients", str(CLIENTS)],
+            f"{CLIENTS}, each watching {CAMERAS} live pictures and polling events",
+        )
+    else:
+        lines.append("(throughput not measured: --repeats 0)")
     with tempfile.TemporaryDirectory() as folder:
-        for repeat in range(args.repeats):
-            for with_clients in (False, True) if repeat % 2 == 0 else (True, False):
-                tmp = Path(folder) / f"run-{repeat}-{int(with_clients)}"
-                tmp.mkdir()
-                config = chain_config(
-                    model, {n: file_camera(clip) for n in names}, tmp, args.imgsz
-                )
-                runs[with_clients].append(_throughput(config, tmp, with_clients))
-        if args.repeats:
-            bare, watched = (statistics.median(runs[k]) for k in (False, True))
-            lines += [
-                "| clients | frames/s, all cameras (median) | runs |",
-                "|---|---|---|",
-                f"| none | {bare:.1f} | {', '.join(f'{v:.1f}' for v in runs[False])} |",
-                f"| {CLIENTS}, each watching {CAMERAS} live pictures and polling "
-                f"events | {watched:.1f} | "
-                f"{', '.join(f'{v:.1f}' for v in runs[True])} |",
-                "",
-                f"Throughput with the clients: {watched / bare:.3f} of without "
-                f"({100 * (1 - watched / bare):+.1f} % lost; target at most 3 %).",
-                "",
-            ]
-        else:
-            lines.append("(throughput not measured: --repeats 0)")
         latencies = _latencies(Path(folder), CAMERAS, model)
     lines += [
         f"/api/events on a store of {EVENTS:,} events, the API alone "
@@ -283,5 +308,5 @@ def suite_api(args: Any, model: Path, clip: Path) -> str:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--clients"]:
-        run_clients(int(sys.argv[2]), sys.argv[4:], int(sys.argv[3]))
+    if sys.argv[1:2] == ["--clients"]:  # --clients N CAMERA... PORT
+        run_clients(int(sys.argv[-1]), sys.argv[3:-1], int(sys.argv[2]))

@@ -39,6 +39,7 @@ SUITES = (
     "memory",
     "pixels",
     "api",
+    "console",
 )
 # the baselines each suite runs, and the packages they need (framechain[ultralytics])
 BASELINE_PACKAGES = {
@@ -62,7 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "and PSS per stage kind and per camera), pixels (ms per frame of each "
         "step from the decoder to the model input, full-size and model-size), api "
         "(8 cameras with and without 4 clients watching and polling; /api/events "
-        "latency on a million events)",
+        "latency on a million events), console (8 cameras with and without 4 "
+        "headless browsers showing the console's live grid)",
     )
     parser.add_argument(
         "--clip",
@@ -288,6 +290,10 @@ def run_bench(args: argparse.Namespace) -> int:
             from benchmarks.api import suite_api
 
             table = suite_api(args, model, clip)
+        elif args.suite == "console":
+            from benchmarks.console import suite_console
+
+            table = suite_console(args, model, clip)
         elif args.suite == "backends":
             models = [_resolve(m, args.models_dir) for m in args.models.split(",")]
             table = benchsuite.suite_backends(args, models, shape)

@@ -152,6 +152,14 @@ class PreviewConfig(StrictModel):
     fps: float = Field(
         default=5.0, gt=0, le=30, description="Pictures per second at most."
     )
+    grid_fps: float = Field(
+        default=2.0,
+        gt=0,
+        le=30,
+        description="Pictures per second of each tile of the console's live grid "
+        "(one camera opened large gets fps): an overview needs fewer, and every "
+        "browser's every tile asks for each.",
+    )
     jpeg_quality: int = Field(default=75, ge=10, le=100, description="JPEG quality.")
     streams_per_client: int = Field(
         default=4,

@@ -1,7 +1,7 @@
 // Live: every camera's annotated picture with its health, and one camera large.
 //
-// The grid asks each camera's latest.jpg in turn, at most http.preview.fps a
-// second and not while the page is hidden: a browser opens at most six
+// The grid asks each camera's latest.jpg in turn, at most http.preview.grid_fps
+// a second and not while the page is hidden: a browser opens at most six
 // connections to one host, so one long-lived MJPEG stream per tile would leave
 // none for the rest of the console. The large view, alone, uses stream.mjpeg.
 
@@ -29,9 +29,10 @@ function showHealth(badge, camera) {
   badge.dataset.state = camera.state;
 }
 
-export async function previewRate() {
-  const config = await getJson("api/config");
-  return config?.http?.preview?.fps || 2;
+/** Pictures per second: of a grid tile (http.preview.grid_fps), or of one camera (fps). */
+export async function previewRate(grid = false) {
+  const preview = (await getJson("api/config"))?.http?.preview || {};
+  return Math.min(preview.fps || 2, grid ? preview.grid_fps || 2 : Infinity);
 }
 
 /** Keeps ``img`` showing the camera's newest picture until ``signal`` ends. */
@@ -77,7 +78,7 @@ async function followHealth(badges, signal, path = "api/cameras") {
 }
 
 async function showGrid(main, signal) {
-  const [cameras, fps] = await Promise.all([getJson("api/cameras"), previewRate()]);
+  const [cameras, fps] = await Promise.all([getJson("api/cameras"), previewRate(true)]);
   const grid = el("div", { class: "grid" });
   const badges = new Map();
   main.append(el("h1", { class: "sr-only" }, "Live"), grid);
