@@ -14,13 +14,8 @@ from typing import Any
 import pytest
 from conftest import REPO
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
+from benchmarks.console import CHROMIUM_ARGS
+
 ARTIFACTS = Path(os.environ.get("FRAMECHAIN_TEST_ARTIFACTS", REPO / "test-artifacts"))
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}

@@ -153,6 +153,12 @@ def _sign_in(page: Any, chain: Chain, token: str = TOKEN) -> None:
     page.click("form.sign-in button[type=submit]")
 
 
+def _open_signed_in(page: Any, chain: Chain) -> None:
+    """The console, signed in, its live grid on screen."""
+    _sign_in(page, chain)
+    page.wait_for_selector(".tile")
+
+
 def _picture(png: bytes) -> np.ndarray:
     image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_GRAYSCALE)
     assert image is not None
@@ -245,8 +251,7 @@ def test_a_wrong_or_stale_token_shows_the_sign_in_page(chain: Chain) -> None:
         )
         page.reload()
         page.wait_for_selector("#token")
-        _sign_in(page, chain)
-        page.wait_for_selector(".tile")
+        _open_signed_in(page, chain)
         page.click("#sign-out")
         page.wait_for_selector("#token")
         page.reload()
@@ -331,8 +336,7 @@ def test_events_fill_grow_filter_and_open_with_snapshot_and_clip(
     with chromium() as browser:
         watched = new_page(browser)
         page = watched.page
-        _sign_in(page, chain)
-        page.wait_for_selector(".tile")
+        _open_signed_in(page, chain)
         page.click("nav a[data-view=events]")
         page.wait_for_selector(".events li")
         first = page.locator(".events li").count()
@@ -394,8 +398,7 @@ def test_counts_charts_show_what_the_api_counts_and_download_as_csv(
     with chromium() as browser:
         watched = new_page(browser)
         page = watched.page
-        _sign_in(page, chain)
-        page.wait_for_selector(".tile")
+        _open_signed_in(page, chain)
         page.click("nav a[data-view=counts]")
         page.wait_for_selector(".rule-counts[data-rule=mid] .chart canvas")
         page.wait_for_selector(".rule-counts[data-rule=road] .chart canvas")
@@ -487,8 +490,7 @@ def test_a_line_drawn_in_the_editor_is_saved_and_counts(chain: Chain) -> None:
     with chromium() as browser:
         watched = new_page(browser)
         page = watched.page
-        _sign_in(page, chain)
-        page.wait_for_selector(".tile")
+        _open_signed_in(page, chain)
         page.click("nav a[data-view=rules]")
         page.wait_for_url(re.compile(r"#/rules/east$"))
         page.wait_for_selector(".overlay g.rule.line[data-rule=mid] .arrow")
