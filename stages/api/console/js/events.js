@@ -6,7 +6,7 @@
 
 import { cameraPath, getJson, withQuery } from "./api.js";
 import { el, pause, when } from "./dom.js";
-import { report } from "./main.js";
+import { parseRoute, report } from "./main.js";
 
 const PAGE = 50;
 const LIVE_ROWS = 500; // past this many rows, new events wait behind a link
@@ -225,12 +225,9 @@ export async function showEvents(main, where, signal) {
 
   dialog.addEventListener("close", () => {
     detail?.abort();
-    if (parseRouteId()) location.hash = listAddress(filters);
+    const where = parseRoute();
+    if (where.name === "events" && where.parts[0]) location.hash = listAddress(filters);
   });
-  const parseRouteId = () => {
-    const path = location.hash.replace(/^#\/?/, "").split("?")[0].split("/");
-    return path[0] === "events" && path[1] ? decodeURIComponent(path[1]) : null;
-  };
   const openFromAddress = (id) => {
     detail?.abort();
     if (!id) {
